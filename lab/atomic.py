@@ -1,0 +1,139 @@
+"""Crash-safe writes: a file or a folder appears whole under its final name, or not at all.
+
+Everything the lab writes that a user may care about (converted models, checkpoints, embeddings,
+results) goes through these helpers. The recipe is the usual one: write into a temporary sibling
+on the same filesystem, flush it to disk, then `os.replace` it into place (atomic on POSIX).
+Folders additionally carry a `MANIFEST.json` listing each file's size; it is written last, so a
+folder without a valid manifest is, by construction, unfinished or damaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+MANIFEST = "MANIFEST.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """Open a temporary sibling of `path` for writing; on success it replaces `path` atomically.
+
+    On any exception (or KeyboardInterrupt) the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, metadata: dict | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it becomes `path`, with a manifest, atomically.
+
+    If `path` already exists it is replaced (the old one is moved aside first, then deleted), so a
+    reader never sees a mix of old and new files. On failure the temporary folder is deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        manifest = {"files": _file_sizes(tmp), "metadata": metadata or {}}
+        write_json_atomic(tmp / MANIFEST, manifest)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of a folder written by `atomic_dir`, or None if it is missing or unreadable."""
+    try:
+        with open(Path(path) / MANIFEST, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why the folder at `path` is not a complete `atomic_dir` output, or None if it is complete.
+
+    Checks that the manifest exists and that every listed file exists with the listed size.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path} does not exist"
+    manifest = read_manifest(path)
+    if manifest is None:
+        return f"{path} has no valid {MANIFEST} (an interrupted write?)"
+    for name, size in manifest["files"].items():
+        f = path / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != size:
+            return f"{f} has {f.stat().st_size} bytes, expected {size} (truncated or modified)"
+    return None
+
+
+def remove_stale_temporaries(parent: str | os.PathLike) -> None:
+    """Delete `.NAME.*.tmp` / `.old` leftovers of interrupted `atomic_dir` calls in `parent`."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()

@@ -1,0 +1,90 @@
+"""GEM checkpoints: small folders that load with `lab.load(path)`.
+
+    gem_config.json          GemConfig (k, readout, base model, ...)
+    gem_tokens.safetensors   the k new input-embedding rows (and output rows if the head is untied)
+    adapter/                 optional: a peft LoRA adapter (adapter_config.json + safetensors)
+    weights.safetensors      optional: full fine-tuned weights that differ from the base
+    MANIFEST.json            written last: a folder without it is unfinished and is never loaded
+
+The base model's weights are not copied: they come from the registry (or folder) named in the
+config. Everything is safetensors + JSON; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_dir, folder_problem
+from .config import GemConfig
+from .forward import unwrap
+from .model import GemModel
+from .registry import load_causal_lm
+from .tokens import add_gem_tokens
+
+log = logging.getLogger(__name__)
+
+TOKENS_FILE = "gem_tokens.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+def gem_token_tensors(gem: GemModel) -> dict[str, torch.Tensor]:
+    """The GEM rows of the input (and untied output) embedding, (k, d) float32."""
+    base = unwrap(gem.model)
+    ids = torch.tensor(gem.special_ids)
+    out = {"input_rows": base.get_input_embeddings().weight.detach()[ids].float().cpu().contiguous()}
+    head = base.get_output_embeddings()
+    if head is not None and head.weight is not base.get_input_embeddings().weight:
+        out["output_rows"] = head.weight.detach()[ids].float().cpu().contiguous()
+    return out
+
+
+def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, torch.Tensor] | None = None,
+                    metadata: dict | None = None) -> Path:
+    """Write `gem` to `folder` atomically (replacing an older checkpoint there only on success)."""
+    if gem.gem is None:
+        raise ValueError("save_checkpoint needs a model with GEM tokens (see lab.model.add_new_gem_tokens)")
+    folder = Path(folder)
+    with atomic_dir(folder, metadata=metadata) as tmp:
+        gem.gem.save(tmp)
+        save_file(gem_token_tensors(gem), str(tmp / TOKENS_FILE))
+        if hasattr(gem.model, "peft_config"):
+            gem.model.save_pretrained(tmp / ADAPTER_DIR, safe_serialization=True)
+        if full_weights:
+            save_file({k: v.detach().cpu().contiguous() for k, v in full_weights.items()}, str(tmp / WEIGHTS_FILE))
+    return folder
+
+
+def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_implementation="sdpa",
+                    merge_adapter: bool = True) -> GemModel:
+    """A `GemModel` from a folder written by `save_checkpoint`."""
+    folder = Path(folder)
+    problem = folder_problem(folder)
+    if problem:
+        raise RuntimeError(f"cannot load GEM checkpoint: {problem}")
+    cfg = GemConfig.load(folder)
+    model, tok = load_causal_lm(cfg.base_model, dtype=torch.float32, device="cpu",
+                                attn_implementation=attn_implementation)
+    ids = add_gem_tokens(model, tok, cfg.k)
+    if (folder / WEIGHTS_FILE).is_file():
+        missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
+        if unexpected:
+            raise RuntimeError(f"{folder / WEIGHTS_FILE} has weights this model lacks: {unexpected[:5]}")
+    rows = load_file(str(folder / TOKENS_FILE))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = rows["input_rows"].to(model.dtype)
+        if "output_rows" in rows:
+            model.get_output_embeddings().weight[ids] = rows["output_rows"].to(model.dtype)
+    if (folder / ADAPTER_DIR).is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, folder / ADAPTER_DIR)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model = model.to(device=device, dtype=dtype)
+    model.eval()
+    return GemModel(model, tok, cfg, name=str(folder))

@@ -1,0 +1,122 @@
+"""`python -m lab <command>` — the lab's command line.
+
+    models               list the registry: what is installed, what is cached
+    convert NAME         prepare a registry model (GGUF -> cached HF folder)
+    demo                 load the default model and generate a sentence
+    embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _cmd_models(args) -> int:
+    from .registry import list_models
+
+    rows = list_models()
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{w}}  installed  cached  description")
+    for r in rows:
+        mark = " (default)" if r["default"] else ""
+        print(f"{r['name']:<{w}}  {'yes' if r['installed'] else 'no':<9}  {'yes' if r['cached'] else 'no':<6}  "
+              f"{r['description']}{mark}")
+        if not r["installed"]:
+            print(f"{'':<{w}}  install: {r['install']}")
+    print("\nAlso accepted anywhere a model is asked for: a local HF folder, or a hub id when online.")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from .registry import prepare
+
+    t0 = time.perf_counter()
+    print(f"preparing {args.name} (the first conversion takes 15-60 s) ...", flush=True)
+    path = prepare(args.name, force=args.force)
+    print(f"ready in {time.perf_counter() - t0:.1f} s: {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .model import load
+
+    t0 = time.perf_counter()
+    gem = load(args.model)
+    t1 = time.perf_counter()
+    print(f"loaded {args.model} in {t1 - t0:.1f} s")
+    for prompt in args.prompts or ["The capital of France is", "Once upon a time,"]:
+        text = gem.generate(prompt, max_new_tokens=args.max_new_tokens)
+        print(f"\n> {prompt}{text}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from .embed_corpus import embed_corpus
+
+    embed_corpus(
+        model=args.model, input_path=args.input, output_path=args.output, pooling=args.pooling,
+        batch_size=args.batch_size, chunk_size=args.chunk_size, field=args.field,
+        max_length=args.max_length, dtype=args.dtype,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .registry import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="python -m lab", description="GEM Lab command line")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list registry models, installed and cached")
+    s.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("convert", help="prepare a registry model (GGUF -> cached HF folder)")
+    s.add_argument("name")
+    s.add_argument("--force", action="store_true", help="rebuild even if a valid cache exists")
+    s.set_defaults(func=_cmd_convert)
+
+    s = sub.add_parser("demo", help="load a model and generate a few sentences")
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--max-new-tokens", type=int, default=24)
+    s.add_argument("prompts", nargs="*")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("embed", help="embed a corpus (.txt: one text per line; .jsonl) into .npy")
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--input", required=True)
+    s.add_argument("--output", required=True)
+    s.add_argument("--pooling", default=None, help="gem (default for GEM checkpoints) | mean | last | prompteol | echo")
+    s.add_argument("--field", default="text", help="JSONL field holding the text")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--chunk-size", type=int, default=1024, help="texts per resumable chunk")
+    s.add_argument("--max-length", type=int, default=None)
+    s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: the model's default)")
+    s.set_defaults(func=_cmd_embed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The masked forward: a GEM batch through an unmodified transformers decoder.
+
+The mask goes in through the public `attention_mask=` argument (4D, or a per-layer-type dict for
+models with sliding-window layers) and positions through explicit `position_ids`. No modelling
+code is forked or patched, so any decoder that accepts custom 4D masks works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .masks import gem_mask, model_attention_mask, position_ids_from_roles
+
+
+def unwrap(model):
+    """The `*ForCausalLM` under a peft wrapper (LoRA layers stay injected in it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_of(model):
+    """The decoder stack (embeddings + layers + final norm), i.e. the model without its LM head."""
+    return unwrap(model).get_decoder()
+
+
+def model_dtype(model) -> torch.dtype:
+    return next(unwrap(model).parameters()).dtype
+
+
+def gem_inputs(model, input_ids: torch.Tensor, roles: torch.Tensor, segment_ids: torch.Tensor | None = None,
+               suffix_sees_bos: bool = False) -> dict:
+    """Keyword arguments (input_ids, attention_mask, position_ids) for a GEM forward.
+
+    input_ids, roles, segment_ids: (B, T) long on the model's device.
+    """
+    base = unwrap(model)
+    mask = gem_mask(roles, segment_ids, suffix_sees_bos)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": model_attention_mask(mask, base.config, model_dtype(model)),
+        "position_ids": position_ids_from_roles(roles, segment_ids),
+    }
+
+
+def hidden_states(model, input_ids, roles, segment_ids=None, suffix_sees_bos=False, **kwargs):
+    """Last-layer hidden states after the final norm, (B, T, d); the LM head is skipped.
+
+    Extra kwargs (use_cache, cache, output_attentions) go to the decoder; its full
+    output is returned as the second item.
+    """
+    inputs = gem_inputs(model, input_ids, roles, segment_ids, suffix_sees_bos)
+    out = decoder_of(model)(**inputs, **kwargs)
+    return out.last_hidden_state, out
+
+
+def logits(model, input_ids, roles, segment_ids=None, suffix_sees_bos=False, **kwargs):
+    """Full LM logits (B, T, V) under the GEM mask (for the NTP loss and leak tests)."""
+    inputs = gem_inputs(model, input_ids, roles, segment_ids, suffix_sees_bos)
+    return model(**inputs, **kwargs).logits
+
+
+@contextlib.contextmanager
+def attention_implementation(model, impl: str):
+    """Temporarily switch the attention backend (e.g. to "eager" to get attention weights)."""
+    base = unwrap(model)
+    old = base.config._attn_implementation
+    if old == impl:
+        yield
+        return
+    base.set_attn_implementation(impl)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(old)

