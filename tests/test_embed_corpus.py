@@ -1,0 +1,98 @@
+"""Corpus embedding: equals encode(), resumes after an interrupt, two processes == one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lab.embed_corpus import embed_corpus
+from lab.registry import load_causal_lm
+from lab.model import GemModel
+
+TEXTS = [f"text number {i} about {'cats' if i % 2 else 'stocks'} and more" for i in range(23)]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text("\n".join(TEXTS) + "\n")
+    return p
+
+
+def _base():
+    return GemModel(*load_causal_lm("tiny-llama"), None, name="tiny-llama")
+
+
+def test_output_equals_encode(corpus, tmp_path):
+    out = embed_corpus("tiny-llama", corpus, tmp_path / "E.npy", chunk_size=5, batch_size=4, dtype="float32")
+    E = np.load(out)
+    np.testing.assert_allclose(E, _base().encode(TEXTS), atol=1e-5)
+    assert not (tmp_path / "E.npy.parts").exists()
+
+
+def test_jsonl_input_and_errors(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join(json.dumps({"body": t}) for t in TEXTS[:4]))
+    E = np.load(embed_corpus("tiny-llama", p, tmp_path / "E.npy", field="body", dtype="float32"))
+    assert E.shape == (4, 64)
+    with pytest.raises(ValueError, match="no string field 'text'"):
+        embed_corpus("tiny-llama", p, tmp_path / "F.npy", dtype="float32")
+    bad = tmp_path / "c.csv"
+    bad.write_text("a\n")
+    with pytest.raises(ValueError, match="unsupported input type"):
+        embed_corpus("tiny-llama", bad, tmp_path / "G.npy")
+    gap = tmp_path / "gap.txt"
+    gap.write_text("one\n\nthree\n")
+    with pytest.raises(ValueError, match="gap.txt:2 is empty"):
+        embed_corpus("tiny-llama", gap, tmp_path / "H.npy", dtype="float32")
+
+
+class Boom(KeyboardInterrupt):
+    pass
+
+
+def test_resume_after_interrupt_skips_done_chunks(corpus, tmp_path):
+    gem = _base()
+    calls = []
+    real = gem.encode
+
+    def flaky(texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise Boom()
+        return real(texts, **kw)
+
+    gem.encode = flaky
+    with pytest.raises(Boom):
+        embed_corpus("tiny-llama", corpus, tmp_path / "E.npy", chunk_size=5, gem=gem)
+    assert not (tmp_path / "E.npy").exists()
+    assert len(list((tmp_path / "E.npy.parts").glob("chunk-*.npy"))) == 2
+    calls.clear()
+    gem.encode = real
+    gem.encode = lambda texts, **kw: (calls.append(len(texts)), real(texts, **kw))[1]
+    out = embed_corpus("tiny-llama", corpus, tmp_path / "E.npy", chunk_size=5, gem=gem)
+    assert calls == [5, 5, 3], "only the 3 missing chunks are embedded again"
+    np.testing.assert_allclose(np.load(out), real(TEXTS), atol=1e-5)
+
+
+def test_partial_results_of_another_run_are_not_mixed(corpus, tmp_path):
+    parts = tmp_path / "E.npy.parts"
+    parts.mkdir()
+    (parts / "run.json").write_text(json.dumps({"input": "other"}))
+    with pytest.raises(RuntimeError, match="different run"):
+        embed_corpus("tiny-llama", corpus, tmp_path / "E.npy", dtype="float32")
+
+
+def test_two_processes_equal_one(corpus, tmp_path):
+    one = np.load(embed_corpus("tiny-llama", corpus, tmp_path / "one.npy", chunk_size=4, dtype="float32"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "lab", "embed", "--model", "tiny-llama", "--input", str(corpus),
+           "--output", str(tmp_path / "two.npy"), "--chunk-size", "4", "--dtype", "float32"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, atol=1e-5)
