@@ -211,3 +211,20 @@ def test_unfinished_checkpoint_is_refused(tmp_path):
     (tmp_path / "ckpt" / "MANIFEST.json").unlink()
     with pytest.raises(RuntimeError, match="interrupted"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+def test_causal_fast_path_gives_the_same_numbers(arch):
+    """When the GEM mask is plain causal (k=1 at the end, no padding) no mask is passed, so SDPA
+    can use its fused causal kernel; the result must equal the explicit-mask forward."""
+    gem = tiny_gem(arch, k=1)
+    row = _row(gem, LONG, "")
+    batch = pad_rows([row], gem.tokenizer.pad_token_id)
+    fast = forward.gem_inputs(gem.model, batch["input_ids"], batch["roles"])
+    assert fast["attention_mask"] is None
+    from lab.masks import gem_mask, model_attention_mask
+
+    explicit = dict(fast, attention_mask=model_attention_mask(gem_mask(batch["roles"]), gem.model.config, torch.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(gem.model(**fast).logits, gem.model(**explicit).logits, rtol=1e-4, atol=1e-4)
+    two = forward.gem_inputs(gem.model, *pad_rows([row, _row(gem, "short", "")], 0).values())
+    assert two["attention_mask"] is not None, "padding needs the explicit mask"

@@ -150,3 +150,10 @@ def test_cli_models_lists_the_registry():
 def test_cli_unknown_model_is_a_clean_error():
     out = subprocess.run([sys.executable, "-m", "lab", "convert", "nope"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "unknown model 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_demo_generates_with_a_tiny_model():
+    out = subprocess.run([sys.executable, "-m", "lab", "demo", "--model", "tiny-qwen2", "--max-new-tokens", "4",
+                          "hello"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "loaded tiny-qwen2" in out.stdout and "> hello" in out.stdout

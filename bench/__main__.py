@@ -1,0 +1,8 @@
+"""Run every benchmark in turn: `make bench` / `python -m bench`."""
+
+import subprocess
+import sys
+
+for module in ("bench.encode", "bench.embed_generate", "bench.dtype_agreement"):
+    print(f"== {module}", flush=True)
+    subprocess.run([sys.executable, "-m", module], check=True)
