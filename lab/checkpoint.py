@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,9 +44,23 @@ def gem_token_tensors(gem: GemModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def untied(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict with shared storage kept once (tied embedding / LM head);
+    loading re-ties them, since the model's own tie survives `load_state_dict(strict=False)`."""
+    out, seen = {}, set()
+    for name, t in weights.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().cpu().contiguous()
+    return out
+
+
 def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, torch.Tensor] | None = None,
-                    metadata: dict | None = None) -> Path:
-    """Write `gem` to `folder` atomically (replacing an older checkpoint there only on success)."""
+                    metadata: dict | None = None, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write `gem` to `folder` atomically (replacing an older checkpoint there only on success).
+    `extra(tmp_folder)` may add files (training state) before the folder is sealed."""
     if gem.gem is None:
         raise ValueError("save_checkpoint needs a model with GEM tokens (see lab.model.add_new_gem_tokens)")
     folder = Path(folder)
@@ -55,7 +70,9 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
         if hasattr(gem.model, "peft_config"):
             gem.model.save_pretrained(tmp / ADAPTER_DIR, safe_serialization=True)
         if full_weights:
-            save_file({k: v.detach().cpu().contiguous() for k, v in full_weights.items()}, str(tmp / WEIGHTS_FILE))
+            save_file(untied(full_weights), str(tmp / WEIGHTS_FILE))
+        if extra is not None:
+            extra(tmp)
     return folder
 
 

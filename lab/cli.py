@@ -4,6 +4,8 @@
     convert NAME         prepare a registry model (GGUF -> cached HF folder)
     demo                 load the default model and generate a sentence
     embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
+    data build           build the training corpus from installed packages
+    train                train GEM (configs/*.yaml, --key=value overrides, --resume)
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from .corpus import build_corpus
+
+    path = build_corpus(args.out, force=args.force)
+    print((path / "meta.json").read_text())
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import config_from_args, train
+
+    cfg = config_from_args(args.config, args.overrides)
+    final = train(cfg, resume=args.resume)
+    print(f"checkpoint: {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .registry import DEFAULT_MODEL
 
@@ -99,11 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=int, default=None)
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: the model's default)")
     s.set_defaults(func=_cmd_embed)
+
+    s = sub.add_parser("data", help="build data: `data build` makes the training corpus")
+    s.add_argument("what", choices=["build"])
+    s.add_argument("--out", default=None, help="output folder (default data/build/wiki)")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=_cmd_data)
+
+    s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--key=value ...] [--resume]")
+    s.add_argument("--config", default=None)
+    s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    s.set_defaults(func=_cmd_train, overrides=[])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",

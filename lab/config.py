@@ -53,3 +53,72 @@ class GemConfig:
         if unknown:
             raise ValueError(f"{folder}/{cls.FILENAME} has unknown keys {sorted(unknown)} (newer lab version?)")
         return cls(**data)
+
+
+ROW_MODES = ("reconstruction", "continuation")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a GEM training run needs (gem-method.md §3-4); saved with every checkpoint.
+
+    Rows: a fraction `p_plain` of rows are plain text (ordinary NTP); the others get the k special
+    tokens, as `text | S | text` (reconstruction) with probability `reconstruction_share`, else
+    `text[:i] | S | text[i:]` (continuation, i drawn uniformly from [min_part, n - min_part]).
+    Losses: L = (1 - alpha) L_ntp + alpha L_cl, alpha = 0 for `ntp_steps` steps then 1.
+    Learning rate: linear warmup to `lr_ntp`, cosine to `lr_ntp * min_lr_ratio` at `ntp_steps`;
+    then `lr_cl`, cosine to `lr_cl * min_lr_ratio` at `steps`.
+    """
+
+    model: str = "smollm2-135m"
+    corpus: str = "data/build/wiki/train.jsonl"
+    heldout: str = "data/build/wiki/heldout.jsonl"
+    output_dir: str = "runs/gem"
+    seed: int = 0
+    # rows
+    k: int = 1
+    p_plain: float = 0.8
+    reconstruction_share: float = 1.0
+    max_length: int = 128
+    min_part: int = 2
+    suffix_sees_bos: bool = False
+    # losses and schedule
+    steps: int = 1000
+    ntp_steps: int = 100
+    drop_rate: float = 0.2
+    logit_scale_init: float = 20.0
+    logit_scale_max: float = 100.0
+    lr_ntp: float = 1e-4
+    lr_cl: float = 1e-5
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    # what is trained
+    lora_r: int = 16  # 0 = full fine-tune
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    precision: str = "auto"  # auto | fp32 | bf16
+    # bookkeeping
+    eval_every: int = 100
+    save_every: int = 100
+    log_every: int = 10
+
+    def __post_init__(self):
+        checks = [
+            (0.0 <= self.p_plain <= 1.0, "p_plain must be in [0, 1]"),
+            (0.0 <= self.reconstruction_share <= 1.0, "reconstruction_share must be in [0, 1]"),
+            (0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)"),
+            (self.k >= 1, "k must be >= 1"),
+            (0 <= self.ntp_steps <= self.steps, "ntp_steps must be between 0 and steps"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+        self.lora_targets = tuple(self.lora_targets)

@@ -231,7 +231,8 @@ class GemModel:
         text only (a list for a list of prompts). GEM tokens are suppressed: never emitted."""
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
-        rows = [Row(self.prompt_ids(p, chat), [int(Role.PREFIX)] * len(self.prompt_ids(p, chat))) for p in prompts]
+        ids = [self.prompt_ids(p, chat) for p in prompts]
+        rows = [Row(x, [int(Role.PREFIX)] * len(x)) for x in ids]
         batch = pad_rows(rows, self.tokenizer.pad_token_id, padding_side="left")
         new = self._generate_ids(batch["input_ids"], (batch["roles"] != Role.PAD).long(),
                                  max_new_tokens=max_new_tokens, **kwargs)

@@ -1,0 +1,137 @@
+"""Training rows and the collator: text -> plain / continuation / reconstruction rows, labels, views.
+
+For each example (a text and its corpus index) the collator draws, from a generator seeded by
+(seed, index), whether the row is plain, which mode it uses and where it splits: the same example
+always becomes the same row, whatever the batch, worker or resume point.
+
+    plain           BOS x0 x1 x2 x3                    labels: every next token
+    reconstruction  BOS x0 x1 x2 x3 | S | x0 x1 x2 x3  labels: all but S (the copy is rebuilt via S)
+    continuation    BOS x0 x1 | S | x2 x3              labels: all but S
+
+Contrastive views (gem-method.md §4): q = `BOS text | S`, d+ = the same with each text token
+dropped with probability `drop_rate` (at least one kept); other rows of the batch are negatives.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import TrainConfig
+from .masks import Role, gem_mask, position_ids_from_roles
+from .tokens import Row, pad_rows
+
+IGNORE = -100
+
+
+@dataclass
+class RowStats:
+    plain: int = 0
+    reconstruction: int = 0
+    continuation: int = 0
+    skipped_short: int = 0
+    skipped_empty: int = 0
+    truncated: int = 0
+
+    def add(self, other: "RowStats") -> None:
+        for f in self.__dataclass_fields__:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+def example_rng(seed: int, index: int) -> random.Random:
+    return random.Random(seed * 1_000_003 + index)
+
+
+def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainConfig, rng: random.Random,
+             stats: RowStats) -> Row | None:
+    """One training row from a text's token ids (no BOS), or None if it must be skipped."""
+    if not ids:
+        stats.skipped_empty += 1
+        return None
+    bos_id = bos[0] if bos else None
+    plain = rng.random() < cfg.p_plain
+    reconstruction = rng.random() < cfg.reconstruction_share
+    if plain:
+        budget = cfg.max_length - len(bos)
+        stats.truncated += len(ids) > budget
+        stats.plain += 1
+        return Row.build(bos + ids[:budget], [], bos_token_id=bos_id)
+    k = len(special_ids)
+    if reconstruction:
+        budget = (cfg.max_length - len(bos) - k) // 2
+        stats.truncated += len(ids) > budget
+        ids = ids[:budget]
+        stats.reconstruction += 1
+        return Row.build(bos + ids, special_ids, ids, bos_token_id=bos_id)
+    budget = cfg.max_length - len(bos) - k
+    stats.truncated += len(ids) > budget
+    ids = ids[:budget]
+    if len(ids) < 2 * cfg.min_part:
+        stats.skipped_short += 1
+        return None
+    i = rng.randint(cfg.min_part, len(ids) - cfg.min_part)
+    stats.continuation += 1
+    return Row.build(bos + ids[:i], special_ids, ids[i:], bos_token_id=bos_id)
+
+
+def labels_for(input_ids: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels aligned with input_ids (the model shifts them): pads and S are never targets."""
+    keep = (roles != Role.PAD) & (roles != Role.SPECIAL)
+    return torch.where(keep, input_ids, torch.full_like(input_ids, IGNORE))
+
+
+def drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
+    kept = [t for t in ids if rng.random() >= rate]
+    return kept or [ids[rng.randrange(len(ids))]]
+
+
+@dataclass
+class GemCollator:
+    """Turns examples {"text": str, "index": int} into a training batch.
+
+    Returns a dict with (B, T) `input_ids`, `roles`, `position_ids`, `labels`, the canonical
+    (B, 1, T, T) bool `attention_mask`, and `query` / `positive` views (each `input_ids`, `roles`,
+    right-padded, S at the end of each row), plus `stats` (a RowStats of this batch).
+    """
+
+    tokenizer: object
+    special_ids: list[int]
+    bos: list[int]
+    cfg: TrainConfig
+    contrastive: bool = True
+    stats: RowStats = field(default_factory=RowStats)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+
+    def __call__(self, examples: list[dict]) -> dict:
+        stats = RowStats()
+        all_ids = self._ids([e["text"] for e in examples])
+        rows, views_q, views_d = [], [], []
+        bos_id = self.bos[0] if self.bos else None
+        for e, ids in zip(examples, all_ids):
+            rng = example_rng(self.cfg.seed, int(e["index"]))
+            row = make_row(ids, self.bos, self.special_ids, self.cfg, rng, stats)
+            if row is None:
+                continue
+            rows.append(row)
+            if self.contrastive:
+                text = ids[: self.cfg.max_length - len(self.bos) - len(self.special_ids)]
+                views_q.append(Row.build(self.bos + text, self.special_ids, bos_token_id=bos_id))
+                dropped = drop_tokens(text, self.cfg.drop_rate, rng)
+                views_d.append(Row.build(self.bos + dropped, self.special_ids, bos_token_id=bos_id))
+        self.stats.add(stats)
+        if not rows:
+            return {"empty": True, "stats": stats}
+        pad = self.tokenizer.pad_token_id
+        batch = pad_rows(rows, pad)
+        batch["position_ids"] = position_ids_from_roles(batch["roles"])
+        batch["attention_mask"] = gem_mask(batch["roles"], suffix_sees_bos=self.cfg.suffix_sees_bos)
+        batch["labels"] = labels_for(batch["input_ids"], batch["roles"])
+        if self.contrastive:
+            batch["query"] = pad_rows(views_q, pad)
+            batch["positive"] = pad_rows(views_d, pad)
+        batch["stats"] = stats
+        return batch

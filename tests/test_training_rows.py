@@ -1,0 +1,126 @@
+"""Collator invariants per row mode, loss values on hand-made cases, and the schedules."""
+
+import math
+
+import pytest
+import torch
+
+from lab.collate import IGNORE, GemCollator, RowStats, make_row, example_rng
+from lab.config import TrainConfig
+from lab.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
+from lab.masks import Role, gem_mask, position_ids_from_roles
+
+from .conftest import tiny_gem
+
+TEXTS = ["the first training text", "second one here, a bit longer than the first", "third",
+         "fourth text about cats", "fifth about stocks and bonds"]
+
+
+def collate(cfg, texts=TEXTS, k=1, contrastive=True):
+    gem = tiny_gem("llama", k=k)
+    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=contrastive)
+    return gem, col([{"text": t, "index": i} for i, t in enumerate(texts)])
+
+
+@pytest.mark.parametrize("mode", ["plain", "reconstruction", "continuation"])
+def test_rows_per_mode(mode):
+    cfg = TrainConfig(p_plain=1.0 if mode == "plain" else 0.0,
+                      reconstruction_share=1.0 if mode == "reconstruction" else 0.0, k=2, batch_size=4)
+    gem, b = collate(cfg, k=2)
+    ids, roles, labels = b["input_ids"], b["roles"], b["labels"]
+    assert getattr(b["stats"], mode) == len(TEXTS) - b["stats"].skipped_short
+    assert torch.equal(b["attention_mask"], gem_mask(roles))
+    assert torch.equal(b["position_ids"], position_ids_from_roles(roles))
+    assert (labels[roles == Role.SPECIAL] == IGNORE).all(), "S is never a target"
+    assert (labels[roles == Role.PAD] == IGNORE).all()
+    real = (roles != Role.PAD) & (roles != Role.SPECIAL)
+    assert torch.equal(labels[real], ids[real]), "every other token is a target"
+    for r in range(ids.shape[0]):
+        n_special = int((roles[r] == Role.SPECIAL).sum())
+        if mode == "plain":
+            assert n_special == 0
+            continue
+        assert n_special == 2 and ids[r][roles[r] == Role.SPECIAL].tolist() == gem.special_ids
+        prefix = ids[r][(roles[r] == Role.PREFIX)].tolist()
+        suffix = ids[r][(roles[r] == Role.SUFFIX)].tolist()
+        if mode == "reconstruction":
+            assert prefix == suffix, "x | S | x"
+        else:
+            text = gem.tokenizer(TEXTS[r] if b["stats"].skipped_short == 0 else "", add_special_tokens=False)["input_ids"]
+            assert prefix + suffix == text[: len(prefix) + len(suffix)]
+            assert len(prefix) >= cfg.min_part and len(suffix) >= cfg.min_part
+
+
+def test_short_rows_are_skipped_and_counted_never_crash():
+    cfg = TrainConfig(p_plain=0.0, reconstruction_share=0.0, min_part=4, batch_size=4)
+    gem, b = collate(cfg, texts=["ab", "a much longer text that can be split", "xyz"])
+    assert b["stats"].skipped_short == 2 and b["input_ids"].shape[0] == 1
+    _, empty = collate(cfg, texts=["ab"])
+    assert empty["empty"] and empty["stats"].skipped_short == 1
+
+
+def test_same_index_same_row_whatever_the_batch():
+    cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4)
+    gem = tiny_gem("llama")
+    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    a = col([{"text": TEXTS[1], "index": 7}, {"text": TEXTS[0], "index": 3}])
+    b = col([{"text": TEXTS[1], "index": 7}])
+    n = int((b["roles"][0] != Role.PAD).sum())
+    assert a["input_ids"][0, :n].tolist() == b["input_ids"][0, :n].tolist()
+    assert a["positive"]["input_ids"][0].tolist()[:5] == b["positive"]["input_ids"][0].tolist()[:5]
+
+
+def test_contrastive_views_end_in_s_and_drop_tokens():
+    cfg = TrainConfig(drop_rate=0.5, batch_size=4)
+    gem, b = collate(cfg)
+    for view in ("query", "positive"):
+        roles = b[view]["roles"]
+        last = (roles != Role.PAD).sum(-1) - 1
+        assert (roles[torch.arange(len(last)), last] == Role.SPECIAL).all()
+    assert (b["positive"]["roles"] == Role.PREFIX).sum() < (b["query"]["roles"] == Role.PREFIX).sum()
+
+
+def test_ntp_loss_hand_made():
+    logits = torch.full((1, 3, 4), -1e4)
+    logits[0, 0, 2] = 0  # position 0 predicts token 2 with certainty
+    logits[0, 1, :] = 0  # position 1: uniform over 4
+    labels = torch.tensor([[IGNORE, 2, 1]])
+    assert math.isclose(ntp_loss(logits, labels).item(), math.log(4) / 2, rel_tol=1e-5)
+    labels = torch.tensor([[IGNORE, 2, IGNORE]])
+    assert ntp_loss(logits, labels).item() < 1e-4
+
+
+def test_info_nce_hand_made():
+    q = torch.eye(3)
+    assert info_nce(q, q, torch.tensor(100.0)).item() < 1e-4  # perfect, well separated
+    expected = -math.log(math.exp(2) / (math.exp(2) + 2))  # cos 1 with itself, 0 with the two others
+    assert math.isclose(info_nce(q, q, torch.tensor(2.0)).item(), expected, rel_tol=1e-5)
+    assert math.isclose(info_nce(torch.ones(4, 2), torch.ones(4, 2), torch.tensor(20.0)).item(), math.log(4), rel_tol=1e-5)
+
+
+def test_logit_scale_init_and_clamp():
+    s = LogitScale(20.0, 100.0)
+    assert math.isclose(s().item(), 20.0, rel_tol=1e-6)
+    with torch.no_grad():
+        s.log_scale.fill_(10.0)
+    assert math.isclose(s().item(), 100.0, rel_tol=1e-6)
+    with torch.no_grad():
+        s.log_scale.fill_(-3.0)
+    assert math.isclose(s().item(), 1.0, rel_tol=1e-6)
+
+
+def test_schedules():
+    cfg = TrainConfig(steps=1000, ntp_steps=100, warmup_steps=10, lr_ntp=1e-4, lr_cl=1e-5, min_lr_ratio=0.1)
+    assert alpha_at(0, cfg) == 0.0 and alpha_at(99, cfg) == 0.0 and alpha_at(100, cfg) == 1.0
+    assert math.isclose(lr_at(0, cfg), 1e-5) and math.isclose(lr_at(9, cfg), 1e-4)
+    assert math.isclose(lr_at(10, cfg), 1e-4)
+    assert math.isclose(lr_at(100, cfg), 1e-5) and math.isclose(lr_at(1000, cfg), 1e-6)
+    lrs = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])), "cosine decays monotonically"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="p_plain"):
+        TrainConfig(p_plain=1.5)
+    with pytest.raises(ValueError, match="in-batch negatives"):
+        TrainConfig(batch_size=1)
