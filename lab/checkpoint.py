@@ -1,6 +1,7 @@
 """GEM checkpoints: small folders that load with `lab.load(path)`.
 
     gem_config.json          GemConfig (k, readout, base model, ...)
+    config.json + weights    only in merged exports (lab.export): the whole model, no base needed
     gem_tokens.safetensors   the k new input-embedding rows (and output rows if the head is untied)
     adapter/                 optional: a peft LoRA adapter (adapter_config.json + safetensors)
     weights.safetensors      optional: full fine-tuned weights that differ from the base
@@ -84,18 +85,20 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
     if problem:
         raise RuntimeError(f"cannot load GEM checkpoint: {problem}")
     cfg = GemConfig.load(folder)
-    model, tok = load_causal_lm(cfg.base_model, dtype=torch.float32, device="cpu",
-                                attn_implementation=attn_implementation)
+    # A merged export holds the whole model (config.json); a training checkpoint names its base.
+    base = str(folder) if (folder / "config.json").is_file() else cfg.base_model
+    model, tok = load_causal_lm(base, dtype=torch.float32, device="cpu", attn_implementation=attn_implementation)
     ids = add_gem_tokens(model, tok, cfg.k)
     if (folder / WEIGHTS_FILE).is_file():
         missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
         if unexpected:
             raise RuntimeError(f"{folder / WEIGHTS_FILE} has weights this model lacks: {unexpected[:5]}")
-    rows = load_file(str(folder / TOKENS_FILE))
-    with torch.no_grad():
-        model.get_input_embeddings().weight[ids] = rows["input_rows"].to(model.dtype)
-        if "output_rows" in rows:
-            model.get_output_embeddings().weight[ids] = rows["output_rows"].to(model.dtype)
+    if (folder / TOKENS_FILE).is_file():
+        rows = load_file(str(folder / TOKENS_FILE))
+        with torch.no_grad():
+            model.get_input_embeddings().weight[ids] = rows["input_rows"].to(model.dtype)
+            if "output_rows" in rows:
+                model.get_output_embeddings().weight[ids] = rows["output_rows"].to(model.dtype)
     if (folder / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 

@@ -5,6 +5,7 @@
     demo                 load the default model and generate a sentence
     embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
     data build           build the training corpus from installed packages
+    export CKPT --to merged|st OUT   plain HF folder or sentence-transformers folder
     train                train GEM (configs/*.yaml, --key=value overrides, --resume)
 """
 
@@ -77,6 +78,14 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import export_merged, export_sentence_transformers
+
+    fn = export_merged if args.to == "merged" else export_sentence_transformers
+    print(f"exported: {fn(args.checkpoint, args.out)}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .train import config_from_args, train
 
@@ -124,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output folder (default data/build/wiki)")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=_cmd_data)
+
+    s = sub.add_parser("export", help="export a GEM checkpoint: --to merged (plain HF) | st (sentence-transformers)")
+    s.add_argument("checkpoint")
+    s.add_argument("--to", choices=["merged", "st"], required=True)
+    s.add_argument("out")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--key=value ...] [--resume]")
     s.add_argument("--config", default=None)

@@ -2,8 +2,8 @@
 
 Special tokens are inserted at the token-id level, and every token gets a role (`masks.Role`),
 so nothing downstream ever searches strings. User text is tokenized with special-token parsing
-off: a text that happens to contain "<|gem_0|>" (or "<|im_end|>") becomes ordinary pieces,
-never a special token.
+off (`split_special_tokens=True`, in `GemModel._text_ids` and the training collator): a text that
+happens to contain "<|gem_0|>" (or "<|im_end|>") becomes ordinary pieces, never a special token.
 """
 
 from __future__ import annotations
@@ -54,24 +54,6 @@ def add_gem_tokens(model, tokenizer, k: int) -> list[int]:
                 new_out = model.get_output_embeddings().weight
                 new_out[n_old:] = mean_out.to(new_out.dtype)
     return ids
-
-
-def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> tuple[list[list[int]], int]:
-    """Token ids of each text (with the tokenizer's own BOS if it adds one), special-token strings
-    in the text treated as plain text. Returns (ids, number of texts truncated to max_length)."""
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"text #{i} is {type(t).__name__}, not str: pass a list of strings")
-        if not t.strip():
-            raise ValueError(f"text #{i} is empty or whitespace only: every text needs content to embed")
-    enc = tokenizer(list(texts), add_special_tokens=True, split_special_tokens=True)["input_ids"]
-    n_truncated = 0
-    if max_length is not None:
-        for i, ids in enumerate(enc):
-            if len(ids) > max_length:
-                enc[i] = ids[:max_length]
-                n_truncated += 1
-    return enc, n_truncated
 
 
 def prefix_roles(ids: list[int], bos_token_id: int | None) -> list[int]:

@@ -224,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
             optimizer.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - t0
-            row = {"step": step, **parts, "lr": lr, "alpha": alpha, "scale": float(logit_scale()),
+            row = {"step": step, **parts, "lr": lr, "alpha": alpha, "scale": float(logit_scale().detach()),
                    "tokens_per_s": tokens / max(elapsed, 1e-9)}
             if evaluate and cfg.eval_every and step % cfg.eval_every == 0 and accelerator.is_main_process:
                 row.update(_evaluate(evaluate, gem))

@@ -63,3 +63,36 @@ def test_bad_config_key_is_named():
     with pytest.raises(ValueError, match="unknown config key 'stepz'"):
         config_from_args(None, ["--stepz=3"])
     assert config_from_args(None, ["--steps=700", "--lora_targets=[q_proj]"]).steps == 700
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    cfg = tiny_cfg(tmp_path_factory.mktemp("exp"))
+    return train(cfg)
+
+
+def test_merged_export_round_trips(trained_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lab.export import export_merged
+
+    out = export_merged(trained_checkpoint, tmp_path / "merged")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("hello", return_tensors="pt")
+    gen = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert gen.shape[1] == ids["input_ids"].shape[1] + 4
+    texts = ["a text to embed", "another, longer one"]
+    np.testing.assert_allclose(lab.load(str(out), dtype="float32").encode(texts),
+                               lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-5)
+
+
+def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoint, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from lab.export import export_sentence_transformers
+
+    out = export_sentence_transformers(trained_checkpoint, tmp_path / "st")
+    texts = ["a text to embed", "another, longer one", "x"]
+    st = SentenceTransformer(str(out), device="cpu").encode(texts)
+    np.testing.assert_allclose(st, lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-4)

@@ -1,0 +1,92 @@
+"""Export a GEM checkpoint for tools that do not know GEM.
+
+    python -m lab export CHECKPOINT --to merged OUT   # a plain HF folder: AutoModelForCausalLM
+    python -m lab export CHECKPOINT --to st OUT       # a sentence-transformers folder
+
+merged: the adapter is merged into the weights and saved with the tokenizer (GEM tokens included)
+and gem_config.json, so `AutoModelForCausalLM.from_pretrained(OUT)` generates as usual and
+`lab.load(OUT)` is the full GEM model again.
+
+st (k = 1): stock sentence-transformers modules, no custom code: the tokenizer's post-processor
+appends the GEM token to every text, `Pooling(pooling_mode="lasttoken")` reads the last layer at
+it, and `Normalize` L2-normalises. With one special token at the end, the GEM mask is the causal
+mask, so `SentenceTransformer(OUT).encode(texts)` equals `lab.load(CHECKPOINT).encode(texts)`.
+For k > 1 the special tokens must not see each other, which stock modules cannot express.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_dir
+from .checkpoint import load_checkpoint
+from .model import GemModel
+
+log = logging.getLogger(__name__)
+
+
+def _save_merged(gem: GemModel, folder: Path) -> None:
+    gem.model.save_pretrained(folder, safe_serialization=True)
+    gem.tokenizer.save_pretrained(folder)
+    gem.gem.save(folder)
+
+
+def export_merged(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a merged, plain HF folder (atomically)."""
+    gem = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu", merge_adapter=True)
+    out = Path(out)
+    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "merged"}) as tmp:
+        _save_merged(gem, tmp)
+    return out
+
+
+def _append_special_post_processor(tokenizer, bos: list[int], special: str, special_id: int) -> None:
+    from tokenizers import processors
+
+    pieces, tokens = ["$A", special], [(special, special_id)]
+    if bos:
+        bos_token = tokenizer.convert_ids_to_tokens(bos[0])
+        pieces.insert(0, bos_token)
+        tokens.append((bos_token, bos[0]))
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=" ".join(pieces), special_tokens=tokens)
+
+
+def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a sentence-transformers folder whose encode() gives the GEM embeddings (k = 1)."""
+    gem = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu", merge_adapter=True)
+    if gem.gem.k != 1:
+        raise ValueError(f"the sentence-transformers export needs k=1 GEM token (this checkpoint has k="
+                         f"{gem.gem.k}): stock modules cannot keep several special tokens from seeing each "
+                         f"other. Use lab.load(checkpoint).encode(...) instead.")
+    out = Path(out)
+    special = gem.tokenizer.convert_ids_to_tokens(gem.special_ids[0])
+    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "sentence-transformers"}) as tmp:
+        _save_merged(gem, tmp)
+        _append_special_post_processor(gem.tokenizer, gem.bos, special, gem.special_ids[0])
+        gem.tokenizer.save_pretrained(tmp)
+        dim = gem.hidden_size
+        (tmp / "1_Pooling").mkdir()
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": dim, "pooling_mode_lasttoken": True, "pooling_mode_mean_tokens": False,
+            "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+            "include_prompt": True}, indent=2))
+        (tmp / "2_Normalize").mkdir()
+        (tmp / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ], indent=2))
+        (tmp / "sentence_bert_config.json").write_text(json.dumps(
+            {"max_seq_length": gem.max_length, "do_lower_case": False}, indent=2))
+        (tmp / "README.md").write_text(
+            f"# GEM embeddings ({gem.gem.base_model})\n\nExported by GEM Lab from `{checkpoint}`. "
+            f"`SentenceTransformer(path).encode(texts)` appends `{special}` to each text and returns the "
+            f"normalised last-layer state at it. The same folder loads with `AutoModelForCausalLM` and "
+            f"generates as usual.\n")
+    return out
