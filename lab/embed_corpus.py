@@ -1,7 +1,8 @@
 """Embed a large corpus into one .npy file: streaming, resumable, sharded across processes.
 
     python -m lab embed --model M --input corpus.txt --output E.npy
-    accelerate launch --num_processes 4 -m lab embed --model M --input corpus.jsonl --output E.npy
+    accelerate launch --num_processes 4 -m lab embed ...   # GPUs
+    torchrun --standalone --nproc_per_node 2 -m lab embed ...   # CPU processes (gloo)
 
 The corpus is cut into chunks of `chunk_size` texts. Each chunk's embeddings are written atomically
 to `E.npy.parts/chunk-000123.npy`; a rerun after an interrupt skips the chunks already there. Under
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_file, write_json_atomic
@@ -85,7 +87,7 @@ def embed_corpus(model: str, input_path: str | os.PathLike, output_path: str | o
     """
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.suffix != ".npy":
         raise ValueError(f"--output must end in .npy, got {output_path}")
@@ -116,6 +118,7 @@ def embed_corpus(model: str, input_path: str | os.PathLike, output_path: str | o
     n_chunks = (n + chunk_size - 1) // chunk_size
     mine = list(range(state.process_index, n_chunks, state.num_processes))
     todo = [i for i in mine if not _chunk_done(_chunk_path(parts, i), min(chunk_size, n - i * chunk_size))]
+    log.info("process %d of %d: %d of %d chunks", state.process_index, state.num_processes, len(mine), n_chunks)
     if len(todo) < len(mine):
         log.info("process %d: resuming, %d of %d chunks already done", state.process_index,
                  len(mine) - len(todo), len(mine))

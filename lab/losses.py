@@ -16,7 +16,15 @@ IGNORE = -100
 def ntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy. logits (B, T, V), labels (B, T) aligned with the inputs
     (position t's logits predict labels[t + 1]); IGNORE labels do not count."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    total, count = ntp_loss_sum(logits, labels)
+    return total / count.clamp(min=1)
+
+
+def ntp_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed next-token cross-entropy, number of target tokens): for means over all processes."""
+    targets = labels[:, 1:].flatten()
+    total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets, ignore_index=IGNORE, reduction="sum")
+    return total, (targets != IGNORE).sum()
 
 
 class LogitScale(nn.Module):
@@ -31,10 +39,14 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(0.0, self.max_log).exp()
 
 
-def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """-mean_i log softmax_j(scale * cos(q_i, d_j))[i]: in-batch negatives. q, d: (B, dim)."""
+def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """-mean_i log softmax_j(scale * cos(q_i, d_j))[offset + i]: in-batch negatives.
+
+    q: (B, dim) this process's queries; d: (N, dim) the positives of all processes (N >= B), the
+    positive of q_i being d[offset + i]. Single process: N = B, offset = 0.
+    """
     sim = F.normalize(q.float(), dim=-1) @ F.normalize(d.float(), dim=-1).T
-    return F.cross_entropy(scale * sim, torch.arange(q.shape[0], device=q.device))
+    return F.cross_entropy(scale * sim, offset + torch.arange(q.shape[0], device=q.device))
 
 
 def alpha_at(step: int, cfg: TrainConfig) -> float:

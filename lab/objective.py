@@ -1,11 +1,16 @@
 """The GEM training objective as one module, so DDP / FSDP / DeepSpeed wrap the whole loss.
 
     objective = GemObjective(model, logit_scale)
-    out = objective(batch, alpha)      # {"loss", "ntp", "cl", "scale"}
+    out = objective(batch, alpha)      # {"backward", "loss", "ntp", "cl", "scale"}
+    out["backward"].backward()         # the others are detached values for logging
 
 NTP runs the full causal LM under the GEM mask on the training rows; the contrastive term reads
 the last-layer states at S for the two views (query, positive) without the LM head. Only the
 terms with non-zero weight are computed (alpha = 0: NTP only; alpha = 1: contrastive only).
+
+Across processes (DDP / FSDP) the result equals one process with the same global batch: the NTP
+sum is divided by the token count of the *global* batch, and the positives of every process are
+gathered (with gradients) so that each query sees the whole global batch as negatives.
 """
 
 from __future__ import annotations
@@ -14,9 +19,24 @@ import torch
 from torch import nn
 
 from .forward import gem_inputs, unwrap
-from .losses import LogitScale, info_nce, ntp_loss
+import torch.distributed as dist
+
+from .losses import LogitScale, info_nce, ntp_loss_sum
 from .masks import Role, model_attention_mask
 from .pooling import pool_states
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(world * B, ...) concatenation of every process's x; gradients flow back to their owners."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
 class GemObjective(nn.Module):
@@ -42,11 +62,28 @@ class GemObjective(nn.Module):
                 input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                 attention_mask=model_attention_mask(batch["attention_mask"], base.config, dtype),
             ).logits
-            ntp = ntp_loss(logits, batch["labels"])
+            total, count = ntp_loss_sum(logits, batch["labels"])
+            rank, world = _world()
+            if world > 1:  # DDP averages gradients over processes: scale by world / global count
+                count = count.clone()
+                dist.all_reduce(count)
+                total = total * world
+            ntp = total / count.clamp(min=1)
         scale = self.logit_scale()
         if alpha > 0.0:
             q = self._view_embeddings(batch["query"])
             d = self._view_embeddings(batch["positive"])
-            cl = info_nce(q, d, scale)
+            rank, world = _world()
+            if world > 1:
+                cl = info_nce(q, _all_gather_with_grad(d), scale, offset=rank * q.shape[0])
+            else:
+                cl = info_nce(q, d, scale)
         loss = (1.0 - alpha) * ntp + alpha * cl
-        return {"loss": loss, "ntp": ntp.detach(), "cl": cl.detach(), "scale": scale.detach()}
+        ntp_report, cl_report = ntp.detach().clone(), cl.detach().clone()
+        _, world = _world()
+        if world > 1:  # report the global-batch values: what one process would print
+            for t in (ntp_report, cl_report):
+                dist.all_reduce(t)
+                t /= world
+        return {"backward": loss, "loss": (1.0 - alpha) * ntp_report + alpha * cl_report,
+                "ntp": ntp_report, "cl": cl_report, "scale": scale.detach()}

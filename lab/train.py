@@ -1,7 +1,8 @@
 """GEM training on accelerate: CPU or one/many GPUs, LoRA or full fine-tune, exact resume.
 
     python -m lab train --config configs/gem-smollm2-135m.yaml [--steps=200 --batch_size=16 ...]
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m lab train --config ...
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m lab train --config ...   # GPUs
+    torchrun --standalone --nproc_per_node 2 -m lab train --config ...   # CPU processes (gloo)
 
 Data order is a pure function of (seed, step, process): step s of a run with global batch G uses
 the examples s*G .. s*G + G - 1 of a seeded permutation of the corpus (reshuffled every epoch),
@@ -168,7 +169,11 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # find_unused_parameters: the logit scale gets no gradient in the NTP phase (alpha = 0)
+    accelerator = Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     out = Path(cfg.output_dir)
     corpus = [r["text"] for r in read_jsonl(cfg.corpus)]
     if len(corpus) < cfg.batch_size:
@@ -193,6 +198,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
     objective, optimizer = accelerator.prepare(objective, optimizer)
     collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
+    log.info("training on %s with %d processes (global batch %d)", accelerator.device, world,
+             cfg.batch_size * cfg.grad_accum * world)
 
     stop = {"now": False}
     old_handlers = {s: signal.signal(s, lambda *_: stop.update(now=True)) for s in (signal.SIGINT, signal.SIGTERM)} \
@@ -214,7 +221,7 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
                     continue
                 batch = _to_device(batch, accelerator.device)
                 res = objective(batch, alpha)
-                accelerator.backward(res["loss"] / cfg.grad_accum)
+                accelerator.backward(res["backward"] / cfg.grad_accum)
                 tokens += int((batch["roles"] != 0).sum()) * world
                 for k in parts:
                     parts[k] += float(res[k].detach()) / cfg.grad_accum

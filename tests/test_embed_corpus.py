@@ -89,10 +89,11 @@ def test_partial_results_of_another_run_are_not_mixed(corpus, tmp_path):
 def test_two_processes_equal_one(corpus, tmp_path):
     one = np.load(embed_corpus("tiny-llama", corpus, tmp_path / "one.npy", chunk_size=4, dtype="float32"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # torchrun --standalone: a real 2-process gloo group on CPU (accelerate reads its environment)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lab", "embed", "--model", "tiny-llama", "--input", str(corpus),
            "--output", str(tmp_path / "two.npy"), "--chunk-size", "4", "--dtype", "float32"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "process 0 of 2: 3 of 6 chunks" in res.stderr and "process 1 of 2: 3 of 6 chunks" in res.stderr
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, atol=1e-5)
