@@ -89,8 +89,13 @@ def _cmd_export(args) -> int:
 def _cmd_train(args) -> int:
     from .train import config_from_args, train
 
+    from functools import partial
+
+    from .quick_eval import quick_eval
+
     cfg = config_from_args(args.config, args.overrides)
-    final = train(cfg, resume=args.resume)
+    evaluate = partial(quick_eval, heldout=cfg.heldout) if cfg.eval_every else None
+    final = train(cfg, resume=args.resume, evaluate=evaluate)
     print(f"checkpoint: {final}")
     return 0
 
