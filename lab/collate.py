@@ -76,10 +76,30 @@ def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainC
     return Row.build(bos + ids[:i], special_ids, ids[i:], bos_token_id=bos_id)
 
 
-def labels_for(input_ids: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-    """(B, T) labels aligned with input_ids (the model shifts them): pads and S are never targets."""
-    keep = (roles != Role.PAD) & (roles != Role.SPECIAL)
+def labels_for(input_ids: torch.Tensor, roles: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels aligned with input_ids (the model shifts them). Never targets: padding, S, and
+    the first token of every segment (position 0: BOS, or a packed row's first token, which must
+    not be predicted from the end of the previous row)."""
+    keep = (roles != Role.PAD) & (roles != Role.SPECIAL) & (position_ids != 0)
     return torch.where(keep, input_ids, torch.full_like(input_ids, IGNORE))
+
+
+def pack_rows(rows: list[Row], max_length: int) -> tuple[list[Row], list[list[int]]]:
+    """First-fit-decreasing packing of rows into sequences of at most max_length tokens.
+
+    Returns the packed rows and, for each, the segment id of every token (0, 1, ... per row).
+    """
+    bins: list[tuple[Row, list[int]]] = []
+    for row in sorted(rows, key=lambda r: -len(r.input_ids)):
+        for packed, segs in bins:
+            if len(packed.input_ids) + len(row.input_ids) <= max_length:
+                segs += [segs[-1] + 1] * len(row.input_ids)
+                packed.input_ids += row.input_ids
+                packed.roles += row.roles
+                break
+        else:
+            bins.append((Row(list(row.input_ids), list(row.roles)), [0] * len(row.input_ids)))
+    return [b[0] for b in bins], [b[1] for b in bins]
 
 
 def drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
@@ -92,7 +112,8 @@ class GemCollator:
     """Turns examples {"text": str, "index": int} into a training batch.
 
     Returns a dict with (B, T) `input_ids`, `roles`, `position_ids`, `labels`, the canonical
-    (B, 1, T, T) bool `attention_mask`, and `query` / `positive` views (each `input_ids`, `roles`,
+    (B, 1, T, T) bool `attention_mask` (with `cfg.pack`, B counts packed sequences: several rows
+    per sequence, each its own segment, positions restarting at 0, never seeing each other), and `query` / `positive` views (each `input_ids`, `roles`,
     right-padded, S at the end of each row), plus `stats` (a RowStats of this batch).
     """
 
@@ -126,10 +147,16 @@ class GemCollator:
         if not rows:
             return {"empty": True, "stats": stats}
         pad = self.tokenizer.pad_token_id
+        segment_ids = None
+        if self.cfg.pack:
+            rows, segs = pack_rows(rows, self.cfg.max_length)
+            segment_ids = torch.full((len(rows), max(len(s) for s in segs)), -1, dtype=torch.long)
+            for b, sg in enumerate(segs):
+                segment_ids[b, :len(sg)] = torch.tensor(sg)
         batch = pad_rows(rows, pad)
-        batch["position_ids"] = position_ids_from_roles(batch["roles"])
-        batch["attention_mask"] = gem_mask(batch["roles"], suffix_sees_bos=self.cfg.suffix_sees_bos)
-        batch["labels"] = labels_for(batch["input_ids"], batch["roles"])
+        batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
+        batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_sees_bos)
+        batch["labels"] = labels_for(batch["input_ids"], batch["roles"], batch["position_ids"])
         if self.contrastive:
             batch["query"] = pad_rows(views_q, pad)
             batch["positive"] = pad_rows(views_d, pad)

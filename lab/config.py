@@ -82,6 +82,7 @@ class TrainConfig:
     max_length: int = 128
     min_part: int = 2
     suffix_sees_bos: bool = False
+    pack: bool = True  # pack several rows into each max_length sequence (segments never see each other)
     # losses and schedule
     steps: int = 1000
     ntp_steps: int = 100

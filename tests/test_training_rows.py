@@ -25,7 +25,8 @@ def collate(cfg, texts=TEXTS, k=1, contrastive=True):
 @pytest.mark.parametrize("mode", ["plain", "reconstruction", "continuation"])
 def test_rows_per_mode(mode):
     cfg = TrainConfig(p_plain=1.0 if mode == "plain" else 0.0,
-                      reconstruction_share=1.0 if mode == "reconstruction" else 0.0, k=2, batch_size=4)
+                      reconstruction_share=1.0 if mode == "reconstruction" else 0.0, k=2, batch_size=4,
+                      pack=False)
     gem, b = collate(cfg, k=2)
     ids, roles, labels = b["input_ids"], b["roles"], b["labels"]
     assert getattr(b["stats"], mode) == len(TEXTS) - b["stats"].skipped_short
@@ -33,7 +34,8 @@ def test_rows_per_mode(mode):
     assert torch.equal(b["position_ids"], position_ids_from_roles(roles))
     assert (labels[roles == Role.SPECIAL] == IGNORE).all(), "S is never a target"
     assert (labels[roles == Role.PAD] == IGNORE).all()
-    real = (roles != Role.PAD) & (roles != Role.SPECIAL)
+    assert (labels[b["position_ids"] == 0] == IGNORE).all(), "a segment's first token is never a target"
+    real = (roles != Role.PAD) & (roles != Role.SPECIAL) & (b["position_ids"] != 0)
     assert torch.equal(labels[real], ids[real]), "every other token is a target"
     for r in range(ids.shape[0]):
         n_special = int((roles[r] == Role.SPECIAL).sum())
@@ -52,7 +54,7 @@ def test_rows_per_mode(mode):
 
 
 def test_short_rows_are_skipped_and_counted_never_crash():
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=0.0, min_part=4, batch_size=4)
+    cfg = TrainConfig(p_plain=0.0, reconstruction_share=0.0, min_part=4, batch_size=4, pack=False)
     gem, b = collate(cfg, texts=["ab", "a much longer text that can be split", "xyz"])
     assert b["stats"].skipped_short == 2 and b["input_ids"].shape[0] == 1
     _, empty = collate(cfg, texts=["ab"])
@@ -60,7 +62,7 @@ def test_short_rows_are_skipped_and_counted_never_crash():
 
 
 def test_same_index_same_row_whatever_the_batch():
-    cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4)
+    cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4, pack=False)
     gem = tiny_gem("llama")
     col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     a = col([{"text": TEXTS[1], "index": 7}, {"text": TEXTS[0], "index": 3}])
@@ -124,3 +126,28 @@ def test_config_validation():
         TrainConfig(p_plain=1.5)
     with pytest.raises(ValueError, match="in-batch negatives"):
         TrainConfig(batch_size=1)
+
+
+def test_packed_batch_has_the_same_loss_as_unpacked(arch):
+    """Packing only removes padding: same targets, same NTP sum, fewer positions."""
+    import dataclasses
+
+    from lab.losses import ntp_loss_sum
+    from lab.masks import model_attention_mask
+
+    texts = TEXTS * 3
+    gem = tiny_gem(arch, k=1)
+    results = {}
+    for pack in (False, True):
+        cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4, max_length=128, pack=pack)
+        col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)
+        b = col([{"text": t, "index": i} for i, t in enumerate(texts)])
+        with torch.no_grad():
+            logits = gem.model(input_ids=b["input_ids"], position_ids=b["position_ids"],
+                               attention_mask=model_attention_mask(b["attention_mask"], gem.model.config,
+                                                                   torch.float32)).logits
+        results[pack] = (*ntp_loss_sum(logits, b["labels"]), b["input_ids"].numel())
+    (s0, c0, n0), (s1, c1, n1) = results[False], results[True]
+    assert int(c0) == int(c1)
+    assert float(s1) == pytest.approx(float(s0), rel=1e-4)
+    assert n1 < n0 * 0.75, "packing removes padding"
