@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 
-import torch
 
 from .common import best_of, news_sentences
 

@@ -77,6 +77,20 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
     return folder
 
 
+def load_token_rows(model, ids: list[int], folder: Path) -> None:
+    """Copy a checkpoint's GEM embedding rows (and untied output rows) into `model`, if it has them."""
+    if not (Path(folder) / TOKENS_FILE).is_file():
+        return
+    rows = load_file(str(Path(folder) / TOKENS_FILE))
+    base = unwrap(model)
+    with torch.no_grad():
+        emb = base.get_input_embeddings().weight
+        emb[ids] = rows["input_rows"].to(emb.dtype)
+        if "output_rows" in rows:
+            head = base.get_output_embeddings().weight
+            head[ids] = rows["output_rows"].to(head.dtype)
+
+
 def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_implementation="sdpa",
                     merge_adapter: bool = True) -> GemModel:
     """A `GemModel` from a folder written by `save_checkpoint`."""
@@ -93,12 +107,7 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
         missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
         if unexpected:
             raise RuntimeError(f"{folder / WEIGHTS_FILE} has weights this model lacks: {unexpected[:5]}")
-    if (folder / TOKENS_FILE).is_file():
-        rows = load_file(str(folder / TOKENS_FILE))
-        with torch.no_grad():
-            model.get_input_embeddings().weight[ids] = rows["input_rows"].to(model.dtype)
-            if "output_rows" in rows:
-                model.get_output_embeddings().weight[ids] = rows["output_rows"].to(model.dtype)
+    load_token_rows(model, ids, folder)
     if (folder / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 

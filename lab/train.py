@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import signal
 import time
@@ -189,9 +188,10 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {out}")
-        saved = TrainConfig(**json.loads((ckpt / "train_config.json").read_text()))
-        if dataclasses.asdict(saved) != dataclasses.asdict(cfg) and saved.steps == cfg.steps:
-            log.warning("resuming with a config that differs from the checkpoint's")
+        saved = json.loads((ckpt / "train_config.json").read_text())
+        changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if json.loads(json.dumps(v)) != saved.get(k))
+        if changed:
+            log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
         _load_weights_into(gem, ckpt)
         start, metrics = load_training_state(ckpt / STATE_DIR, optimizer, logit_scale)
         log.info("resumed from %s at step %d", ckpt, start)
@@ -309,23 +309,15 @@ def _save(accelerator, out: Path, cfg: TrainConfig, gem: GemModel, optimizer, lo
 
 def _load_weights_into(gem: GemModel, ckpt: Path) -> None:
     """Load a checkpoint's trained weights (token rows, adapter or full weights) into `gem.model`."""
-    from .checkpoint import ADAPTER_DIR, TOKENS_FILE, WEIGHTS_FILE
+    from peft import set_peft_model_state_dict
 
-    base = unwrap(gem.model)
-    rows = load_file(str(ckpt / TOKENS_FILE))
-    with torch.no_grad():
-        emb = base.get_input_embeddings().weight
-        emb[gem.special_ids] = rows["input_rows"].to(emb.dtype)
-        if "output_rows" in rows:
-            head = base.get_output_embeddings().weight
-            head[gem.special_ids] = rows["output_rows"].to(head.dtype)
+    from .checkpoint import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
+
+    load_token_rows(gem.model, gem.special_ids, ckpt)
     if (ckpt / ADAPTER_DIR).is_dir():
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file as lf
-
-        set_peft_model_state_dict(gem.model, lf(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
+        set_peft_model_state_dict(gem.model, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
     if (ckpt / WEIGHTS_FILE).is_file():
-        base.load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)
+        unwrap(gem.model).load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)
 
 
 def _read_config_file(path: str | Path) -> dict:

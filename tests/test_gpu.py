@@ -1,6 +1,5 @@
 """CUDA checks (`make test-gpu`): bf16 on GPU agrees with fp32, and the shared prefill matches."""
 
-import numpy as np
 import pytest
 import torch
 

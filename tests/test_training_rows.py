@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lab.collate import IGNORE, GemCollator, RowStats, make_row, example_rng
+from lab.collate import IGNORE, GemCollator
 from lab.config import TrainConfig
 from lab.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
 from lab.masks import Role, gem_mask, position_ids_from_roles
@@ -130,8 +130,6 @@ def test_config_validation():
 
 def test_packed_batch_has_the_same_loss_as_unpacked(arch):
     """Packing only removes padding: same targets, same NTP sum, fewer positions."""
-    import dataclasses
-
     from lab.losses import ntp_loss_sum
     from lab.masks import model_attention_mask
 
