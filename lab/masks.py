@@ -105,7 +105,7 @@ def gem_mask(
 def gist_mask(roles: torch.Tensor) -> torch.Tensor:
     """The gist-token mask (Mu et al. 2023) for comparison: like GEM, except that the special
     (gist) tokens see each other causally. Same shapes and conventions as `gem_mask`."""
-    B, T = roles.shape
+    T = roles.shape[1]
     base = gem_mask(roles)[:, 0]
     q, k = roles[:, :, None], roles[:, None, :]
     gist_pairs = (q == Role.SPECIAL) & (k == Role.SPECIAL) & causal_mask(T, roles.device)[None]

@@ -111,8 +111,9 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
         emb.requires_grad_(True)
         emb.register_hook(only_rows_grad_hook(gem.special_ids))
     model.to(device=device, dtype=train_dtype(cfg, device))
+    trainable = GemModel(model, gem.tokenizer, gem.gem, name=cfg.model)  # (its constructor sets eval mode)
     model.train()
-    return GemModel(model, gem.tokenizer, gem.gem, name=cfg.model)
+    return trainable
 
 
 # -- optimizer state as safetensors + JSON ------------------------------------------------------

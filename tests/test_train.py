@@ -119,3 +119,12 @@ def test_two_processes_give_the_same_losses_as_one(tmp_path):
     assert [r[0] for r in a] == [r[0] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         assert ra[1:] == pytest.approx(rb[1:], rel=2e-3, abs=2e-3)
+
+
+def test_prepared_model_is_in_training_mode(tmp_path):
+    import torch
+
+    from lab.train import prepare_model
+
+    gem = prepare_model(tiny_cfg(tmp_path, lora_dropout=0.1), torch.device("cpu"))
+    assert gem.model.training, "dropout must be active while training"
