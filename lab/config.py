@@ -58,6 +58,27 @@ class GemConfig:
 ROW_MODES = ("reconstruction", "continuation")
 
 
+def _coerce_to_default_types(cfg) -> None:
+    """Give every numeric field the type of its default: YAML reads `1e-4` as a string, `1` as an int."""
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or isinstance(value, bool):
+            continue
+        if isinstance(value, type(default)):
+            continue
+        try:
+            number = float(value)
+            if isinstance(default, int):
+                if number != int(number):
+                    raise ValueError
+                number = int(number)
+        except (TypeError, ValueError):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be {kind}, got {value!r} "
+                             f"(e.g. --{f.name}={default})") from None
+        setattr(cfg, f.name, number)
+
+
 @dataclass
 class TrainConfig:
     """Everything a GEM training run needs (gem-method.md §3-4); saved with every checkpoint.
@@ -109,6 +130,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
+        _coerce_to_default_types(self)
         checks = [
             (0.0 <= self.p_plain <= 1.0, "p_plain must be in [0, 1]"),
             (0.0 <= self.reconstruction_share <= 1.0, "reconstruction_share must be in [0, 1]"),

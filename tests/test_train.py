@@ -65,6 +65,15 @@ def test_bad_config_key_is_named():
     assert config_from_args(None, ["--steps=700", "--lora_targets=[q_proj]"]).steps == 700
 
 
+def test_numbers_in_yaml_notation_are_numbers():
+    cfg = config_from_args(None, ["--lr_cl=1e-4", "--steps=2e3"])  # YAML 1.1 reads 1e-4 as a string
+    assert cfg.lr_cl == 1e-4 and isinstance(cfg.lr_cl, float) and cfg.steps == 2000 and isinstance(cfg.steps, int)
+    with pytest.raises(ValueError, match="steps must be an integer, got 1.5"):
+        config_from_args(None, ["--steps=1.5"])
+    with pytest.raises(ValueError, match="lr_ntp must be a number"):
+        config_from_args(None, ["--lr_ntp=fast"])
+
+
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
     cfg = tiny_cfg(tmp_path_factory.mktemp("exp"))
