@@ -4,7 +4,9 @@
     convert NAME         prepare a registry model (GGUF -> cached HF folder)
     demo                 load the default model and generate a sentence
     embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
-    data build           build the training corpus from installed packages
+    data build           build the training corpus and the evaluation data from installed packages
+    eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
+    report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st OUT   plain HF folder or sentence-transformers folder
     train                train GEM (configs/*.yaml, --key=value overrides, --resume)
 """
@@ -16,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -72,9 +75,41 @@ def _cmd_embed(args) -> int:
 
 def _cmd_data(args) -> int:
     from .corpus import build_corpus
+    from .evaluation.data import build_eval_data
 
     path = build_corpus(args.out, force=args.force)
     print((path / "meta.json").read_text())
+    path = build_eval_data(args.eval_out, force=args.force)
+    print((path / "meta.json").read_text())
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .evaluation.suite import run_suite, save_result
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it, or choose another --output")
+    poolings = [p.strip() for p in args.pooling.split(",") if p.strip()] if args.pooling else None
+    skip = tuple(s.strip() for s in args.skip.split(",") if s.strip()) if args.skip else ()
+    result = run_suite(args.model, poolings, args.suite, seed=args.seed, label=args.label, skip=skip,
+                       heldout=args.heldout)
+    save_result(result, out, force=True)
+    from .evaluation.report import markdown_table, reconstruction_table, table_rows
+
+    print(markdown_table(table_rows([result])))
+    print(reconstruction_table([result]))
+    print(f"timings (s): { {k: round(v, 1) for k, v in result['timings_s'].items()} }")
+    print(f"saved {out}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .evaluation.report import load_results, write_report
+
+    path = write_report(load_results(args.results), args.out)
+    print(path.read_text())
+    print(f"saved {path} and its _tasks.html / _tradeoff.html figures")
     return 0
 
 
@@ -133,11 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: the model's default)")
     s.set_defaults(func=_cmd_embed)
 
-    s = sub.add_parser("data", help="build data: `data build` makes the training corpus")
+    s = sub.add_parser("data", help="`data build` makes the training corpus and the evaluation data")
     s.add_argument("what", choices=["build"])
-    s.add_argument("--out", default=None, help="output folder (default data/build/wiki)")
+    s.add_argument("--out", default=None, help="corpus folder (default data/build/wiki)")
+    s.add_argument("--eval-out", default=None, help="evaluation data folder (default data/build/eval)")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=_cmd_data)
+
+    s = sub.add_parser("eval", help="evaluate one model (one or more poolings) -> results JSON")
+    s.add_argument("--model", default=DEFAULT_MODEL, help="registry name, checkpoint or HF folder, or 'minilm'")
+    s.add_argument("--pooling", default=None, help="comma list of gem|mean|last|prompteol|echo "
+                   "(default: gem for GEM checkpoints, mean for base models)")
+    s.add_argument("--suite", choices=["quick", "full"], default="quick")
+    s.add_argument("--output", required=True, help="results/NAME.json")
+    s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
+    s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|reconstruction")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
+    s.add_argument("--force", action="store_true", help="replace an existing output file")
+    s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("report", help="result JSON files -> Markdown table + plotly figures")
+    s.add_argument("results", nargs="+")
+    s.add_argument("--out", required=True, help="path stem: writes STEM.md, STEM_tasks.html, STEM_tradeoff.html")
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("export", help="export a GEM checkpoint: --to merged (plain HF) | st (sentence-transformers)")
     s.add_argument("checkpoint")
@@ -167,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR if not args.verbose else logging.INFO)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2

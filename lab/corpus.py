@@ -94,21 +94,45 @@ def normalise(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
-def build_rows(heldout_fraction: float = 0.05, exclude: set[str] | None = None) -> tuple[list[dict], list[dict], int]:
-    """(train rows, held-out rows, rows dropped as duplicates or evaluation overlap)."""
-    exclude = exclude or set()
+def shingles(text: str, n: int = 8) -> set[str]:
+    """Every run of n consecutive (normalised) words of `text`."""
+    words = normalise(text).split()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def build_rows(heldout_fraction: float = 0.05, avoid: set[str] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """(train rows, held-out rows, {"duplicates": n, "evaluation_overlap": n} dropped).
+
+    avoid: word 8-grams of the evaluation texts; a row sharing any of them is dropped (MMLU
+    quotes Wikipedia, for instance), so training text is disjoint from every evaluation text.
+    """
+    avoid = avoid or set()
     seen: set[str] = set()
-    train, heldout, dropped = [], [], 0
+    train, heldout = [], []
+    dropped = {"duplicates": 0, "evaluation_overlap": 0}
     for title, text in wiki_articles():
         target = heldout if is_heldout(title, heldout_fraction) else train
         for row in article_rows(title, text):
             key = normalise(row["text"])
-            if key in seen or key in exclude:
-                dropped += 1
+            if key in seen:
+                dropped["duplicates"] += 1
+                continue
+            if shingles(row["text"]) & avoid:
+                dropped["evaluation_overlap"] += 1
                 continue
             seen.add(key)
             target.append(row)
     return train, heldout, dropped
+
+
+CORPUS_VERSION = 2  # 2: rows sharing an 8-word run with any evaluation text are dropped
+
+
+def _built_version(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None
 
 
 def default_build_dir() -> Path:
@@ -120,14 +144,19 @@ def build_corpus(out_dir: str | Path | None = None, heldout_fraction: float = 0.
     from .atomic import folder_problem
 
     out_dir = Path(out_dir) if out_dir else default_build_dir()
-    if not force and folder_problem(out_dir) is None:
+    if not force and folder_problem(out_dir) is None and _built_version(out_dir) == CORPUS_VERSION:
         log.info("corpus already built at %s", out_dir)
         return out_dir
-    train, heldout, dropped = build_rows(heldout_fraction)
+    from .evaluation.data import evaluation_texts
+
+    avoid = set().union(*(shingles(t) for t in evaluation_texts()))
+    train, heldout, dropped = build_rows(heldout_fraction, avoid)
     meta = {
+        "version": CORPUS_VERSION,
         "source": f"gensim=={importlib.metadata.version('gensim')}:gensim/test/test_data/{WIKI_FILE}",
         "licence": LICENCE,
-        "rows": {"train": len(train), "heldout": len(heldout), "dropped_duplicates": dropped},
+        "rows": {"train": len(train), "heldout": len(heldout), "dropped": dropped},
+        "disjoint_from": "every evaluation text (no shared run of 8 words; lab/evaluation/data.py)",
         "articles": {"train": len({r['title'] for r in train}), "heldout": len({r['title'] for r in heldout})},
         "words": {"train": sum(len(r["text"].split()) for r in train)},
         "heldout_fraction": heldout_fraction,

@@ -305,14 +305,22 @@ class GemModel:
         return unwrap(self.model)(input_ids=ids, position_ids=pos, attention_mask=mask,
                                   cache=cache, use_cache=True).logits[0]
 
-    @torch.inference_mode()
     def reconstruct(self, text: str, max_new_tokens: int | None = None) -> str:
         """Greedy-decode a text from the special tokens' KV cache alone (paper Appendix B): the
         decoder sees no token of `text`, only the k cached S entries. Exact for short inputs on a
         model trained with reconstruction rows."""
+        return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
+
+    def text_ids(self, text: str) -> list[int]:
+        """The token ids this model reads for `text` (no BOS; special-token strings as plain text)."""
+        return self._text_ids([text], 10**9)[0][0]
+
+    @torch.inference_mode()
+    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None) -> list[int]:
+        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`)."""
         cache, pos, last_logits = self.special_cache(text)
         if max_new_tokens is None:
-            max_new_tokens = len(self._text_ids([text], 10**9)[0][0]) + 8
+            max_new_tokens = len(self.text_ids(text)) + 8
         suppress = torch.tensor(self.special_ids, device=self.device)
         out: list[int] = []
         logits = last_logits[0]
@@ -323,8 +331,9 @@ class GemModel:
             if tok == self.tokenizer.eos_token_id:
                 break
             out.append(tok)
-            logits = self.continue_from_cache(cache, [tok], pos + step)[-1]
-        return self.tokenizer.decode(out, skip_special_tokens=True)
+            if len(out) < max_new_tokens:
+                logits = self.continue_from_cache(cache, [tok], pos + step)[-1]
+        return out
 
     # -- attention view -------------------------------------------------------------------------
     @torch.inference_mode()

@@ -11,26 +11,11 @@ Logged every `eval_every` steps, the two make the embedding-vs-language trade-of
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
-import numpy as np
 import torch
 
 from .corpus import read_jsonl
 from .losses import ntp_loss_sum
-from .registry import package_dir
-
-
-@lru_cache(maxsize=1)
-def lee50() -> tuple[list[str], list[tuple[int, int, float]]]:
-    """(50 documents, [(i, j, human score in [0, 1]) for the 1,225 pairs i < j])."""
-    root = package_dir("gensim") / "test" / "test_data"
-    docs = [line.strip() for line in open(root / "lee.cor", encoding="latin-1") if line.strip()]
-    scores = np.loadtxt(root / "similarities0-1.txt")
-    if len(docs) != 50 or scores.shape != (50, 50):
-        raise RuntimeError(f"unexpected Lee-50 data in {root}: {len(docs)} docs, scores {scores.shape}")
-    pairs = [(i, j, float(scores[i, j])) for i in range(50) for j in range(i + 1, 50)]
-    return docs, pairs
+from .evaluation.data import lee50
 
 
 def spearman(a, b) -> float:

@@ -1,0 +1,58 @@
+"""What GEM costs and keeps on the language side: held-out perplexity and reconstruction.
+
+    perplexity        the plain LM (no special tokens) on held-out Wikipedia rows, disjoint from
+                      training text (whole articles are held out); see lab.quick_eval
+    reconstruction    paper Appendix B: append S, keep only S's key/value cache, greedy-decode
+                      n tokens; exact match = the decoded text equals the input. Reported per
+                      input-length bucket (in tokens), on held-out rows cut to each length.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tqdm.auto import tqdm
+
+from ..corpus import read_jsonl
+from ..quick_eval import heldout_perplexity
+
+log = logging.getLogger(__name__)
+
+__all__ = ["heldout_perplexity", "reconstruction_by_length"]
+
+
+def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[list[int]]:
+    """`count` token sequences of exactly `n_tokens` (prefixes of held-out rows long enough)."""
+    out = []
+    for r in rows:
+        ids = gem.tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens:
+            out.append(ids[:n_tokens])
+        if len(out) == count:
+            break
+    return out
+
+
+@torch.inference_mode()
+def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
+    """{"exact": {n: rate}, "token_accuracy": {n: rate}, "count": {n: texts}} for a GEM model.
+
+    token_accuracy: share of the n positions where the decoded token equals the input token.
+    """
+    gem._require_gem_tokens("reconstruction")
+    rows = read_jsonl(heldout)
+    exact, tok_acc, count = {}, {}, {}
+    for n in lengths:
+        seqs = _texts_of_length(gem, rows, n, per_length)
+        hits, matched, total = 0, 0, 0
+        for ids in tqdm(seqs, desc=f"reconstruct {n} tokens", leave=False):
+            text = gem.tokenizer.decode(ids)
+            ids = gem.text_ids(text)  # what the model reads (a cut can re-tokenise differently)
+            out = gem.reconstruct_ids(text, max_new_tokens=len(ids))
+            matched += sum(a == b for a, b in zip(out, ids))
+            total += len(ids)
+            hits += out == ids
+        if seqs:
+            exact[n], tok_acc[n], count[n] = hits / len(seqs), matched / max(total, 1), len(seqs)
+    return {"exact": exact, "token_accuracy": tok_acc, "count": count}

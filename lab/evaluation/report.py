@@ -1,0 +1,118 @@
+"""Results -> a Markdown table and plotly figures.
+
+One result file (written by `lab.evaluation.suite.run_suite`) holds one model and one or more
+poolings:
+
+    {"model": ..., "suite": "quick", "rows": [{"pooling": "mean", "tasks": {task: score},
+      "embedding_avg": ..}, ...], "mmlu": {...} | null, "perplexity": float | null,
+      "reconstruction": {...} | null, "provenance": {...}, "timings_s": {...}}
+
+`table_rows` flattens any number of result files into rows (model x pooling); `markdown_table`
+and the figures read those rows, so checkpoints and ablations compare in one table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .tasks import SHORT_NAMES, TASK_NAMES
+
+
+def load_results(paths) -> list[dict]:
+    out = []
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            out.append(json.load(f))
+    return out
+
+
+def table_rows(results: list[dict]) -> list[dict]:
+    """One dict per (model, pooling): label, tasks, embedding_avg, mmlu, perplexity."""
+    rows = []
+    for res in results:
+        mmlu = res.get("mmlu") or {}
+        for r in res["rows"]:
+            rows.append({"model": res["label"], "pooling": r["pooling"], "tasks": r["tasks"],
+                         "embedding_avg": r["embedding_avg"], "mmlu": mmlu.get("acc_macro"),
+                         "mmlu_acc": mmlu.get("acc"), "perplexity": res.get("perplexity"),
+                         "suite": res.get("suite")})
+    return rows
+
+
+def _fmt(x, scale=100.0, digits=1) -> str:
+    return "–" if x is None else f"{x * scale:.{digits}f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows model x pooling; columns: each task (x100), embedding average, MMLU (x100), perplexity."""
+    tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
+    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for r in rows:
+        cells = [r["model"], r["pooling"], *[_fmt(r["tasks"].get(t)) for t in tasks], _fmt(r["embedding_avg"]),
+                 _fmt(r["mmlu"]), "–" if r["perplexity"] is None else f"{r['perplexity']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def reconstruction_table(results: list[dict]) -> str:
+    """Exact-match rate (%) by input length for every result that has reconstruction numbers."""
+    have = [r for r in results if r.get("reconstruction")]
+    if not have:
+        return ""
+    lengths = sorted({int(n) for r in have for n in r["reconstruction"]["exact"]})
+    lines = ["| model | " + " | ".join(f"{n} tok" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    for r in have:
+        ex = {int(n): v for n, v in r["reconstruction"]["exact"].items()}
+        lines.append(f"| {r['label']} | " + " | ".join(_fmt(ex.get(n), 100, 0) for n in lengths) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def task_bars(rows: list[dict]):
+    """plotly Figure: grouped bars, one group per task (+ average), one bar per model x pooling."""
+    import plotly.graph_objects as go
+
+    tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
+    names = [SHORT_NAMES[t] for t in tasks] + ["emb. avg"]
+    fig = go.Figure()
+    for r in rows:
+        ys = [r["tasks"].get(t) for t in tasks] + [r["embedding_avg"]]
+        fig.add_bar(name=f"{r['model']} · {r['pooling']}", x=names, y=[None if y is None else 100 * y for y in ys])
+    fig.update_layout(barmode="group", yaxis_title="main score (x100)", title="Embedding tasks",
+                      legend_title="model · pooling", template="plotly_white")
+    return fig
+
+
+def tradeoff_scatter(rows: list[dict], language: str = "mmlu"):
+    """plotly Figure: embedding average (x) vs MMLU or perplexity (y), one point per row."""
+    import plotly.graph_objects as go
+
+    key, title = ("mmlu", "MMLU (macro, x100)") if language == "mmlu" else ("perplexity", "held-out perplexity")
+    pts = [r for r in rows if r[key] is not None]
+    fig = go.Figure()
+    for r in pts:
+        y = 100 * r[key] if key == "mmlu" else r[key]
+        fig.add_scatter(x=[100 * r["embedding_avg"]], y=[y], mode="markers+text", name=f"{r['model']} · {r['pooling']}",
+                        text=[f"{r['model']} · {r['pooling']}"], textposition="top center", marker={"size": 12})
+    fig.update_layout(xaxis_title="embedding average (x100)", yaxis_title=title, showlegend=False,
+                      title="What GEM buys (x) and what it costs (y)", template="plotly_white")
+    return fig
+
+
+def write_report(results: list[dict], out: str | Path) -> Path:
+    """`out`.md (tables) plus `out`_tasks.html and `out`_tradeoff.html (plotly, offline-viewable)."""
+    from ..atomic import atomic_file
+
+    out = Path(out)
+    rows = table_rows(results)
+    text = "## Embedding tasks, MMLU and perplexity\n\n" + markdown_table(rows)
+    recon = reconstruction_table(results)
+    if recon:
+        text += "\n## Reconstruction exact match by input length (%)\n\n" + recon
+    with atomic_file(out.with_suffix(".md"), "w") as f:
+        f.write(text)
+    for suffix, fig in (("_tasks.html", task_bars(rows)), ("_tradeoff.html", tradeoff_scatter(rows))):
+        with atomic_file(out.with_name(out.stem + suffix), "w") as f:
+            f.write(fig.to_html(include_plotlyjs=True, full_html=True))
+    return out.with_suffix(".md")

@@ -1,0 +1,154 @@
+"""`python -m lab eval`: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction.
+
+    python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --output results/base.json
+    python -m lab eval --model runs/gem-smollm2-135m/last --output results/gem.json      # pooling gem
+    python -m lab eval --model minilm --output results/minilm.json                     # encoder reference
+    python -m lab report results/*.json --out results/report                            # .md + .html
+
+Suites differ only in sizes (`SUITES`): quick is sized to take <= 10 minutes on a 2-core CPU for
+the default model and one pooling; full uses every row and the whole MMLU test set. Every number
+is deterministic for a seed; the result file records package versions, commit, config and timings.
+A result file is written atomically; an existing one is never overwritten unless --force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_json_atomic
+from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    sizes: TaskSizes
+    max_length: int  # tokens per text for embeddings (articles are cut here)
+    mmlu_limit: int | None  # None = the whole test set (14,044 questions)
+    mmlu_fewshot: int = 5
+    perplexity_rows: int = 200
+    reconstruction_lengths: tuple = (8, 16, 32, 64)
+    reconstruction_per_length: int = 8
+    tasks: tuple = TASK_NAMES
+
+
+SUITES = {
+    "quick": Suite("quick", QUICK, max_length=256, mmlu_limit=100),
+    "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628,
+                  reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),
+}
+PACKAGES = ("torch", "transformers", "peft", "mteb", "lm_eval", "sentence-transformers", "numpy")
+
+
+def provenance(extra: dict | None = None) -> dict:
+    """Package versions, git commit (and whether the tree was dirty), machine."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            versions[p] = None
+    return {"packages": versions, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
+            **(extra or {})}
+
+
+def default_poolings(name: str, gem) -> list[str]:
+    if gem is None:
+        return ["encoder"]
+    return ["gem"] if gem.is_gem else ["mean"]
+
+
+def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite = "quick", seed: int = 0,
+              label: str | None = None, data_dir=None, heldout: str = "data/build/wiki/heldout.jsonl",
+              skip: tuple = (), batch_size: int = 16, rows: dict | None = None) -> dict:
+    """Evaluate one model with one or more poolings; returns the result dict (see report.py).
+
+    model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
+    encoder name from `embedders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
+    skip: any of "embedding", "mmlu", "perplexity", "reconstruction".
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    from .embedders import ENCODERS, gem_embedder, sentence_transformer_embedder
+
+    suite = SUITES[suite] if isinstance(suite, str) else suite
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    is_encoder = model in ENCODERS or (Path(model) / "modules.json").is_file()
+    gem = None
+    if not is_encoder:
+        from ..model import load
+
+        gem = load(model)
+    timings["load"] = time.perf_counter() - t0
+    poolings = poolings or default_poolings(model, gem)
+    result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
+              "rows": [], "mmlu": None, "perplexity": None, "reconstruction": None}
+    if "embedding" not in skip:
+        rows = rows if rows is not None else task_rows(suite.sizes, data_dir)
+        for pooling in poolings:
+            t = time.perf_counter()
+            emb = (sentence_transformer_embedder(model) if gem is None
+                   else gem_embedder(gem, pooling, batch_size=batch_size, max_length=suite.max_length))
+            scores = run_tasks(emb, build_tasks(suite.sizes, rows, suite.tasks))
+            result["rows"].append({"pooling": pooling, "tasks": scores,
+                                   "embedding_avg": sum(scores.values()) / len(scores),
+                                   "texts_embedded": emb.texts_embedded})
+            timings[f"embedding:{pooling}"] = time.perf_counter() - t
+            log.info("%s %s: %s", result["label"], pooling, {k: round(v, 4) for k, v in scores.items()})
+    if gem is not None:
+        from .language import heldout_perplexity, reconstruction_by_length
+        from .mmlu import mmlu
+
+        if "perplexity" not in skip:
+            t = time.perf_counter()
+            result["perplexity"] = heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows)
+            timings["perplexity"] = time.perf_counter() - t
+        if "reconstruction" not in skip and gem.is_gem:
+            t = time.perf_counter()
+            result["reconstruction"] = reconstruction_by_length(
+                gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length)
+            timings["reconstruction"] = time.perf_counter() - t
+        if "mmlu" not in skip:
+            t = time.perf_counter()
+            result["mmlu"] = mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
+                                  data_dir=data_dir)
+            timings["mmlu"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    result["timings_s"] = timings
+    result["provenance"] = provenance({"suite": dataclasses.asdict(suite),
+                                       "gem_config": dataclasses.asdict(gem.gem) if gem is not None and gem.gem else None,
+                                       "dtype": str(gem.dtype) if gem is not None else "float32"})
+    return result
+
+
+def save_result(result: dict, path: str | Path, force: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it, or choose another --output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, result)
+    return path
+

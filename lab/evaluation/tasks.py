@@ -1,0 +1,168 @@
+"""The embedding tasks, as real mteb tasks over local data (no hub access).
+
+    task                     mteb type            main score (as MTEB defines it)
+    LocalLee50STS            STS                  cosine_spearman
+    LocalBBCClassification   Classification       accuracy (logistic regression, few shots per label)
+    LocalBBCClustering       Clustering           v_measure (headlines, 5 topics)
+    LocalBBCRetrieval        Retrieval            ndcg_at_10 (headline -> article)
+    LocalBBCPairs            PairClassification   max_ap (is this the headline of this article?)
+
+`build_tasks(size)` takes the row counts from a `TaskSizes` (the quick and full suites differ only
+there). Articles are truncated by the embedder's max_length, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .data import read_eval
+
+COMMON = dict(reference="https://github.com/gem-lab", dataset={"path": "local", "revision": "0"},
+              category="t2t", eval_langs=["eng-Latn"], date=("2005-01-01", "2005-12-31"),
+              dialect=["Written"], domains=["News"], task_subtypes=[], license="not specified",
+              annotations_creators="human-annotated", modalities=["text"], sample_creation="found",
+              bibtex_citation="")
+
+
+@dataclass(frozen=True)
+class TaskSizes:
+    """How many rows each task uses; 0 = all."""
+
+    classification_train: int = 0
+    classification_test: int = 0
+    clustering: int = 0
+    retrieval_queries: int = 0
+    pairs: int = 0
+    samples_per_label: int = 16
+    n_experiments: int = 5
+
+
+QUICK = TaskSizes(classification_train=250, classification_test=250, clustering=600,
+                  retrieval_queries=250, pairs=300, n_experiments=3)
+FULL = TaskSizes(classification_train=1000, classification_test=1225, n_experiments=10)
+
+
+def _take(rows: list, n: int) -> list:
+    return rows[:n] if n else rows
+
+
+def _dataset(rows):
+    from datasets import Dataset
+
+    return Dataset.from_list(rows) if isinstance(rows, list) else Dataset.from_dict(rows)
+
+
+def _task_classes():
+    """The five task classes (built lazily: importing mteb takes a few seconds)."""
+    from datasets import DatasetDict
+    from mteb.abstasks.classification import AbsTaskClassification
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.sts import AbsTaskSTS
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    class Local:
+        def __init__(self, rows, **kw):
+            super().__init__(**kw)
+            self.rows = rows
+
+    class LeeSTS(Local, AbsTaskSTS):
+        metadata = TaskMetadata(name="LocalLee50STS", description="Lee-50 news document similarity (1,225 pairs)",
+                                type="STS", main_score="cosine_spearman", eval_splits=["test"], **COMMON)
+        min_score, max_score = 0, 1
+
+        def load_data(self, **kw):
+            self.dataset = DatasetDict({"test": _dataset(self.rows)})
+            self.data_loaded = True
+
+    class BBCClassification(Local, AbsTaskClassification):
+        metadata = TaskMetadata(name="LocalBBCClassification", description="BBC News topic (5 classes)",
+                                type="Classification", main_score="accuracy", eval_splits=["test"], **COMMON)
+
+        def load_data(self, **kw):
+            train, test = self.rows
+            self.dataset = DatasetDict({"train": _dataset(train), "test": _dataset(test)})
+            self.data_loaded = True
+
+    class BBCClustering(Local, AbsTaskClusteringLegacy):
+        metadata = TaskMetadata(name="LocalBBCClustering", description="BBC headlines clustered by topic",
+                                type="Clustering", main_score="v_measure", eval_splits=["test"], **COMMON)
+
+        def load_data(self, **kw):
+            sentences, labels = self.rows
+            self.dataset = DatasetDict({"test": _dataset({"sentences": [sentences], "labels": [labels]})})
+            self.data_loaded = True
+
+    class BBCRetrieval(Local, AbsTaskRetrieval):
+        metadata = TaskMetadata(name="LocalBBCRetrieval", description="BBC headline -> article",
+                                type="Retrieval", main_score="ndcg_at_10", eval_splits=["test"], **COMMON)
+
+        def load_data(self, **kw):
+            queries, corpus, relevant = self.rows
+            split = RetrievalSplitData(queries=_dataset(queries), corpus=_dataset(corpus),
+                                       relevant_docs=relevant, top_ranked=None)
+            self.dataset = {"default": {"test": split}}
+            self.data_loaded = True
+
+    class BBCPairs(Local, AbsTaskPairClassification):
+        metadata = TaskMetadata(name="LocalBBCPairs", description="Is this headline the article's own?",
+                                type="PairClassification", main_score="max_ap", eval_splits=["test"], **COMMON)
+
+        def load_data(self, **kw):
+            self.dataset = DatasetDict({"test": _dataset(self.rows)})
+            self.data_loaded = True
+
+    return LeeSTS, BBCClassification, BBCClustering, BBCRetrieval, BBCPairs
+
+
+TASK_NAMES = ("LocalLee50STS", "LocalBBCClassification", "LocalBBCClustering", "LocalBBCRetrieval", "LocalBBCPairs")
+SHORT_NAMES = {"LocalLee50STS": "Lee50 STS", "LocalBBCClassification": "BBC cls",
+               "LocalBBCClustering": "BBC clust", "LocalBBCRetrieval": "BBC retr", "LocalBBCPairs": "BBC pairs"}
+
+
+def task_rows(sizes: TaskSizes, data_dir=None) -> dict[str, object]:
+    """The rows of every task, from the built evaluation files."""
+    bbc = read_eval("bbc.jsonl", data_dir)
+    n_train = sizes.classification_train or len(bbc) // 2
+    train = [{"text": r["text"], "label": r["label"]} for r in bbc[:n_train]]
+    test = [{"text": r["text"], "label": r["label"]} for r in _take(bbc[n_train:], sizes.classification_test)]
+    clus = _take(bbc, sizes.clustering)
+    queries = _take(bbc, sizes.retrieval_queries)
+    return {
+        "LocalLee50STS": read_eval("lee_sts.jsonl", data_dir),
+        "LocalBBCClassification": (train, test),
+        "LocalBBCClustering": ([r["title"] for r in clus], [r["label"] for r in clus]),
+        "LocalBBCRetrieval": (
+            [{"id": f"q{i}", "text": r["title"]} for i, r in enumerate(queries)],
+            [{"id": f"d{i}", "text": r["text"], "title": ""} for i, r in enumerate(queries)],
+            {f"q{i}": {f"d{i}": 1} for i in range(len(queries))},
+        ),
+        "LocalBBCPairs": _take(read_eval("bbc_pairs.jsonl", data_dir), sizes.pairs),
+    }
+
+
+def build_tasks(sizes: TaskSizes, rows: dict | None = None, names=TASK_NAMES, data_dir=None) -> list:
+    """mteb task objects for `names`, filled with `rows` (default: the built evaluation data)."""
+    rows = rows if rows is not None else task_rows(sizes, data_dir)
+    classes = dict(zip(TASK_NAMES, _task_classes()))
+    tasks = []
+    for name in names:
+        task = classes[name](rows[name])
+        if name == "LocalBBCClassification":
+            task.samples_per_label, task.n_experiments = sizes.samples_per_label, sizes.n_experiments
+        tasks.append(task)
+    return tasks
+
+
+def run_tasks(embedder, tasks: list, batch_size: int = 32) -> dict[str, float]:
+    """{task name: main score in [0, 1]} for one Embedder, through `mteb.evaluate`."""
+    import mteb
+
+    from .embedders import MtebEncoder
+
+    result = mteb.evaluate(MtebEncoder(embedder), tasks, cache=None, show_progress_bar=False,
+                           encode_kwargs={"batch_size": batch_size})
+    return {tr.task_name: float(tr.get_score()) for tr in result.task_results}
+

@@ -1,0 +1,193 @@
+"""Evaluation: the built data, metric sanity on toy tasks, the whole suite on a tiny model."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from lab.atomic import atomic_dir
+from lab.checkpoint import save_checkpoint
+from lab.cli import main as cli_main
+from lab.corpus import build_corpus, read_jsonl, shingles
+from lab.evaluation.data import build_eval_data, evaluation_texts, read_eval
+from lab.evaluation.embedders import Embedder
+from lab.evaluation.report import load_results, markdown_table, table_rows, write_report
+from lab.evaluation.suite import Suite, run_suite, save_result
+from lab.evaluation.tasks import TASK_NAMES, TaskSizes, build_tasks, run_tasks
+
+from .conftest import tiny_gem
+from .test_train import ROOT
+
+HELDOUT = str(ROOT / "data/sample/wiki_heldout_sample.jsonl")
+
+
+@pytest.fixture(scope="module")
+def eval_dir():
+    return build_eval_data()  # idempotent: reuses data/build/eval when complete
+
+
+def test_eval_data(eval_dir):
+    bbc = read_eval("bbc.jsonl")
+    assert len(bbc) == 2225 and {r["label"] for r in bbc} == {"business", "entertainment", "politics", "sports", "tech"}
+    assert all(r["title"] and r["text"] and r["title"] not in r["text"][:20] for r in bbc[:50])
+    pairs = read_eval("bbc_pairs.jsonl")
+    assert sum(p["labels"] for p in pairs) == len(pairs) // 2
+    topic = {r["title"]: r["label"] for r in bbc}
+    lead_topic = {" ".join(r["text"].split()[:60]): r["label"] for r in bbc}
+    assert all(topic[p["sentence1"]] == lead_topic[p["sentence2"]] for p in pairs), "negatives share the topic"
+    mmlu = read_eval("mmlu.jsonl")
+    assert len(mmlu) == 14044 and len({r["topic"] for r in mmlu[:100]}) > 30, "shuffled, not grouped by topic"
+    lee = read_eval("lee_sts.jsonl")
+    assert len(lee) == 1225 and all(0 <= r["score"] <= 1 for r in lee)
+
+
+def test_training_corpus_is_disjoint_from_every_evaluation_text(eval_dir):
+    """No 8-word run of any training or held-out row occurs in any evaluation text (Lee-50, BBC, MMLU)."""
+    corpus = build_corpus()  # idempotent
+    evaluation = set().union(*(shingles(t) for t in evaluation_texts()))
+    assert len(evaluation) > 500_000
+    rows = read_jsonl(corpus / "train.jsonl") + read_jsonl(corpus / "heldout.jsonl")
+    shared = [r["text"] for r in rows if shingles(r["text"]) & evaluation]
+    assert not shared, f"{len(shared)} training rows overlap evaluation text, e.g. {shared[:2]}"
+    assert len(rows) >= 32_000
+
+
+def _toy_rows(n: int = 20) -> dict:
+    """Five tiny tasks over texts 'item i'; an oracle can solve all of them exactly."""
+    labels = [f"topic{i % 4}" for i in range(n)]
+    return {
+        "LocalLee50STS": [{"sentence1": f"item {i}", "sentence2": f"item {i + 1}", "score": float(i % 5) / 4}
+                          for i in range(n)],
+        "LocalBBCClassification": ([{"text": f"item {i}", "label": labels[i]} for i in range(n)],
+                                   [{"text": f"item {i}", "label": labels[i]} for i in range(n)]),
+        "LocalBBCClustering": ([f"item {i}" for i in range(n)], labels),
+        "LocalBBCRetrieval": ([{"id": f"q{i}", "text": f"query {i}"} for i in range(n)],
+                              [{"id": f"d{i}", "text": f"item {i}", "title": ""} for i in range(n)],
+                              {f"q{i}": {f"d{i}": 1} for i in range(n)}),
+        "LocalBBCPairs": [{"sentence1": f"query {i}", "sentence2": f"item {i if i % 2 else (i + 3) % n}",
+                           "labels": i % 2} for i in range(n)],
+    }
+
+
+def _oracle(n: int = 20):
+    """Embeds 'item i' / 'query i' so that every toy task is solved exactly."""
+    def embed(texts):
+        out = []
+        for t in texts:
+            i = int(t.split()[1])
+            v = np.zeros(2 * n + 8)
+            v[i] = 1.0  # identity: query i == item i (retrieval, pairs)
+            v[n + i % 4] = 3.0  # topic (classification, clustering)
+            out.append(v)
+        return np.stack(out)
+    return embed
+
+
+def _random(texts):
+    return np.stack([np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=32)
+                     for t in texts])
+
+
+def test_metric_sanity_perfect_and_random_encoders():
+    sizes = TaskSizes(samples_per_label=2, n_experiments=2)
+    rows = _toy_rows()
+    perfect = run_tasks(Embedder("oracle", "x", _oracle()), build_tasks(sizes, rows))
+    assert perfect["LocalBBCRetrieval"] == pytest.approx(1.0)
+    assert perfect["LocalBBCPairs"] == pytest.approx(1.0)
+    assert perfect["LocalBBCClassification"] == pytest.approx(1.0)
+    assert perfect["LocalBBCClustering"] == pytest.approx(1.0)
+    random = run_tasks(Embedder("random", "x", _random), build_tasks(sizes, rows))
+    assert random["LocalBBCRetrieval"] < 0.5, "random retrieval of 1 in 20 is near chance (nDCG@10 ~0.15)"
+    assert random["LocalBBCClustering"] < 0.5
+
+
+def test_embedder_memoises_and_normalises():
+    calls = []
+
+    def fn(texts):
+        calls.append(list(texts))
+        return np.ones((len(texts), 3))
+
+    e = Embedder("m", "x", fn)
+    a = e.embed(["a", "b", "a"])
+    b = e.embed(["b", "c"])
+    assert calls == [["a", "b"], ["c"]] and e.texts_embedded == 3
+    assert np.allclose(np.linalg.norm(a, axis=1), 1) and np.allclose(a[1], b[0])
+
+
+def _tiny_eval_dir(tmp_path):
+    """An evaluation-data folder with a few rows of each file, in the built layout."""
+    bbc = [{"id": f"t/{i}", "label": f"l{i % 3}", "title": f"headline number {i}",
+            "text": f"body text of article {i} about topic {i % 3}. " * 3} for i in range(24)]
+    mmlu = [{"question": f"What is {i} + {i}?", "answer_a": str(2 * i), "answer_b": str(i), "answer_c": "0",
+             "answer_d": "1", "correct_answer": "A", "topic": ["math", "logic"][i % 2]} for i in range(8)]
+    files = {
+        "lee_sts.jsonl": [{"sentence1": f"doc {i}", "sentence2": f"doc {i + 2}", "score": (i % 3) / 2} for i in range(12)],
+        "bbc.jsonl": bbc,
+        "bbc_pairs.jsonl": [{"sentence1": r["title"], "sentence2": r["text"][:40], "labels": 1} for r in bbc[:6]]
+        + [{"sentence1": r["title"], "sentence2": bbc[0]["text"][:30], "labels": 0} for r in bbc[6:12]],
+        "mmlu.jsonl": mmlu,
+    }
+    with atomic_dir(tmp_path / "eval") as tmp:
+        for name, rows in files.items():
+            (tmp / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "eval"
+
+
+TINY = Suite("tiny", TaskSizes(classification_train=12, samples_per_label=2, n_experiments=1), max_length=48,
+             mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=6, reconstruction_lengths=(4, 8),
+             reconstruction_per_length=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    gem = tiny_gem("llama", k=1, max_length=64)
+    return save_checkpoint(gem, tmp_path_factory.mktemp("ckpt") / "tiny-gem")
+
+
+def test_suite_runs_every_part_and_is_deterministic(tmp_path, tiny_checkpoint):
+    data = _tiny_eval_dir(tmp_path)
+    a = run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT, label="tiny")
+    assert [r["pooling"] for r in a["rows"]] == ["gem", "mean"]
+    assert set(a["rows"][0]["tasks"]) == set(TASK_NAMES)
+    assert all(np.isfinite(v) for r in a["rows"] for v in r["tasks"].values())
+    assert a["mmlu"]["n"] == 4 and 0 <= a["mmlu"]["acc"] <= 1 and a["mmlu"]["num_fewshot"] == 1
+    assert a["perplexity"] > 1 and set(a["reconstruction"]["exact"]) == {4, 8}
+    assert a["provenance"]["packages"]["mteb"] and a["provenance"]["commit"] is not None
+    assert {"load", "embedding:gem", "mmlu", "total"} <= set(a["timings_s"])
+    b = run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT, label="tiny")
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("timings_s", "provenance")}  # noqa: E731
+    assert strip(a) == strip(b), "same seed, same numbers"
+
+    out = save_result(a, tmp_path / "results" / "tiny.json")
+    with pytest.raises(FileExistsError, match="--force"):
+        save_result(a, out)
+    md = write_report(load_results([out]), tmp_path / "results" / "report")
+    text = md.read_text()
+    assert "| tiny | gem |" in text and "Reconstruction" in text
+    assert (tmp_path / "results" / "report_tradeoff.html").stat().st_size > 10_000
+
+
+def test_base_model_has_no_gem_rows_or_reconstruction(tmp_path):
+    data = _tiny_eval_dir(tmp_path)
+    r = run_suite("tiny-llama", None, TINY, data_dir=data, heldout=HELDOUT, skip=("mmlu",))
+    assert [x["pooling"] for x in r["rows"]] == ["mean"] and r["reconstruction"] is None and r["mmlu"] is None
+    with pytest.raises(ValueError, match="pooling='gem' is undefined"):
+        run_suite("tiny-llama", ["gem"], TINY, data_dir=data, heldout=HELDOUT, skip=("mmlu",))
+
+
+def test_markdown_table_layout():
+    res = [{"label": "m", "suite": "quick", "rows": [{"pooling": "mean", "tasks": {"LocalLee50STS": 0.5},
+                                                      "embedding_avg": 0.5}], "mmlu": {"acc_macro": 0.3, "acc": 0.31},
+            "perplexity": 12.345}]
+    table = markdown_table(table_rows(res))
+    assert table.splitlines()[0] == "| model | pooling | Lee50 STS | emb. avg | MMLU | ppl |"
+    assert table.splitlines()[2] == "| m | mean | 50.0 | 50.0 | 30.0 | 12.35 |"
+
+
+def test_cli_eval_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    assert cli_main(["eval", "--model", "tiny-llama", "--output", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "{}"
