@@ -109,7 +109,7 @@ def drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
 
 @dataclass
 class GemCollator:
-    """Turns examples {"text": str, "index": int} into a training batch.
+    """Turns examples {"text": str, "index": int[, "positive_text": str, "group": int]} into a batch.
 
     Returns a dict with (B, T) `input_ids`, `roles`, `position_ids`, `labels`, the canonical
     (B, 1, T, T) bool `attention_mask` (with `cfg.pack`, B counts packed sequences: several rows
@@ -130,18 +130,23 @@ class GemCollator:
     def __call__(self, examples: list[dict]) -> dict:
         stats = RowStats()
         all_ids = self._ids([e["text"] for e in examples])
-        rows, views_q, views_d = [], [], []
-        bos_id = self.bos[0] if self.bos else None
+        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
+        rows, kept = [], []  # kept: (example, text ids, its rng after the row was drawn)
         for e, ids in zip(examples, all_ids):
             rng = example_rng(self.cfg.seed, int(e["index"]))
             row = make_row(ids, self.bos, self.special_ids, self.cfg, rng, stats)
-            if row is None:
-                continue
-            rows.append(row)
-            if self.contrastive:
-                text = ids[: self.cfg.max_length - len(self.bos) - len(self.special_ids)]
-                views_q.append(Row.build(self.bos + text, self.special_ids, bos_token_id=bos_id))
-                dropped = drop_tokens(text, self.cfg.drop_rate, rng)
+            if row is not None:
+                rows.append(row)
+                kept.append((e, ids, rng))
+        views_q, views_d, groups = [], [], None
+        if self.contrastive and kept:
+            has_partner = "positive_text" in kept[0][0]
+            others = self._ids([e["positive_text"] for e, _, _ in kept]) if has_partner else [ids for _, ids, _ in kept]
+            groups = [int(e["group"]) for e, _, _ in kept] if has_partner else None
+            bos_id = self.bos[0] if self.bos else None
+            for (e, ids, rng), other in zip(kept, others):
+                views_q.append(Row.build(self.bos + ids[:budget], self.special_ids, bos_token_id=bos_id))
+                dropped = drop_tokens(other[:budget], self.cfg.drop_rate, rng)
                 views_d.append(Row.build(self.bos + dropped, self.special_ids, bos_token_id=bos_id))
         self.stats.add(stats)
         if not rows:
@@ -160,5 +165,7 @@ class GemCollator:
         if self.contrastive:
             batch["query"] = pad_rows(views_q, pad)
             batch["positive"] = pad_rows(views_d, pad)
+            if groups is not None:
+                batch["groups"] = torch.tensor(groups, dtype=torch.long)
         batch["stats"] = stats
         return batch

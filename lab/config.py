@@ -56,6 +56,7 @@ class GemConfig:
 
 
 ROW_MODES = ("reconstruction", "continuation")
+POSITIVES = ("dropout", "article")
 
 
 def _coerce_to_default_types(cfg) -> None:
@@ -86,7 +87,12 @@ class TrainConfig:
     Rows: a fraction `p_plain` of rows are plain text (ordinary NTP); the others get the k special
     tokens, as `text | S | text` (reconstruction) with probability `reconstruction_share`, else
     `text[:i] | S | text[i:]` (continuation, i drawn uniformly from [min_part, n - min_part]).
-    Losses: L = (1 - alpha) L_ntp + alpha L_cl, alpha = 0 for `ntp_steps` steps then 1.
+    Contrastive pairs: the query is `text | S`; the positive is the same text with tokens dropped
+    (`positive="dropout"`, the paper) or another row of the same article with tokens dropped
+    (`positive="article"`, Contriever-style: teaches topic, not surface overlap; rows of the same
+    article are then never used as negatives).
+    Losses: L = (1 - alpha) L_ntp + alpha L_cl, alpha = 0 for `ntp_steps` steps then `alpha_cl`
+    (paper: 1; below 1 the NTP term keeps guarding the language model in the contrastive phase).
     Learning rate: linear warmup to `lr_ntp`, cosine to `lr_ntp * min_lr_ratio` at `ntp_steps`;
     then `lr_cl`, cosine to `lr_cl * min_lr_ratio` at `steps`.
     """
@@ -100,7 +106,8 @@ class TrainConfig:
     k: int = 1
     p_plain: float = 0.8
     reconstruction_share: float = 1.0
-    max_length: int = 128
+    max_length: int = 128  # tokens per training sequence
+    embed_max_length: int = 512  # tokens the trained model reads when embedding (saved in GemConfig)
     min_part: int = 2
     suffix_sees_bos: bool = False
     pack: bool = True  # pack several rows into each max_length sequence (segments never see each other)
@@ -108,6 +115,8 @@ class TrainConfig:
     steps: int = 1000
     ntp_steps: int = 100
     drop_rate: float = 0.2
+    alpha_cl: float = 1.0  # weight of the contrastive loss after the NTP phase (paper: 1, NTP off)
+    positive: str = "dropout"  # dropout: the row itself, tokens dropped (paper) | article: another row of the same article, tokens dropped
     logit_scale_init: float = 20.0
     logit_scale_max: float = 100.0
     lr_ntp: float = 1e-4
@@ -135,10 +144,13 @@ class TrainConfig:
             (0.0 <= self.p_plain <= 1.0, "p_plain must be in [0, 1]"),
             (0.0 <= self.reconstruction_share <= 1.0, "reconstruction_share must be in [0, 1]"),
             (0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)"),
+            (0.0 < self.alpha_cl <= 1.0, "alpha_cl must be in (0, 1]"),
             (self.k >= 1, "k must be >= 1"),
             (0 <= self.ntp_steps <= self.steps, "ntp_steps must be between 0 and steps"),
             (self.max_length >= 8, "max_length must be >= 8"),
+            (self.embed_max_length >= 8, "embed_max_length must be >= 8"),
             (self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
+            (self.positive in POSITIVES, f"positive must be one of {POSITIVES}"),
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
         ]
         for ok, msg in checks:

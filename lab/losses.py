@@ -39,19 +39,27 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(0.0, self.max_log).exp()
 
 
-def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int = 0) -> torch.Tensor:
+def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int = 0,
+             groups_q: torch.Tensor | None = None, groups_d: torch.Tensor | None = None) -> torch.Tensor:
     """-mean_i log softmax_j(scale * cos(q_i, d_j))[offset + i]: in-batch negatives.
 
     q: (B, dim) this process's queries; d: (N, dim) the positives of all processes (N >= B), the
     positive of q_i being d[offset + i]. Single process: N = B, offset = 0.
+    groups_q (B,), groups_d (N,): optional source ids (e.g. article); d_j of q_i's group other than
+    its own positive is not a negative (it is left out of the softmax).
     """
-    sim = F.normalize(q.float(), dim=-1) @ F.normalize(d.float(), dim=-1).T
-    return F.cross_entropy(scale * sim, offset + torch.arange(q.shape[0], device=q.device))
+    sim = scale * (F.normalize(q.float(), dim=-1) @ F.normalize(d.float(), dim=-1).T)
+    target = offset + torch.arange(q.shape[0], device=q.device)
+    if groups_q is not None:
+        same = groups_q[:, None] == groups_d[None, :]
+        same[torch.arange(q.shape[0]), target] = False
+        sim = sim.masked_fill(same, float("-inf"))
+    return F.cross_entropy(sim, target)
 
 
 def alpha_at(step: int, cfg: TrainConfig) -> float:
-    """Weight of the contrastive loss at `step` (0-based): 0 during the NTP phase, then 1."""
-    return 0.0 if step < cfg.ntp_steps else 1.0
+    """Weight of the contrastive loss at `step` (0-based): 0 during the NTP phase, then alpha_cl."""
+    return 0.0 if step < cfg.ntp_steps else cfg.alpha_cl
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -74,10 +74,17 @@ class GemObjective(nn.Module):
             q = self._view_embeddings(batch["query"])
             d = self._view_embeddings(batch["positive"])
             rank, world = _world()
+            groups = batch.get("groups")
             if world > 1:
-                cl = info_nce(q, _all_gather_with_grad(d), scale, offset=rank * q.shape[0])
+                all_groups = None
+                if groups is not None:
+                    all_groups = [torch.empty_like(groups) for _ in range(world)]
+                    dist.all_gather(all_groups, groups)
+                    all_groups = torch.cat(all_groups)
+                cl = info_nce(q, _all_gather_with_grad(d), scale, offset=rank * q.shape[0],
+                              groups_q=groups, groups_d=all_groups)
             else:
-                cl = info_nce(q, d, scale)
+                cl = info_nce(q, d, scale, groups_q=groups, groups_d=groups)
         loss = (1.0 - alpha) * ntp + alpha * cl
         ntp_report, cl_report = ntp.detach().clone(), cl.detach().clone()
         _, world = _world()

@@ -89,11 +89,36 @@ def only_rows_grad_hook(ids: list[int]):
     return hook
 
 
+def article_partners(rows: list[dict], seed: int) -> list[tuple[int, int]]:
+    """For each row: (index of another row of the same article, article id), drawn with `seed`.
+    A row alone in its article is its own partner. Used by `positive: article`."""
+    by_title: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_title.setdefault(r.get("title", ""), []).append(i)
+    ids = {t: n for n, t in enumerate(by_title)}
+    out = []
+    for i, r in enumerate(rows):
+        same = by_title[r.get("title", "")]
+        rng = random.Random(seed * 1_000_003 + i)
+        j = same[rng.randrange(len(same))] if len(same) > 1 else i
+        while j == i and len(same) > 1:
+            j = same[rng.randrange(len(same))]
+        out.append((j, ids[r.get("title", "")]))
+    return out
+
+
+def _example(i: int, corpus: list[str], partner) -> dict:
+    if partner is None:
+        return {"text": corpus[i], "index": i}
+    j, group = partner[i]
+    return {"text": corpus[i], "index": i, "positive_text": corpus[j], "group": group}
+
+
 def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     """The base model with k fresh GEM tokens; LoRA-wrapped if lora_r > 0. The new input rows
     are always trainable (the rest of the embedding matrix stays frozen under LoRA)."""
     gem = add_new_gem_tokens(load(cfg.model, dtype="float32", device="cpu"), cfg.k,
-                             max_length=cfg.max_length, suffix_sees_bos=cfg.suffix_sees_bos)
+                             max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos)
     gem.gem.base_model = cfg.model
     model = gem.model
     if cfg.lora_r > 0:
@@ -175,7 +200,9 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
     accelerator = Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     out = Path(cfg.output_dir)
-    corpus = [r["text"] for r in read_jsonl(cfg.corpus)]
+    rows = read_jsonl(cfg.corpus)
+    corpus = [r["text"] for r in rows]
+    partner = article_partners(rows, cfg.seed) if cfg.positive == "article" else None
     if len(corpus) < cfg.batch_size:
         raise ValueError(f"{cfg.corpus} has {len(corpus)} rows, fewer than batch_size={cfg.batch_size}")
     torch.manual_seed(cfg.seed)
@@ -217,7 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
             parts = {"loss": 0.0, "ntp": 0.0, "cl": 0.0}
             for micro in range(cfg.grad_accum):
                 idx = example_indices(step, micro, cfg, len(corpus), rank, world)
-                batch = collator([{"text": corpus[i], "index": i} for i in idx])
+                batch = collator([_example(i, corpus, partner) for i in idx])
                 if batch.get("empty"):
                     continue
                 batch = _to_device(batch, accelerator.device)

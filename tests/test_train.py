@@ -107,19 +107,22 @@ def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoin
     np.testing.assert_allclose(st, lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-4)
 
 
-def test_two_processes_give_the_same_losses_as_one(tmp_path):
-    """DDP on CPU (gloo): 2 processes x batch 2 == 1 process x batch 4, both phases."""
+@pytest.mark.parametrize("extra", [{}, {"positive": "article", "alpha_cl": 0.5}], ids=["paper", "article-mixed"])
+def test_two_processes_give_the_same_losses_as_one(tmp_path, extra):
+    """DDP on CPU (gloo): 2 processes x batch 2 == 1 process x batch 4, both phases (article
+    positives: the group ids are gathered with the negatives; mixed: NTP + InfoNCE in one step)."""
     import os
     import subprocess
     import sys
 
-    one = tiny_cfg(tmp_path / "one", batch_size=4, steps=4, ntp_steps=2, save_every=100)
+    one = tiny_cfg(tmp_path / "one", batch_size=4, steps=4, ntp_steps=2, save_every=100, **extra)
     train(one)
     two_dir = tmp_path / "two" / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lab", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
            f"--corpus={one.corpus}", f"--heldout={one.heldout}", f"--output_dir={two_dir}",
-           "--batch_size=2", "--steps=4", "--ntp_steps=2", "--save_every=100"]
+           "--batch_size=2", "--steps=4", "--ntp_steps=2", "--save_every=100",
+           *[f"--{k}={v}" for k, v in extra.items()]]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]

@@ -100,6 +100,34 @@ def test_info_nce_hand_made():
     assert math.isclose(info_nce(torch.ones(4, 2), torch.ones(4, 2), torch.tensor(20.0)).item(), math.log(4), rel_tol=1e-5)
 
 
+def test_info_nce_same_group_rows_are_not_negatives():
+    q = torch.eye(3)
+    groups = torch.tensor([5, 5, 9])
+    # q0's candidates: its positive d0 and d2 (d1 shares its group and is left out); likewise q1
+    two = -math.log(math.exp(2) / (math.exp(2) + 1))
+    three = -math.log(math.exp(2) / (math.exp(2) + 2))
+    expected = (two + two + three) / 3
+    got = info_nce(q, q, torch.tensor(2.0), groups_q=groups, groups_d=groups).item()
+    assert math.isclose(got, expected, rel_tol=1e-5)
+
+
+def test_article_positives_come_from_another_row_of_the_article():
+    from lab.train import _example, article_partners
+
+    rows = [{"text": t, "title": title} for t, title in zip(TEXTS, ["a", "a", "b", "b", "c"])]
+    partners = article_partners(rows, seed=0)
+    assert [g for _, g in partners] == [0, 0, 1, 1, 2]
+    assert [j for j, _ in partners] == [1, 0, 3, 2, 4], "the other row of the article; alone: itself"
+    assert article_partners(rows, seed=0) == partners, "deterministic"
+    cfg = TrainConfig(drop_rate=0.0, batch_size=4, positive="article")
+    gem = tiny_gem("llama")
+    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    b = col([_example(i, TEXTS, partners) for i in range(5)])
+    assert b["groups"].tolist() == [0, 0, 1, 1, 2]
+    n_text = int((b["positive"]["roles"][0] == Role.PREFIX).sum())
+    assert n_text == len(gem.text_ids(TEXTS[1])), "row 0's positive is row 1's text (no dropout)"
+
+
 def test_logit_scale_init_and_clamp():
     s = LogitScale(20.0, 100.0)
     assert math.isclose(s().item(), 20.0, rel_tol=1e-6)
@@ -114,6 +142,7 @@ def test_logit_scale_init_and_clamp():
 def test_schedules():
     cfg = TrainConfig(steps=1000, ntp_steps=100, warmup_steps=10, lr_ntp=1e-4, lr_cl=1e-5, min_lr_ratio=0.1)
     assert alpha_at(0, cfg) == 0.0 and alpha_at(99, cfg) == 0.0 and alpha_at(100, cfg) == 1.0
+    assert alpha_at(100, TrainConfig(steps=1000, ntp_steps=100, alpha_cl=0.5)) == 0.5
     assert math.isclose(lr_at(0, cfg), 1e-5) and math.isclose(lr_at(9, cfg), 1e-4)
     assert math.isclose(lr_at(10, cfg), 1e-4)
     assert math.isclose(lr_at(100, cfg), 1e-5) and math.isclose(lr_at(1000, cfg), 1e-6)
