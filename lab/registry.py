@@ -33,6 +33,20 @@ from .tiny import TINY_ARCHITECTURES, build_tiny
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
+# GEM checkpoints that ship with the lab (trained with the committed config, committed to the repo)
+SHIPPED_GEM = {"gem-smollm2-135m": Path(__file__).resolve().parents[1] / "checkpoints" / "gem-smollm2-135m"}
+DEFAULT_GEM = "gem-smollm2-135m"
+
+
+def shipped_gem_path(name: str) -> Path:
+    """Folder of a shipped GEM checkpoint, with the command that makes it when it is missing."""
+    path = SHIPPED_GEM[name]
+    if not (path / "gem_config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped GEM checkpoint {name!r} is missing at {path}; it is committed to the repository "
+            f"(git checkout -- checkpoints), or retrain it: python -m lab data build && "
+            f"python -m lab train --config configs/{name}.yaml, then copy runs/{name}/last to {path}")
+    return path
 CACHE_ENV = "GEM_LAB_CACHE"
 CONVERSION_VERSION = 1  # bump when the conversion recipe changes: old caches are rebuilt
 

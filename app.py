@@ -1,0 +1,48 @@
+"""GEM Lab app: `python app.py` compares the base model and the shipped GEM model side by side.
+
+    python app.py                                  # http://127.0.0.1:7860
+    python app.py --gem runs/my-run/last --port 7861
+    python app.py --host 0.0.0.0                   # reachable from other machines (off by default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def main(argv=None) -> None:
+    from lab.registry import DEFAULT_GEM, DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", default=DEFAULT_MODEL, help="base model: registry name or HF folder")
+    p.add_argument("--gem", default=DEFAULT_GEM, help="GEM model: shipped name or checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    from lab.app.handlers import Session
+    from lab.app.ui import build_demo
+
+    t = time.perf_counter()
+    session = Session(args.base, args.gem)
+    session.models()  # load both before serving: the first click is not a 10 s wait
+    demo = build_demo(session)
+    import threading
+
+    from lab.maps import warm_up
+
+    threading.Thread(target=warm_up, daemon=True).start()  # UMAP's JIT, while the page loads
+    logging.getLogger("app").info("models ready in %.1f s; serving on http://%s:%d", time.perf_counter() - t,
+                                  args.host, args.port)
+    demo.launch(server_name=args.host, server_port=args.port, footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

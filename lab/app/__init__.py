@@ -1,0 +1,1 @@
+"""The Gradio app (base vs GEM): `handlers` (plain functions, tested directly) and `ui` (Gradio wiring)."""

@@ -1,0 +1,243 @@
+"""The app's handlers: plain functions of a `Session` (the base model and the GEM model) and the
+widgets' values. They return figures, tables and Markdown, raise `ValueError` with a message for
+the user on bad input, and report recoverable problems in a `warnings` list. `lab.app.ui` wires
+them to Gradio; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import figures
+from ..maps import embedding_map, top_k
+from ..model import GemModel, load
+from ..registry import DEFAULT_GEM, DEFAULT_MODEL
+from ..textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
+from ..tokens import gem_token_strings
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_TOKENS = 512  # embeddings, generation prompts, documents
+MAX_ATTENTION_TOKENS = 48  # the attention tab draws T x T grids per head
+MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class Session:
+    """The two models the app compares; `pick` swaps either (loading is serialised by a lock)."""
+
+    base_name: str = DEFAULT_MODEL
+    gem_name: str = DEFAULT_GEM
+    base: GemModel | None = None
+    gem: GemModel | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def models(self) -> tuple[GemModel, GemModel]:
+        with self.lock:
+            if self.base is None:
+                self.base = load(self.base_name)
+            if self.gem is None:
+                self.gem = load(self.gem_name)
+            if not self.gem.is_gem:
+                raise ValueError(f"{self.gem_name} has no trained GEM tokens; pick a GEM checkpoint folder")
+            return self.base, self.gem
+
+    def pick(self, base_name: str, gem_name: str) -> str:
+        """Load other models (the old ones stay if loading fails). Returns a status line."""
+        base_name, gem_name = (base_name or "").strip(), (gem_name or "").strip()
+        if not base_name or not gem_name:
+            raise ValueError("name both models: a registry name (see `python -m lab models`) or a folder")
+        t = time.perf_counter()
+        new_base = self.base if base_name == self.base_name and self.base is not None else load(base_name)
+        new_gem = self.gem if gem_name == self.gem_name and self.gem is not None else load(gem_name)
+        if not new_gem.is_gem:
+            raise ValueError(f"{gem_name} is not a GEM checkpoint (no trained GEM tokens); the right-hand "
+                             f"model must be one, e.g. {DEFAULT_GEM} or runs/NAME/last")
+        with self.lock:
+            self.base, self.gem, self.base_name, self.gem_name = new_base, new_gem, base_name, gem_name
+        return f"base: **{base_name}** · GEM: **{gem_name}** (loaded in {time.perf_counter() - t:.1f} s)"
+
+
+# -- input checks -----------------------------------------------------------------------------------
+def check_text(text: str | None, what: str = "text") -> str:
+    if text is None or not str(text).strip():
+        raise ValueError(f"the {what} is empty: type or paste some text")
+    return str(text)
+
+
+def text_warnings(gem: GemModel, text: str, limit: int = MAX_TEXT_TOKENS) -> list[str]:
+    """Warnings for a text about to be read: too long (cut), special-token strings (read as text)."""
+    out = []
+    n = len(gem.text_ids(text))
+    if n > limit:
+        out.append(f"the text has {n:,} tokens; only the first {limit:,} are used")
+    specials = [s for s in gem_token_strings(8) if s in text]
+    if specials or "<|" in text:
+        out.append("the text contains special-token strings (e.g. <|gem_0|>); they are read as plain "
+                   "text, never as the model's GEM tokens")
+    return out
+
+
+# -- embeddings tab ---------------------------------------------------------------------------------
+def resolve_textset(source: str, set_name: str | None, pasted: str | None, upload: str | None) -> TextSet:
+    if source == "bundled":
+        return load_bundled(set_name or bundled_sets()[0])
+    if source == "paste":
+        return parse_pasted(pasted)
+    if source == "upload":
+        if not upload:
+            raise ValueError("no file uploaded: choose a .txt (one text per line) or .csv (text[, label]) file")
+        return parse_upload(upload)
+    raise ValueError(f"unknown source {source!r}: bundled, paste or upload")
+
+
+def embeddings_view(session: Session, source: str, set_name: str | None = None, pasted: str | None = None,
+                    upload: str | None = None, base_pooling: str = "mean") -> dict:
+    """UMAP maps and similarity heatmaps of one text set, base (with `base_pooling`) vs GEM."""
+    base, gem = session.models()
+    ts = resolve_textset(source, set_name, pasted, upload)
+    warnings = list(ts.warnings)
+    long = sum(len(x) > MAX_TEXT_TOKENS for x in gem.tokenizer(ts.texts, add_special_tokens=False)["input_ids"])
+    if long:
+        warnings.append(f"{long} text(s) are longer than {MAX_TEXT_TOKENS} tokens and were cut")
+    t = time.perf_counter()
+    eb, cb = embedding_map(base, ts, base_pooling, max_length=MAX_TEXT_TOKENS)
+    eg, cg = embedding_map(gem, ts, "gem", max_length=MAX_TEXT_TOKENS)
+    secs = time.perf_counter() - t
+    n_heat = min(len(ts.texts), 40)
+    return {
+        "map_base": figures.embedding_map(cb, ts.texts, ts.labels, f"base · {base_pooling} pooling"),
+        "map_gem": figures.embedding_map(cg, ts.texts, ts.labels, "GEM · special token"),
+        "heat_base": figures.similarity_heatmap(eb[:n_heat] @ eb[:n_heat].T, ts.texts[:n_heat],
+                                                f"base · {base_pooling}: cosine (first {n_heat})"),
+        "heat_gem": figures.similarity_heatmap(eg[:n_heat] @ eg[:n_heat].T, ts.texts[:n_heat],
+                                               f"GEM: cosine (first {n_heat})"),
+        "info": f"{len(ts.texts)} texts{' with labels' if ts.labels else ''} · embedded and mapped in {secs:.1f} s "
+                f"(cached by the set's hash)",
+        "warnings": warnings,
+    }
+
+
+def search(session: Session, query: str, source: str, set_name: str | None = None, pasted: str | None = None,
+           upload: str | None = None, k: int = 5, base_pooling: str = "mean") -> dict:
+    """Top-k texts of the set for `query`, by each model: rows [rank, score, text]."""
+    base, gem = session.models()
+    query = check_text(query, "query")
+    ts = resolve_textset(source, set_name, pasted, upload)
+    k = int(max(1, min(int(k or 5), 50, len(ts.texts))))
+    out = {"warnings": text_warnings(gem, query)}
+    for name, model, pooling in (("base", base, base_pooling), ("gem", gem, "gem")):
+        emb, _ = embedding_map(model, ts, pooling, max_length=MAX_TEXT_TOKENS)
+        q = model.encode(query, pooling=pooling, max_length=MAX_TEXT_TOKENS)
+        out[name] = [[r + 1, round(s, 4), ts.texts[i]] for r, (i, s) in enumerate(top_k(q, emb, k))]
+    return out
+
+
+# -- attention tab ----------------------------------------------------------------------------------
+def attention_view(session: Session, text: str, split: int | None = None, k: int = 1, layer: int = -1,
+                   head: int = 0) -> dict:
+    """The GEM mask of `prefix | S_1..S_k | suffix` and one head's attention, base (causal) vs GEM."""
+    base, gem = session.models()
+    text = check_text(text)
+    warnings = text_warnings(gem, text, MAX_ATTENTION_TOKENS)
+    ids = gem.text_ids(text)[:MAX_ATTENTION_TOKENS]
+    text = gem.tokenizer.decode(ids)
+    n = len(gem.text_ids(text))
+    split = n if split is None or int(split) < 0 else min(int(split), n)
+    k = int(k)
+    if not 1 <= k <= len(gem.special_ids):
+        raise ValueError(f"k={k}: this GEM model has {len(gem.special_ids)} special token(s); use 1..{len(gem.special_ids)}")
+    gv = gem.attention(text, split=split, k=k)
+    bv = base.attention(text, k=0)
+    n_layers, n_heads = gv.attentions.shape[:2]
+    layer = int(layer) % n_layers
+    if not 0 <= int(head) < n_heads:
+        raise ValueError(f"head={head}: the model has heads 0..{n_heads - 1}")
+    head = int(head)
+    return {
+        "mask": figures.mask_figure(gv.mask, gv.tokens, gv.roles, f"GEM mask: prefix {split} · S × {k} · suffix {n - split}"),
+        "base": figures.attention_figure(bv.attentions[layer % bv.attentions.shape[0], head % bv.attentions.shape[1]],
+                                         bv.tokens, f"base (causal) · layer {layer} · head {head}", bv.mask),
+        "gem": figures.attention_figure(gv.attentions[layer, head], gv.tokens,
+                                        f"GEM (masked) · layer {layer} · head {head}", gv.mask),
+        "info": f"{n} text tokens; {n_layers} layers × {n_heads} heads",
+        "warnings": warnings,
+    }
+
+
+# -- generation tab ---------------------------------------------------------------------------------
+def _new_tokens(n) -> int:
+    n = int(n or 48)
+    if not 1 <= n <= MAX_NEW_TOKENS:
+        raise ValueError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS}, got {n}")
+    return n
+
+
+def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 48):
+    """Yields (base text, GEM text, timing Markdown) as both models stream the same prompt greedily."""
+    base, gem = session.models()
+    prompt = check_text(prompt, "prompt")
+    n = _new_tokens(max_new_tokens)
+    streams = {"base": base.stream(prompt, n), "gem": gem.stream(prompt, n)}
+    texts = {"base": "", "gem": ""}
+    t0 = time.perf_counter()
+    first: dict[str, float] = {}
+    done: dict[str, float] = {}
+    while len(done) < 2:
+        for name, stream in streams.items():
+            if name in done:
+                continue
+            try:
+                texts[name] = next(stream)
+                first.setdefault(name, time.perf_counter() - t0)
+            except StopIteration:
+                done[name] = time.perf_counter() - t0
+        timing = " · ".join(f"{m}: first token {first.get(m, float('nan')):.2f} s"
+                            + (f", done {done[m]:.2f} s" if m in done else "") for m in ("base", "gem"))
+        yield texts["base"], texts["gem"], timing
+
+
+def reconstruct(session: Session, text: str) -> dict:
+    """Decode `text` back from its special token's KV cache alone (paper Appendix B)."""
+    _, gem = session.models()
+    text = check_text(text)
+    warnings = text_warnings(gem, text, 64)
+    t = time.perf_counter()
+    ids = gem.text_ids(text)[:64]
+    out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids))
+    hits = sum(a == b for a, b in zip(out_ids, ids))
+    return {"text": gem.tokenizer.decode(out_ids, skip_special_tokens=True),
+            "info": f"{hits}/{len(ids)} tokens recovered ({'exact' if out_ids == ids else 'not exact'}) "
+                    f"in {time.perf_counter() - t:.2f} s; the decoder saw only the special token's cache",
+            "warnings": warnings}
+
+
+# -- embed + generate tab ---------------------------------------------------------------------------
+def embed_and_answer(session: Session, document: str, question: str, max_new_tokens: int = 32) -> dict:
+    """One prefill of the document gives its GEM embedding and the answer; timed against two passes."""
+    _, gem = session.models()
+    document, question = check_text(document, "document"), check_text(question, "question")
+    n = _new_tokens(max_new_tokens)
+    warnings = text_warnings(gem, document) + text_warnings(gem, question)
+    t = time.perf_counter()
+    emb, answer = gem.embed_and_generate(document, question, max_new_tokens=n)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    emb2 = gem.encode(document, pooling="gem")
+    ids = gem.bos + gem.text_ids(document) + gem.text_ids(question)
+    import torch
+
+    new = gem._generate_ids(torch.tensor([ids]), max_new_tokens=n)
+    answer2 = gem.tokenizer.decode(new[0], skip_special_tokens=True)
+    two = time.perf_counter() - t
+    same = answer == answer2 and float(np.dot(emb, emb2)) > 0.999
+    return {"answer": answer, "embedding": emb,
+            "info": f"one prefill: **{one:.2f} s** · embed, then generate separately: **{two:.2f} s** "
+                    f"(× {two / max(one, 1e-9):.2f}) · same answer and embedding: {'yes' if same else 'NO'}",
+            "preview": ", ".join(f"{x:+.3f}" for x in emb[:8]) + f", … ({len(emb)} dims)",
+            "warnings": warnings}

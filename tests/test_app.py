@@ -1,0 +1,218 @@
+"""The app: handlers called directly, bad input, the Blocks' API, 8 concurrent clients, a real browser.
+
+Models are tiny (built in code): the base is `tiny-llama`, the GEM model a checkpoint of it.
+"""
+
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lab.app import handlers as h
+from lab.checkpoint import save_checkpoint
+from lab.evaluation.data import build_eval_data
+from lab.textsets import MAX_TEXTS
+
+from .conftest import tiny_gem
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTEFACTS = ROOT / "test-artifacts"
+TEXTS = "a cat on a mat\na dog in the fog\nstocks fell sharply\nbonds rose today\nthe sun is hot\nrain again"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    build_eval_data()
+    ckpt = save_checkpoint(tiny_gem("llama", k=2, max_length=128), tmp_path_factory.mktemp("app") / "gem")
+    s = h.Session("tiny-llama", str(ckpt))
+    s.models()
+    return s
+
+
+def test_embeddings_maps_are_cached_and_deterministic(session):
+    a = h.embeddings_view(session, "paste", pasted=TEXTS)
+    assert len(a["map_base"].data[0].x) == 6 and "6 texts" in a["info"]
+    b = h.embeddings_view(session, "paste", pasted=TEXTS)
+    assert np.allclose(a["map_gem"].data[0].x, b["map_gem"].data[0].x)
+    r = h.embeddings_view(session, "bundled", set_name="BBC headlines (500, 5 topics)")
+    assert "500 texts with labels" in r["info"] and len(r["map_gem"].data) == 5, "one trace per topic"
+
+
+def test_search_ranks_an_exact_copy_first(session):
+    r = h.search(session, "stocks fell sharply", "paste", pasted=TEXTS, k=3)
+    assert r["gem"][0][2] == "stocks fell sharply" and r["gem"][0][1] == pytest.approx(1.0, abs=1e-4)
+    assert r["base"][0][2] == "stocks fell sharply" and len(r["base"]) == 3
+
+
+def test_attention_generation_reconstruction_embed_and_generate(session):
+    r = h.attention_view(session, "hello world, this is a test", split=5, k=2, layer=-1, head=1)
+    assert r["mask"].data[0].z.shape[0] == len(r["gem"].data[0].x)
+    outs = list(h.generate_side_by_side(session, "hello", 6))
+    base, gem = session.models()
+    assert outs[-1][0] == base.generate("hello", 6) and outs[-1][1] == gem.generate("hello", 6)
+    assert "tokens recovered" in h.reconstruct(session, "hello there")["info"]
+    r = h.embed_and_answer(session, "a document about cats", " question?", 6)
+    assert "same answer and embedding: yes" in r["info"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: h.embeddings_view(s, "paste", pasted="   "), "needs at least 2"),
+    (lambda s: h.search(s, "", "paste", pasted=TEXTS), "query is empty"),
+    (lambda s: h.attention_view(s, ""), "text is empty"),
+    (lambda s: h.attention_view(s, "abc", k=9), "k=9"),
+    (lambda s: h.reconstruct(s, None), "text is empty"),
+    (lambda s: list(h.generate_side_by_side(s, "hi", 10_000)), "between 1 and"),
+    (lambda s: h.embeddings_view(s, "upload"), "no file uploaded"),
+])
+def test_bad_input_names_the_problem(session, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(session)
+
+
+def test_uploads(session, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("\n".join(f"line number {i}" for i in range(10_000)))
+    r = h.embeddings_view(session, "upload", upload=str(big))
+    assert any(f"only the first {MAX_TEXTS:,}" in w for w in r["warnings"]) and f"{MAX_TEXTS} texts" in r["info"]
+    bad = tmp_path / "x.pdf"
+    bad.write_bytes(b"%PDF-1.4")
+    with pytest.raises(ValueError, match="unsupported file type .pdf"):
+        h.embeddings_view(session, "upload", upload=str(bad))
+    csv = tmp_path / "t.csv"
+    csv.write_text("text,label\nred apples,fruit\ngreen pears,fruit\nfast cars,vehicle\n")
+    assert "with labels" in h.embeddings_view(session, "upload", upload=str(csv))["info"]
+    nocol = tmp_path / "n.csv"
+    nocol.write_text("sentence\na\nb\n")
+    with pytest.raises(ValueError, match="needs a 'text' column"):
+        h.embeddings_view(session, "upload", upload=str(nocol))
+
+
+def test_long_text_and_special_token_strings_warn(session):
+    r = h.search(session, "x " * 700 + "<|gem_0|>", "paste", pasted=TEXTS)
+    assert any("tokens; only the first" in w for w in r["warnings"])
+    assert any("special-token strings" in w for w in r["warnings"])
+
+
+def test_picking_a_base_model_as_gem_is_refused_and_keeps_the_old_models(session):
+    before = session.gem
+    with pytest.raises(ValueError, match="not a GEM checkpoint"):
+        session.pick("tiny-llama", "tiny-llama")
+    assert session.gem is before
+
+
+API = {"load_models", "embeddings", "search", "attention", "generate", "reconstruct", "embed_and_generate"}
+
+
+def test_every_event_has_an_api_name(session):
+    from lab.app.ui import build_demo
+
+    demo = build_demo(session)
+    names = {d.get("api_name") for d in demo.config["dependencies"]}
+    assert API <= names
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(session):
+    from lab.app.ui import build_demo
+
+    demo = build_demo(session)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_server_binds_to_localhost_and_survives_bad_input(server):
+    from gradio_client import Client
+
+    assert server.startswith("http://127.0.0.1:")
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match="empty"):
+        client.predict("", 8, api_name="/generate")
+    result = client.predict("hello", 4, api_name="/generate")  # still serving
+    assert isinstance(result[0], str)
+
+
+def test_eight_concurrent_clients(server):
+    """8 gradio_client clients call the app for LOAD_SECONDS (default 60) through the queue: no error."""
+    from gradio_client import Client
+
+    seconds = float(os.environ.get("GEM_LAB_LOAD_SECONDS", "60"))
+    deadline = time.monotonic() + seconds
+    calls = [("/generate", ("once upon a time", 8)),
+             ("/search", ("stocks", "paste", None, TEXTS, None, 3, "mean")),
+             ("/attention", ("a short text", -1, 1, -1, 0)),
+             ("/reconstruct", ("hello there",))]
+
+    def client_loop(i):
+        client, n = Client(server, verbose=False), 0
+        while time.monotonic() < deadline:
+            api, args = calls[(i + n) % len(calls)]
+            client.predict(*args, api_name=api)
+            n += 1
+        return n
+
+    with ThreadPoolExecutor(8) as pool:
+        done = list(pool.map(client_loop, range(8)))
+    assert all(n >= 1 for n in done), done
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_browser_runs_every_tab(server):
+    """Headless Chromium opens the page, runs each tab once and sees a plot or an answer appear."""
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium: `make test` installs it with apt (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); `make test` installs it as root")
+    from playwright.sync_api import sync_playwright
+
+    ARTEFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server, wait_until="networkidle")
+
+        def click(tab, button):
+            page.get_by_role("tab", name=tab).click()
+            page.get_by_role("button", name=button).click()
+
+        page.get_by_role("radio", name="paste").check()
+        page.get_by_label("paste: one text per line").fill(TEXTS)
+        click("Embeddings", "Map")
+        try:
+            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+            page.wait_for_selector("text=embedded and mapped", timeout=120_000)
+            page.screenshot(path=str(ARTEFACTS / "app-embeddings.png"), full_page=True)
+            click("Attention", "Show")
+            page.wait_for_selector("text=layers ×", timeout=120_000)
+            assert page.locator(".js-plotly-plot:visible").count() >= 3, "mask + two attention maps"
+            page.screenshot(path=str(ARTEFACTS / "app-attention.png"), full_page=True)
+            click("Generation", "Generate with both")
+            page.wait_for_selector("text=done", timeout=120_000)
+            click("Embed + generate", "Embed and answer in one prefill")
+            page.wait_for_selector("text=one prefill:", timeout=120_000)
+            page.screenshot(path=str(ARTEFACTS / "app-embed-generate.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTEFACTS / "app-failure.png"), full_page=True)
+            raise
+        browser.close()
+    assert (ARTEFACTS / "app-embeddings.png").stat().st_size > 10_000
+
