@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL, help="registry name, checkpoint or HF folder, or 'minilm'")
     s.add_argument("--pooling", default=None, help="comma list of gem|mean|last|prompteol|echo "
                    "(default: gem for GEM checkpoints, mean for base models)")
-    s.add_argument("--suite", choices=["quick", "full"], default="quick")
+    s.add_argument("--suite", choices=["quick", "full", "smoke"], default="quick",
+                   help="quick: <= 10 min on CPU; full: every row and all of MMLU; smoke: seconds, checks wiring")
     s.add_argument("--output", required=True, help="results/NAME.json")
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
     s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|reconstruction")

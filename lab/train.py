@@ -186,10 +186,13 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int | None = None,
+          on_log=None) -> Path:
     """Run (or resume) training; returns the final checkpoint folder.
 
     evaluate: optional callable(GemModel) -> dict of quick metrics, run every `eval_every` steps.
+    on_log: optional callable(list of metric rows so far), called on the main process whenever a
+    row is logged (notebooks draw live curves with it).
     stop_after: stop (with a checkpoint) after this many steps of *this call* (for tests).
     """
     from accelerate import Accelerator
@@ -267,6 +270,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
                 metrics.append(row)
                 if accelerator.is_main_process:
                     _append_metrics(out, row)
+                    if on_log is not None:
+                        on_log(list(metrics))
             bar.set_postfix(loss=f"{parts['loss']:.3f}", ntp=f"{parts['ntp']:.3f}", cl=f"{parts['cl']:.3f}",
                             lr=f"{lr:.1e}", a=alpha, tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)

@@ -47,6 +47,16 @@ def test_leak_suffix_depends_on_prefix_only_through_special_tokens(arch):
     assert not torch.allclose(other[0, -1], full[0, -1]), "the suffix must still depend on S"
 
 
+def test_leak_check_report(arch):
+    """lab.leak.leak_check (what notebook 1 shows) agrees: no leak, but a dependence through S."""
+    from lab.leak import leak_check
+
+    r = leak_check(tiny_gem(arch, k=2), "the prefix text that must stay hidden", " and then the suffix",
+                   other_prefix="a different prefix text entirely!!!")
+    assert r["max_diff_from_s_cache"] < 1e-4 and r["cached_entries"] == 2
+    assert r["max_change_other_prefix"] > 1e-3
+
+
 def test_packed_rows_equal_separate_rows(arch):
     gem = tiny_gem(arch, k=1)
     r1, r2 = _row(gem, "first row prefix", " its suffix"), _row(gem, "second, longer row prefix", " suffix two")

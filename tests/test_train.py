@@ -140,3 +140,11 @@ def test_prepared_model_is_in_training_mode(tmp_path):
 
     gem = prepare_model(tiny_cfg(tmp_path, lora_dropout=0.1), torch.device("cpu"))
     assert gem.model.training, "dropout must be active while training"
+
+
+def test_every_shipped_config_parses():
+    paths = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
+    assert len(paths) >= 12
+    for path in paths:
+        cfg = config_from_args(str(path), [])
+        assert cfg.ntp_steps <= cfg.steps, path.name

@@ -42,6 +42,11 @@ class Suite:
 
 
 SUITES = {
+    # seconds, for CI and the notebooks' QUICK mode: every part runs, the numbers mean nothing
+    "smoke": Suite("smoke", TaskSizes(classification_train=40, classification_test=40, clustering=60,
+                                      retrieval_queries=30, pairs=40, samples_per_label=4, n_experiments=1),
+                   max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8,
+                   reconstruction_lengths=(4, 8), reconstruction_per_length=2),
     "quick": Suite("quick", QUICK, max_length=256, mmlu_limit=100),
     "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628,
                   reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),

@@ -1,0 +1,32 @@
+"""What the notebooks share: which models to load, in full or QUICK mode.
+
+    base, gem = course.models(QUICK)
+
+QUICK = False: the offline default model (SmolLM2-135M) and the shipped GEM checkpoint.
+QUICK = True: a tiny random model built in code and a GEM checkpoint trained from it in seconds
+(what CI runs every notebook with); the numbers are meaningless, the code paths are the same.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .registry import DEFAULT_GEM, DEFAULT_MODEL
+
+
+@lru_cache(maxsize=2)
+def model_names(quick: bool) -> tuple[str, str]:
+    """(base model name, GEM checkpoint name or folder)."""
+    if quick:
+        from .tiny import tiny_gem_checkpoint
+
+        return "tiny-llama", tiny_gem_checkpoint()
+    return DEFAULT_MODEL, DEFAULT_GEM
+
+
+def models(quick: bool):
+    """(base GemModel, GEM GemModel)."""
+    from .model import load
+
+    base_name, gem_name = model_names(quick)
+    return load(base_name), load(gem_name)

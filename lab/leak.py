@@ -1,0 +1,49 @@
+"""The leak check: under the GEM mask the suffix depends on the prefix only through S.
+
+    report = leak_check(gem, "The Eiffel Tower is in Paris.", " It was built")
+
+Runs `BOS prefix | S_1..S_k | suffix` once under the full GEM mask, then recomputes the suffix
+logits from the S tokens' key/value cache alone (the prefix removed). Equal logits (up to float
+noise) mean nothing leaked past S. A second prefix shows the suffix still *does* depend on the
+prefix, through S.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import forward
+from .masks import Role
+from .tokens import Row, pad_rows
+
+
+def _suffix_logits_full(gem, prefix: str, suffix: str) -> tuple[torch.Tensor, list[int]]:
+    """(n_suffix, V) logits at the suffix positions of the full masked forward; the suffix ids."""
+    pre = gem.bos + gem.text_ids(prefix)
+    suf = gem.text_ids(suffix)
+    row = Row.build(pre, gem.special_ids, suf, bos_token_id=gem.bos[0] if gem.bos else None)
+    batch = pad_rows([row], gem.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        out = forward.logits(gem.model, batch["input_ids"].to(gem.device), batch["roles"].to(gem.device))
+    at = (batch["roles"][0] == Role.SUFFIX).nonzero().squeeze(-1).to(gem.device)
+    return out[0, at].float().cpu(), suf
+
+
+def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None) -> dict:
+    """{"max_diff_from_s_cache": float, "max_change_other_prefix": float | None, "suffix_tokens": n}.
+
+    max_diff_from_s_cache ~ 1e-5 (float noise): no leak. max_change_other_prefix >> 0: the suffix
+    still reads the prefix, through S.
+    """
+    gem._require_gem_tokens("the leak check")
+    full, suf = _suffix_logits_full(gem, prefix, suffix)
+    cache, next_pos, _ = gem.special_cache(prefix)
+    n_cached = cache.get_seq_length()  # k: the S entries, all the suffix will see
+    with torch.inference_mode():
+        from_cache = gem.continue_from_cache(cache, suf, next_pos).float().cpu()
+    report = {"max_diff_from_s_cache": float((full - from_cache).abs().max()), "suffix_tokens": len(suf),
+              "cached_entries": n_cached, "max_change_other_prefix": None}
+    if other_prefix is not None:
+        other, _ = _suffix_logits_full(gem, other_prefix, suffix)
+        report["max_change_other_prefix"] = float((other - full).abs().max())
+    return report
