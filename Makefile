@@ -50,6 +50,16 @@ demo: install data
 app: install data
 	$(BIN)/python app.py
 
+notebooks: install data
+	$(BIN)/jupyter lab notebooks/
+
+# The comparison table of the README: base (all poolings), shipped GEM, MiniLM; quick suite.
+eval-report: install data
+	$(BIN)/python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
+	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
+	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
+	$(BIN)/python -m lab report results/base.json results/gem.json results/minilm.json --out results/report
+
 test: install data browser
 	$(BIN)/python -m pytest -q
 
