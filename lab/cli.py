@@ -7,7 +7,7 @@
     data build           build the training corpus and the evaluation data from installed packages
     eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
     report               merge eval result files into a Markdown table and plotly figures
-    export CKPT --to merged|st OUT   plain HF folder or sentence-transformers folder
+    export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
     train                train GEM (configs/*.yaml, --key=value overrides, --resume)
 """
 
@@ -114,9 +114,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_merged, export_sentence_transformers
+    from .export import export_merged, export_release, export_sentence_transformers
 
-    fn = export_merged if args.to == "merged" else export_sentence_transformers
+    fn = {"merged": export_merged, "st": export_sentence_transformers, "release": export_release}[args.to]
     print(f"exported: {fn(args.checkpoint, args.out)}")
     return 0
 
@@ -194,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="path stem: writes STEM.md, STEM_tasks.html, STEM_tradeoff.html")
     s.set_defaults(func=_cmd_report)
 
-    s = sub.add_parser("export", help="export a GEM checkpoint: --to merged (plain HF) | st (sentence-transformers)")
+    s = sub.add_parser("export", help="export a GEM checkpoint: --to merged (plain HF) | st (sentence-transformers) | release (small, shippable)")
     s.add_argument("checkpoint")
-    s.add_argument("--to", choices=["merged", "st"], required=True)
+    s.add_argument("--to", choices=["merged", "st", "release"], required=True)
     s.add_argument("out")
     s.set_defaults(func=_cmd_export)
 

@@ -2,6 +2,11 @@
 
     python -m lab export CHECKPOINT --to merged OUT   # a plain HF folder: AutoModelForCausalLM
     python -m lab export CHECKPOINT --to st OUT       # a sentence-transformers folder
+    python -m lab export CHECKPOINT --to release OUT  # the small GEM checkpoint, without optimizer state
+
+release: what ships in `checkpoints/`: the checkpoint's own files (config, token rows, LoRA
+adapter, train config) without `training_state/`, plus the run's `metrics.jsonl` and a model card;
+it loads with `lab.load(OUT)` exactly like the checkpoint.
 
 merged: the adapter is merged into the weights and saved with the tokenizer (GEM tokens included)
 and gem_config.json, so `AutoModelForCausalLM.from_pretrained(OUT)` generates as usual and
@@ -89,4 +94,30 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Pat
             f"`SentenceTransformer(path).encode(texts)` appends `{special}` to each text and returns the "
             f"normalised last-layer state at it. The same folder loads with `AutoModelForCausalLM` and "
             f"generates as usual.\n")
+    return out
+
+
+RELEASE_SKIP = {"training_state", "MANIFEST.json"}
+
+
+def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> Path:
+    """Copy a training checkpoint without its optimizer state, with the run's metrics log (atomically)."""
+    import shutil
+
+    from .atomic import folder_problem
+
+    checkpoint, out = Path(checkpoint).resolve(), Path(out)
+    problem = folder_problem(checkpoint)
+    if problem:
+        raise RuntimeError(f"cannot export {checkpoint}: {problem}")
+    metrics = checkpoint.parent / "metrics.jsonl"
+    with atomic_dir(out, metadata={"exported_from": checkpoint.name, "kind": "release"}) as tmp:
+        for item in checkpoint.iterdir():
+            if item.name in RELEASE_SKIP:
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        if metrics.is_file():
+            shutil.copy2(metrics, tmp / "metrics.jsonl")
+        if card:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

@@ -96,6 +96,17 @@ def test_merged_export_round_trips(trained_checkpoint, tmp_path):
                                lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-5)
 
 
+def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path):
+    from lab.export import export_release
+
+    out = export_release(trained_checkpoint, tmp_path / "release", card="# card\n")
+    names = {p.name for p in out.iterdir()}
+    assert "training_state" not in names and {"metrics.jsonl", "README.md", "gem_config.json"} <= names
+    texts = ["a text to embed", "another, longer one"]
+    np.testing.assert_array_equal(lab.load(str(out), dtype="float32").encode(texts),
+                                  lab.load(str(trained_checkpoint), dtype="float32").encode(texts))
+
+
 def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoint, tmp_path):
     from sentence_transformers import SentenceTransformer
 
