@@ -117,3 +117,16 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
     model = model.to(device=device, dtype=dtype)
     model.eval()
     return GemModel(model, tok, cfg, name=str(folder))
+
+
+def resolve_run(path: str | Path) -> Path:
+    """A checkpoint folder from what users type: the folder itself, a run folder (its newest
+    checkpoint, named in the run's `last` file), or that `last` file."""
+    path = Path(path)
+    pointer = path if path.name == "last" and path.is_file() else path / "last"
+    if pointer.is_file() and not (path / "gem_config.json").is_file():
+        target = pointer.parent / pointer.read_text().strip()
+        if not target.is_dir():
+            raise FileNotFoundError(f"{pointer} names {target.name}, which is missing; pass a checkpoint folder")
+        return target
+    return path

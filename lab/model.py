@@ -432,13 +432,16 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
          attn_implementation: str = "sdpa") -> GemModel:
-    """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder,
-    or the name of a shipped GEM checkpoint ("gem-smollm2-135m")."""
+    """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder
+    (or a training run: its newest checkpoint, also as `runs/NAME/last`), or the name of a shipped
+    GEM checkpoint ("gem-smollm2-135m")."""
     if str(name_or_path) in SHIPPED_GEM:
         name_or_path = shipped_gem_path(str(name_or_path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
-    path = Path(str(name_or_path)).expanduser()
+    from .checkpoint import resolve_run
+
+    path = resolve_run(Path(str(name_or_path)).expanduser())
     if (path / GemConfig.FILENAME).is_file():
         from .checkpoint import load_checkpoint
 

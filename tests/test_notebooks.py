@@ -20,8 +20,15 @@ def test_there_are_six_notebooks_with_a_parameter_cell_and_exercises():
         assert any("import lab" in c.source or "from lab" in c.source for c in nb.cells)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for all notebooks: the tiny GEM checkpoint is trained once, UMAP compiled once."""
+    return str(tmp_path_factory.mktemp("notebook-cache"))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_quick_mode(path):
+def test_notebook_runs_in_quick_mode(path, shared_cache, monkeypatch):
+    monkeypatch.setenv("GEM_LAB_CACHE", shared_cache)
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):

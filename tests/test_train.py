@@ -96,6 +96,14 @@ def test_merged_export_round_trips(trained_checkpoint, tmp_path):
                                lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-5)
 
 
+def test_a_run_folder_or_its_last_file_loads_the_newest_checkpoint(trained_checkpoint):
+    from lab.checkpoint import resolve_run
+
+    run = trained_checkpoint.parent
+    assert resolve_run(run) == resolve_run(run / "last") == trained_checkpoint
+    assert lab.load(str(run / "last")).is_gem
+
+
 def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path):
     from lab.export import export_release
 

@@ -105,6 +105,9 @@ def embeddings_view(session: Session, source: str, set_name: str | None = None, 
     long = sum(len(x) > MAX_TEXT_TOKENS for x in gem.tokenizer(ts.texts, add_special_tokens=False)["input_ids"])
     if long:
         warnings.append(f"{long} text(s) are longer than {MAX_TEXT_TOKENS} tokens and were cut")
+    if any("<|" in t for t in ts.texts):
+        warnings.append("some texts contain special-token strings (e.g. <|gem_0|>); they are read as plain "
+                        "text, never as the model's GEM tokens")
     t = time.perf_counter()
     eb, cb = embedding_map(base, ts, base_pooling, max_length=MAX_TEXT_TOKENS)
     eg, cg = embedding_map(gem, ts, "gem", max_length=MAX_TEXT_TOKENS)
