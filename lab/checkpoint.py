@@ -69,7 +69,9 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
         gem.gem.save(tmp)
         save_file(gem_token_tensors(gem), str(tmp / TOKENS_FILE))
         if hasattr(gem.model, "peft_config"):
-            gem.model.save_pretrained(tmp / ADAPTER_DIR, safe_serialization=True)
+            # The new token rows are in TOKENS_FILE; without save_embedding_layers=False peft would
+            # also save the whole resized embedding matrix and LM head (~230 MB for SmolLM2).
+            gem.model.save_pretrained(tmp / ADAPTER_DIR, safe_serialization=True, save_embedding_layers=False)
         if full_weights:
             save_file(untied(full_weights), str(tmp / WEIGHTS_FILE))
         if extra is not None:

@@ -117,6 +117,9 @@ def _cmd_export(args) -> int:
     from .export import export_merged, export_release, export_sentence_transformers
 
     fn = {"merged": export_merged, "st": export_sentence_transformers, "release": export_release}[args.to]
+    from .checkpoint import resolve_run
+
+    args.checkpoint = str(resolve_run(args.checkpoint))
     print(f"exported: {fn(args.checkpoint, args.out)}")
     return 0
 

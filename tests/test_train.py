@@ -110,6 +110,10 @@ def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path
     out = export_release(trained_checkpoint, tmp_path / "release", card="# card\n")
     names = {p.name for p in out.iterdir()}
     assert "training_state" not in names and {"metrics.jsonl", "README.md", "gem_config.json"} <= names
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert all("lora_" in k for k in f.keys()), "only LoRA weights: no copy of the embedding matrix"
     texts = ["a text to embed", "another, longer one"]
     np.testing.assert_array_equal(lab.load(str(out), dtype="float32").encode(texts),
                                   lab.load(str(trained_checkpoint), dtype="float32").encode(texts))

@@ -63,6 +63,17 @@ class Session:
         return f"base: **{base_name}** · GEM: **{gem_name}** (loaded in {time.perf_counter() - t:.1f} s)"
 
 
+def model_choices(runs_dir: str = "runs") -> tuple[list[str], list[str]]:
+    """(base model choices: registry names; GEM choices: shipped names and local training runs)."""
+    from pathlib import Path
+
+    from ..registry import SHIPPED_GEM, list_models
+
+    base = [m["name"] for m in list_models() if m["installed"]]
+    runs = sorted(str(p.parent) for p in Path(runs_dir).glob("*/last")) if Path(runs_dir).is_dir() else []
+    return base, list(SHIPPED_GEM) + runs
+
+
 # -- input checks -----------------------------------------------------------------------------------
 def check_text(text: str | None, what: str = "text") -> str:
     if text is None or not str(text).strip():

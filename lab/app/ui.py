@@ -77,8 +77,11 @@ def build_demo(session: h.Session | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Accordion("Models", open=False):
             with gr.Row():
-                base_name = gr.Textbox(session.base_name, label="base model (registry name or folder)")
-                gem_name = gr.Textbox(session.gem_name, label="GEM model (shipped name or checkpoint folder)")
+                base_choices, gem_choices = h.model_choices()
+                base_name = gr.Dropdown(sorted({session.base_name, *base_choices}), value=session.base_name,
+                                        allow_custom_value=True, label="base model (registry name or HF folder)")
+                gem_name = gr.Dropdown(sorted({session.gem_name, *gem_choices}), value=session.gem_name,
+                                       allow_custom_value=True, label="GEM model (shipped name, run or checkpoint folder)")
                 load_btn = gr.Button("Load", variant="secondary")
             status = gr.Markdown(f"base: **{session.base_name}** · GEM: **{session.gem_name}**")
             load_btn.click(lambda b, g: load_models(b, g)["status"], [base_name, gem_name], status,
