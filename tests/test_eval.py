@@ -37,7 +37,8 @@ def test_eval_data(eval_dir):
     lead_topic = {" ".join(r["text"].split()[:60]): r["label"] for r in bbc}
     assert all(topic[p["sentence1"]] == lead_topic[p["sentence2"]] for p in pairs), "negatives share the topic"
     mmlu = read_eval("mmlu.jsonl")
-    assert len(mmlu) == 14044 and len({r["topic"] for r in mmlu[:100]}) > 30, "shuffled, not grouped by topic"
+    assert len(mmlu) == 14042 and len({r["topic"] for r in mmlu[:100]}) > 30, "shuffled, not grouped by topic"
+    assert {r["correct_answer"] for r in mmlu} == {"A", "B", "C", "D"}, "no stray header rows"
     lee = read_eval("lee_sts.jsonl")
     assert len(lee) == 1225 and all(0 <= r["score"] <= 1 for r in lee)
 

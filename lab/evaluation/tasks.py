@@ -37,8 +37,8 @@ class TaskSizes:
     n_experiments: int = 5
 
 
-QUICK = TaskSizes(classification_train=250, classification_test=250, clustering=600,
-                  retrieval_queries=250, pairs=300, n_experiments=3)
+QUICK = TaskSizes(classification_train=200, classification_test=200, clustering=600,
+                  retrieval_queries=200, pairs=300, n_experiments=3)
 FULL = TaskSizes(classification_train=1000, classification_test=1225, n_experiments=10)
 
 
