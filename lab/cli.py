@@ -85,16 +85,23 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluation.suite import run_suite, save_result
+    import dataclasses
+
+    from .evaluation.suite import SUITES, run_suite, save_result
 
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or choose another --output")
     poolings = [p.strip() for p in args.pooling.split(",") if p.strip()] if args.pooling else None
     skip = tuple(s.strip() for s in args.skip.split(",") if s.strip()) if args.skip else ()
-    result = run_suite(args.model, poolings, args.suite, seed=args.seed, label=args.label, skip=skip,
-                       heldout=args.heldout)
+    suite = SUITES[args.suite]
+    if args.mmlu_limit is not None:
+        suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
+    partial = out.with_name(out.name + ".partial")
+    result = run_suite(args.model, poolings, suite, seed=args.seed, label=args.label, skip=skip,
+                       heldout=args.heldout, partial=partial)
     save_result(result, out, force=True)
+    partial.unlink(missing_ok=True)
     from .evaluation.report import markdown_table, reconstruction_table, table_rows
 
     print(markdown_table(table_rows([result])))
@@ -188,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
     s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|reconstruction")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--force", action="store_true", help="replace an existing output file")
     s.set_defaults(func=_cmd_eval)

@@ -192,3 +192,31 @@ def test_cli_eval_refuses_to_overwrite(tmp_path, capsys):
     out.write_text("{}")
     assert cli_main(["eval", "--model", "tiny-llama", "--output", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "{}"
+
+
+def test_an_interrupted_evaluation_resumes_from_its_partial_file(tmp_path, tiny_checkpoint, monkeypatch):
+    """Parts finished before a crash are saved; the rerun reuses them and computes only the rest."""
+    import lab.evaluation.mmlu as mmlu_module
+    import lab.evaluation.suite as suite_module
+
+    data = _tiny_eval_dir(tmp_path)
+    partial = tmp_path / "r.json.partial"
+    real_mmlu = mmlu_module.mmlu
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mmlu_module, "mmlu", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT, partial=partial)
+    saved = json.loads(partial.read_text())["parts"]
+    assert {"embedding:gem", "embedding:mean", "perplexity", "reconstruction"} <= set(saved) and "mmlu" not in saved
+    monkeypatch.setattr(mmlu_module, "mmlu", real_mmlu)
+    calls = []
+    real_run_tasks = suite_module.run_tasks
+    monkeypatch.setattr(suite_module, "run_tasks", lambda *a, **k: calls.append(1) or real_run_tasks(*a, **k))
+    r = run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT, partial=partial)
+    assert not calls, "the embedding parts were reused, not recomputed"
+    assert r["mmlu"]["n"] == 4 and [x["pooling"] for x in r["rows"]] == ["gem", "mean"]
+    fresh = run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT)
+    assert r["rows"] == fresh["rows"] and r["perplexity"] == fresh["perplexity"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import platform
 import subprocess
@@ -83,12 +84,15 @@ def default_poolings(name: str, gem) -> list[str]:
 
 def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite = "quick", seed: int = 0,
               label: str | None = None, data_dir=None, heldout: str = "data/build/wiki/heldout.jsonl",
-              skip: tuple = (), batch_size: int = 16, rows: dict | None = None) -> dict:
+              skip: tuple = (), batch_size: int = 16, rows: dict | None = None,
+              partial: str | Path | None = None) -> dict:
     """Evaluate one model with one or more poolings; returns the result dict (see report.py).
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
     encoder name from `embedders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
     skip: any of "embedding", "mmlu", "perplexity", "reconstruction".
+    partial: a file where each finished part is saved (atomically) as it completes; a rerun with
+    the same model, suite, seed and poolings reuses those parts (an interrupted evaluation resumes).
     """
     import random
 
@@ -111,9 +115,23 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
               "rows": [], "mmlu": None, "perplexity": None, "reconstruction": None}
+    key = json.dumps([model, dataclasses.asdict(suite), seed, poolings], sort_keys=True, default=str)
+    done = _load_partial(partial, key)
+    if done:
+        log.info("resuming %s from %s: %s already done", model, partial, ", ".join(sorted(done["parts"])))
+
+    def finished(part: str, **values) -> None:
+        done.setdefault("parts", {})[part] = values
+        if partial:
+            write_json_atomic(Path(partial), {"key": key, **done})
+
     if "embedding" not in skip:
         rows = rows if rows is not None else task_rows(suite.sizes, data_dir)
         for pooling in poolings:
+            if f"embedding:{pooling}" in done.get("parts", {}):
+                result["rows"].append(done["parts"][f"embedding:{pooling}"]["row"])
+                timings[f"embedding:{pooling}"] = done["parts"][f"embedding:{pooling}"]["seconds"]
+                continue
             t = time.perf_counter()
             emb = (sentence_transformer_embedder(model) if gem is None
                    else gem_embedder(gem, pooling, batch_size=batch_size, max_length=suite.max_length))
@@ -122,31 +140,50 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
                                    "embedding_avg": sum(scores.values()) / len(scores),
                                    "texts_embedded": emb.texts_embedded})
             timings[f"embedding:{pooling}"] = time.perf_counter() - t
+            finished(f"embedding:{pooling}", row=result["rows"][-1], seconds=timings[f"embedding:{pooling}"])
             log.info("%s %s: %s", result["label"], pooling, {k: round(v, 4) for k, v in scores.items()})
     if gem is not None:
         from .language import heldout_perplexity, reconstruction_by_length
         from .mmlu import mmlu
 
-        if "perplexity" not in skip:
+        parts = {
+            "perplexity": lambda: heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows),
+            "reconstruction": lambda: reconstruction_by_length(
+                gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
+            "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
+                                 data_dir=data_dir),
+        }
+        for part, compute in parts.items():
+            if part in skip or (part == "reconstruction" and not gem.is_gem):
+                continue
+            if part in done.get("parts", {}):
+                result[part], timings[part] = done["parts"][part]["value"], done["parts"][part]["seconds"]
+                continue
             t = time.perf_counter()
-            result["perplexity"] = heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows)
-            timings["perplexity"] = time.perf_counter() - t
-        if "reconstruction" not in skip and gem.is_gem:
-            t = time.perf_counter()
-            result["reconstruction"] = reconstruction_by_length(
-                gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length)
-            timings["reconstruction"] = time.perf_counter() - t
-        if "mmlu" not in skip:
-            t = time.perf_counter()
-            result["mmlu"] = mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
-                                  data_dir=data_dir)
-            timings["mmlu"] = time.perf_counter() - t
+            result[part] = compute()
+            timings[part] = time.perf_counter() - t
+            finished(part, value=result[part], seconds=timings[part])
     timings["total"] = time.perf_counter() - t0
     result["timings_s"] = timings
     result["provenance"] = provenance({"suite": dataclasses.asdict(suite),
                                        "gem_config": dataclasses.asdict(gem.gem) if gem is not None and gem.gem else None,
                                        "dtype": str(gem.dtype) if gem is not None else "float32"})
     return result
+
+
+def _load_partial(path, key: str) -> dict:
+    """The parts saved by an interrupted run with the same settings ({} when none or different)."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable partial results %s", path)
+        return {}
+    if data.get("key") != key:
+        log.warning("ignoring %s: it was made with other settings", path)
+        return {}
+    return {"parts": data.get("parts", {})}
 
 
 def save_result(result: dict, path: str | Path, force: bool = False) -> Path:
