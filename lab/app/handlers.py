@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .. import figures
 from ..maps import embedding_map, top_k
@@ -159,9 +160,8 @@ def attention_view(session: Session, text: str, split: int | None = None, k: int
     base, gem = session.models()
     text = check_text(text)
     warnings = text_warnings(gem, text, MAX_ATTENTION_TOKENS)
-    ids = gem.text_ids(text)[:MAX_ATTENTION_TOKENS]
-    text = gem.tokenizer.decode(ids)
-    n = len(gem.text_ids(text))
+    text = gem.tokenizer.decode(gem.text_ids(text)[:MAX_ATTENTION_TOKENS])
+    n = len(gem.text_ids(text))  # the cut text re-tokenised: what attention() will read
     split = n if split is None or int(split) < 0 else min(int(split), n)
     k = int(k)
     if not 1 <= k <= len(gem.special_ids):
@@ -243,9 +243,7 @@ def embed_and_answer(session: Session, document: str, question: str, max_new_tok
     one = time.perf_counter() - t
     t = time.perf_counter()
     emb2 = gem.encode(document, pooling="gem")
-    ids = gem.bos + gem.text_ids(document) + gem.text_ids(question)
-    import torch
-
+    ids = gem.bos + gem.text_ids(document) + gem.text_ids(question)  # the ids embed_and_generate reads
     new = gem._generate_ids(torch.tensor([ids]), max_new_tokens=n)
     answer2 = gem.tokenizer.decode(new[0], skip_special_tokens=True)
     two = time.perf_counter() - t
