@@ -38,6 +38,7 @@ def heldout_perplexity(gem, path: str, max_rows: int = 200, batch_size: int = 16
 
     texts = [r["text"] for r in read_jsonl(path)][:max_rows]
     ids, _ = gem._text_ids(texts, gem.max_length - len(gem.bos))
+    ids = sorted(ids, key=len)  # batches of similar length: little padding (the mean is order-free)
     total, count = 0.0, 0
     for i in range(0, len(ids), batch_size):
         rows = [Row.build(gem.bos + x, [], bos_token_id=gem.bos[0] if gem.bos else None) for x in ids[i:i + batch_size]]

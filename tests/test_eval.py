@@ -154,6 +154,9 @@ def test_suite_runs_every_part_and_is_deterministic(tmp_path, tiny_checkpoint):
     assert set(a["rows"][0]["tasks"]) == set(TASK_NAMES)
     assert all(np.isfinite(v) for r in a["rows"] for v in r["tasks"].values())
     assert a["mmlu"]["n"] == 4 and 0 <= a["mmlu"]["acc"] <= 1 and a["mmlu"]["num_fewshot"] == 1
+    per_q = a["mmlu"]["per_question"]
+    assert len(per_q) == 4 and a["mmlu"]["acc"] == pytest.approx(np.mean([v[0] for v in per_q.values()]))
+    assert a["mmlu"]["p_correct"] == pytest.approx(np.mean([v[1] for v in per_q.values()]))
     assert a["perplexity"] > 1 and set(a["reconstruction"]["exact"]) == {4, 8}
     assert a["provenance"]["packages"]["mteb"] and a["provenance"]["commit"] is not None
     assert {"load", "embedding:gem", "mmlu", "total"} <= set(a["timings_s"])
@@ -176,6 +179,40 @@ def test_base_model_has_no_gem_rows_or_reconstruction(tmp_path):
     assert [x["pooling"] for x in r["rows"]] == ["mean"] and r["reconstruction"] is None and r["mmlu"] is None
     with pytest.raises(ValueError, match="pooling='gem' is undefined"):
         run_suite("tiny-llama", ["gem"], TINY, data_dir=data, heldout=HELDOUT, skip=("mmlu",))
+
+
+def test_letter_probability_is_the_softmax_over_choices():
+    from lab.evaluation.mmlu import letter_probability
+
+    resps = [(np.log(0.1), False), (np.log(0.6), True), (np.log(0.2), False), (np.log(0.1), False)]
+    assert letter_probability(resps, 1) == pytest.approx(0.6)
+    assert letter_probability([[-1.0, False]] * 4, 3) == pytest.approx(0.25)
+
+
+def test_paired_difference_cancels_shared_questions():
+    from lab.evaluation.mmlu import paired_difference
+
+    a = {"per_question": {str(i): [float(i % 2), 0.25] for i in range(100)}}
+    same = paired_difference(a, a)
+    assert same == {"diff": 0.0, "stderr": 0.0, "n": 100}, "identical answers: no difference, no noise"
+    b = {"per_question": {**a["per_question"], "0": [1.0, 0.5], "2": [1.0, 0.5], "999": [1.0, 1.0]}}
+    d = paired_difference(a, b)
+    assert d["n"] == 100 and d["diff"] == pytest.approx(0.02)
+    assert d["stderr"] == pytest.approx(np.std([1, 1] + [0] * 98, ddof=1) / 10)
+    assert paired_difference(a, b, "p_correct")["diff"] == pytest.approx(0.005)
+    assert paired_difference(a, {"acc": 0.3}) is None, "old results without per-question scores"
+
+
+def test_language_cost_table_compares_against_the_first_decoder():
+    from lab.evaluation.report import language_cost_table
+
+    q = {str(i): [0.0, 0.25] for i in range(10)}
+    base = {"label": "base", "mmlu": {"per_question": q}, "perplexity": 50.0}
+    gem = {"label": "gem", "mmlu": {"per_question": {**q, "3": [1.0, 0.75]}}, "perplexity": 52.5}
+    enc = {"label": "enc", "mmlu": None, "perplexity": None}
+    table = language_cost_table([base, enc, gem])
+    assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 |" in table
+    assert language_cost_table([base, enc]) == ""
 
 
 def test_markdown_table_layout():

@@ -6,7 +6,11 @@ of subjects) and draws the few-shot examples from the same file with a fixed see
 as the plain LM: no special tokens are appended (the paper's protocol).
 
 Scores: `acc` over all questions asked, and `acc_macro`, the mean of per-subject accuracies (the
-paper's MMLU number), both with lm-eval's standard error for `acc`.
+paper's MMLU number), with lm-eval's standard error for `acc`; `p_correct`, the mean probability
+of the right letter (softmax over the four letters' log-likelihoods): a graded score that moves
+before accuracy does. `per_question` keeps both per question (by lm-eval doc id) so that two
+models asked the same questions are compared *paired* (`paired_difference`), which is far tighter
+than comparing two accuracies each known to ±1/sqrt(n).
 """
 
 from __future__ import annotations
@@ -71,12 +75,46 @@ def mmlu(gem, num_fewshot: int = 5, limit: int | None = None, batch_size: int = 
             log_samples=True, bootstrap_iters=0)
     res = out["results"][TASK]
     by_subject: dict[str, list[float]] = defaultdict(list)
-    for s in out["samples"][TASK]:
+    per_question = {}
+    for s in sorted(out["samples"][TASK], key=lambda s: s["doc_id"]):
         by_subject[s["doc"]["topic"]].append(float(s["acc"]))
+        per_question[str(s["doc_id"])] = [float(s["acc"]), letter_probability(s["filtered_resps"], s["target"])]
     macro = sum(sum(v) / len(v) for v in by_subject.values()) / max(len(by_subject), 1)
+    p_correct = [p for _, p in per_question.values()]
     return {"acc": float(res["acc,none"]), "acc_stderr": _float(res.get("acc_stderr,none")),
-            "acc_macro": macro, "n": sum(len(v) for v in by_subject.values()),
-            "subjects": len(by_subject), "num_fewshot": num_fewshot}
+            "acc_macro": macro, "p_correct": sum(p_correct) / max(len(p_correct), 1),
+            "n": sum(len(v) for v in by_subject.values()), "subjects": len(by_subject),
+            "num_fewshot": num_fewshot, "per_question": per_question}
+
+
+def letter_probability(filtered_resps, target: int) -> float:
+    """P(right letter) = softmax over the choices' log-likelihoods; resps: [(loglik, is_greedy), ...]."""
+    import math
+
+    logliks = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in filtered_resps]
+    top = max(logliks)
+    weights = [math.exp(x - top) for x in logliks]
+    return weights[int(target)] / sum(weights)
+
+
+def paired_difference(a: dict, b: dict, field: str = "acc") -> dict | None:
+    """Model b minus model a on the questions both answered: {"diff", "stderr", "n"} (x1, not %).
+
+    field: "acc" (0/1 per question) or "p_correct". The standard error is that of a mean of
+    per-question differences, so questions both models get right (or wrong) add no noise.
+    None when either result lacks per-question scores or they share no question.
+    """
+    qa, qb = (a or {}).get("per_question"), (b or {}).get("per_question")
+    if not qa or not qb:
+        return None
+    col = 0 if field == "acc" else 1
+    diffs = [qb[k][col] - qa[k][col] for k in qa.keys() & qb.keys()]
+    n = len(diffs)
+    if n == 0:
+        return None
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
+    return {"diff": mean, "stderr": (var / n) ** 0.5, "n": n}
 
 
 def _float(x):

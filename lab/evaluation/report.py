@@ -69,6 +69,34 @@ def reconstruction_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def language_cost_table(results: list[dict]) -> str:
+    """Each decoder's MMLU and perplexity change against the first decoder result (the base model).
+
+    MMLU differences are paired (the same questions, see `mmlu.paired_difference`), +- one standard
+    error, in points; perplexity change in %. Empty when fewer than two results have MMLU.
+    """
+    from .mmlu import paired_difference
+
+    have = [r for r in results if r.get("mmlu")]
+    if len(have) < 2:
+        return ""
+    base = have[0]
+    lines = [f"Against {base['label']}, on the same questions:", "",
+             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | perplexity (Δ %) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in have[1:]:
+        acc, prob = paired_difference(base["mmlu"], r["mmlu"], "acc"), paired_difference(base["mmlu"], r["mmlu"], "p_correct")
+        cells = [r["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
+        pa, pb = base.get("perplexity"), r.get("perplexity")
+        cells.append("–" if not (pa and pb) else f"{100 * (pb / pa - 1):+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _delta(d: dict | None) -> str:
+    return "– (no per-question scores)" if d is None else f"{100 * d['diff']:+.1f} ± {100 * d['stderr']:.1f}"
+
+
 def task_bars(rows: list[dict]):
     """plotly Figure: grouped bars, one group per task (+ average), one bar per model x pooling."""
     import plotly.graph_objects as go
@@ -107,6 +135,9 @@ def write_report(results: list[dict], out: str | Path) -> Path:
     out = Path(out)
     rows = table_rows(results)
     text = "## Embedding tasks, MMLU and perplexity\n\n" + markdown_table(rows)
+    cost = language_cost_table(results)
+    if cost:
+        text += "\n## What it costs the language model\n\n" + cost
     recon = reconstruction_table(results)
     if recon:
         text += "\n## Reconstruction exact match by input length (%)\n\n" + recon
