@@ -210,8 +210,10 @@ def test_language_cost_table_compares_against_the_first_decoder():
     base = {"label": "base", "mmlu": {"per_question": q}, "perplexity": 50.0}
     gem = {"label": "gem", "mmlu": {"per_question": {**q, "3": [1.0, 0.75]}}, "perplexity": 52.5}
     enc = {"label": "enc", "mmlu": None, "perplexity": None}
-    table = language_cost_table([base, enc, gem])
+    base_again = {**base, "mmlu": {"per_question": {"0": [1.0, 1.0]}}}
+    table = language_cost_table([base, enc, gem, base_again])
     assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 |" in table
+    assert "| base |" not in table, "the base model is not compared with itself"
     assert language_cost_table([base, enc]) == ""
 
 

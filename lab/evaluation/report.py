@@ -85,6 +85,8 @@ def language_cost_table(results: list[dict]) -> str:
              "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | perplexity (Δ %) |",
              "|---|---:|---:|---:|---:|"]
     for r in have[1:]:
+        if r["label"] == base["label"]:
+            continue  # the same model again (e.g. another MMLU sample): not a cost
         acc, prob = paired_difference(base["mmlu"], r["mmlu"], "acc"), paired_difference(base["mmlu"], r["mmlu"], "p_correct")
         cells = [r["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
         pa, pb = base.get("perplexity"), r.get("perplexity")
