@@ -61,8 +61,8 @@ eval-report: install data
 	$(BIN)/python -m lab report results/base.json results/gem.json results/minilm.json --out results/report
 
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
-# to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~1 s/question here.
-MMLU_N ?= 1000
+# to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.
+MMLU_N ?= 400
 eval-mmlu: install data
 	$(BIN)/python -m lab eval --model smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label SmolLM2-135M --output results/mmlu-base.json --force
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label GEM-SmolLM2-135M --output results/mmlu-gem.json --force

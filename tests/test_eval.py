@@ -12,7 +12,7 @@ from lab.cli import main as cli_main
 from lab.corpus import build_corpus, read_jsonl, shingles
 from lab.evaluation.data import build_eval_data, evaluation_texts, read_eval
 from lab.evaluation.embedders import Embedder
-from lab.evaluation.report import load_results, markdown_table, table_rows, write_report
+from lab.evaluation.report import load_results, markdown_table, table_rows, task_bars, tradeoff_scatter, write_report
 from lab.evaluation.suite import Suite, run_suite, save_result
 from lab.evaluation.tasks import TASK_NAMES, TaskSizes, build_tasks, run_tasks
 
@@ -215,6 +215,13 @@ def test_language_cost_table_compares_against_the_first_decoder():
     assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 |" in table
     assert "| base |" not in table, "the base model is not compared with itself"
     assert language_cost_table([base, enc]) == ""
+
+
+def test_a_language_only_result_gets_a_table_row_and_no_plot_point():
+    res = {"label": "m", "suite": "quick", "rows": [], "mmlu": {"acc_macro": 0.3, "acc": 0.31}, "perplexity": 12.345}
+    rows = table_rows([res])
+    assert markdown_table(rows).splitlines()[2] == "| m | – | – | 30.0 | 12.35 |"
+    assert len(tradeoff_scatter(rows).data) == 0 and len(task_bars(rows).data) == 0
 
 
 def test_markdown_table_layout():

@@ -32,7 +32,8 @@ def table_rows(results: list[dict]) -> list[dict]:
     rows = []
     for res in results:
         mmlu = res.get("mmlu") or {}
-        for r in res["rows"]:
+        # a language-only run (--skip embedding) still gets its row: MMLU and perplexity
+        for r in res["rows"] or [{"pooling": "–", "tasks": {}, "embedding_avg": None}]:
             rows.append({"model": res["label"], "pooling": r["pooling"], "tasks": r["tasks"],
                          "embedding_avg": r["embedding_avg"], "mmlu": mmlu.get("acc_macro"),
                          "mmlu_acc": mmlu.get("acc"), "perplexity": res.get("perplexity"),
@@ -106,7 +107,7 @@ def task_bars(rows: list[dict]):
     tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
     names = [SHORT_NAMES[t] for t in tasks] + ["emb. avg"]
     fig = go.Figure()
-    for r in rows:
+    for r in (r for r in rows if r["embedding_avg"] is not None):
         ys = [r["tasks"].get(t) for t in tasks] + [r["embedding_avg"]]
         fig.add_bar(name=f"{r['model']} · {r['pooling']}", x=names, y=[None if y is None else 100 * y for y in ys])
     fig.update_layout(barmode="group", yaxis_title="main score (x100)", title="Embedding tasks",
@@ -119,7 +120,7 @@ def tradeoff_scatter(rows: list[dict], language: str = "mmlu"):
     import plotly.graph_objects as go
 
     key, title = ("mmlu", "MMLU (macro, x100)") if language == "mmlu" else ("perplexity", "held-out perplexity")
-    pts = [r for r in rows if r[key] is not None]
+    pts = [r for r in rows if r[key] is not None and r["embedding_avg"] is not None]
     fig = go.Figure()
     for r in pts:
         y = 100 * r[key] if key == "mmlu" else r[key]
