@@ -100,19 +100,6 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Pat
 RELEASE_SKIP = {"training_state", "MANIFEST.json"}
 
 
-def _drop_full_embedding_layers(adapter_file: Path) -> None:
-    """Remove whole embedding / LM-head matrices from an adapter file (older checkpoints saved them;
-    the new token rows live in gem_tokens.safetensors, the rest is the base model's)."""
-    from safetensors.torch import load_file, save_file
-
-    if not adapter_file.is_file():
-        return
-    tensors = load_file(str(adapter_file))
-    kept = {k: v for k, v in tensors.items() if not k.endswith(("embed_tokens.weight", "lm_head.weight"))}
-    if len(kept) < len(tensors):
-        save_file(kept, str(adapter_file), metadata={"format": "pt"})
-
-
 def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> Path:
     """Copy a training checkpoint without its optimizer state, with the run's metrics log (atomically)."""
     import shutil
@@ -129,7 +116,6 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> P
             if item.name in RELEASE_SKIP:
                 continue
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        _drop_full_embedding_layers(tmp / "adapter" / "adapter_model.safetensors")
         if metrics.is_file():
             shutil.copy2(metrics, tmp / "metrics.jsonl")
         if card:

@@ -266,3 +266,7 @@ def test_an_interrupted_evaluation_resumes_from_its_partial_file(tmp_path, tiny_
     assert r["mmlu"]["n"] == 4 and [x["pooling"] for x in r["rows"]] == ["gem", "mean"]
     fresh = run_suite(str(tiny_checkpoint), ["gem", "mean"], TINY, data_dir=data, heldout=HELDOUT)
     assert r["rows"] == fresh["rows"] and r["perplexity"] == fresh["perplexity"]
+    calls.clear()
+    run_suite(str(tiny_checkpoint), ["gem"], TINY, seed=1, data_dir=data, heldout=HELDOUT, partial=partial,
+              skip=("mmlu", "perplexity", "reconstruction"))
+    assert calls, "a partial file made with other settings (seed) is not reused"

@@ -16,6 +16,7 @@ than comparing two accuracies each known to ±1/sqrt(n).
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -89,9 +90,7 @@ def mmlu(gem, num_fewshot: int = 5, limit: int | None = None, batch_size: int = 
 
 def letter_probability(filtered_resps, target: int) -> float:
     """P(right letter) = softmax over the choices' log-likelihoods; resps: [(loglik, is_greedy), ...]."""
-    import math
-
-    logliks = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in filtered_resps]
+    logliks = [float(r[0]) for r in filtered_resps]
     top = max(logliks)
     weights = [math.exp(x - top) for x in logliks]
     return weights[int(target)] / sum(weights)

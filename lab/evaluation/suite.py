@@ -92,7 +92,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     encoder name from `embedders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
     skip: any of "embedding", "mmlu", "perplexity", "reconstruction".
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
-    the same model, suite, seed and poolings reuses those parts (an interrupted evaluation resumes).
+    the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
+    evaluation resumes).
     """
     import random
 
@@ -180,7 +181,7 @@ def _load_partial(path, key: str) -> dict:
     except (OSError, ValueError):
         log.warning("ignoring unreadable partial results %s", path)
         return {}
-    if json.loads(data.get("key", "[]"))[:3] != json.loads(key)[:3]:  # older files also listed the poolings
+    if data.get("key") != key:
         log.warning("ignoring %s: it was made with other settings", path)
         return {}
     return {"parts": data.get("parts", {})}
