@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main(argv=None) -> None:
-    from lab.registry import DEFAULT_GEM, DEFAULT_MODEL
+    from lab.models import DEFAULT_GEM, DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default=DEFAULT_MODEL, help="base model: registry name or HF folder")
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     demo = build_demo(session)
     import threading
 
-    from lab.maps import warm_up
+    from lab.viz.maps import warm_up
 
     threading.Thread(target=warm_up, daemon=True).start()  # UMAP's JIT, while the page loads
     logging.getLogger("app").info("models ready in %.1f s; serving on http://%s:%d", time.perf_counter() - t,

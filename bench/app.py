@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.registry import DEFAULT_GEM, DEFAULT_MODEL
+from lab.models import DEFAULT_GEM, DEFAULT_MODEL
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     args = p.parse_args()
     from lab.app import handlers as h
     from lab.app.ui import build_demo
-    from lab.maps import warm_up
+    from lab.viz.maps import warm_up
 
     t = time.perf_counter()
     session = h.Session(args.base, args.gem)
@@ -34,7 +34,7 @@ def main() -> None:
     startup = time.perf_counter() - t
     warm_up()  # as app.py does in the background while the page loads
     with tempfile.TemporaryDirectory() as tmp:
-        from lab import maps
+        from lab.viz import maps
 
         real = maps.cache_dir
         maps.cache_dir = lambda: Path(tmp)  # an empty map cache for the cold run

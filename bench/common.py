@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from lab.registry import package_dir
+from lab.storage import package_dir
 
 
 def news_sentences(n: int = 1000) -> list[str]:

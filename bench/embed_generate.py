@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 
-
 from .common import best_of, news_sentences
 
 
@@ -30,10 +29,10 @@ def doc_of_length(gem, n_tokens: int) -> str:
 
 def run(model_name: str, lengths: list[int], new_tokens: int = 16) -> list[dict]:
     import lab
-    from lab.model import add_new_gem_tokens
+    from lab.gem import add_new_gem_tokens
 
     gem = add_new_gem_tokens(lab.load(model_name), k=1, max_length=max(lengths) + 64)
-    gem.gem.trained = True
+    gem.gem_config.trained = True
     prompt = "\nQuestion: what is this about?\nAnswer:"
     rows = []
     for L in lengths:

@@ -21,12 +21,14 @@ from .common import best_of, matmul_flops, non_embedding_params
 
 
 def main():
-    from lab.collate import GemCollator
-    from lab.config import TrainConfig
-    from lab.corpus import read_jsonl
-    from lab.losses import LogitScale, ntp_loss
-    from lab.objective import GemObjective
-    from lab.train import example_indices, prepare_model
+    from lab.gem.lm_loss import IGNORE_INDEX
+    from lab.storage import read_jsonl
+    from lab.training.collate import GemCollator
+    from lab.training.config import TrainConfig
+    from lab.training.data_order import example_indices
+    from lab.training.losses import LogitScale, ntp_loss
+    from lab.training.objective import GemObjective
+    from lab.training.setup import prepare_model
 
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="smollm2-135m")
@@ -48,7 +50,7 @@ def main():
         opt.zero_grad(set_to_none=True)
 
     plain_mask = (batch["roles"] != 0).long()  # 2D padding mask: the model builds its causal mask
-    plain_labels = torch.where(plain_mask.bool(), batch["input_ids"], -100)
+    plain_labels = torch.where(plain_mask.bool(), batch["input_ids"], IGNORE_INDEX)
 
     def plain_step():
         logits = gem.model(input_ids=batch["input_ids"], attention_mask=plain_mask).logits

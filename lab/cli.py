@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _cmd_models(args) -> int:
-    from .registry import list_models
+    from .models import list_models
 
     rows = list_models()
     w = max(len(r["name"]) for r in rows)
@@ -40,7 +40,7 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .registry import prepare
+    from .models import prepare
 
     t0 = time.perf_counter()
     print(f"preparing {args.name} (the first conversion takes 15-60 s) ...", flush=True)
@@ -50,7 +50,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .model import load
+    from .models import load
 
     t0 = time.perf_counter()
     gem = load(args.model)
@@ -63,7 +63,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_embed(args) -> int:
-    from .embed_corpus import embed_corpus
+    from .corpora.embed import embed_corpus
 
     embed_corpus(
         model=args.model, input_path=args.input, output_path=args.output, pooling=args.pooling,
@@ -74,8 +74,8 @@ def _cmd_embed(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from .corpus import build_corpus
-    from .evaluation.data import build_eval_data
+    from .corpora.eval_sets import build_eval_data
+    from .corpora.wiki import build_corpus
 
     path = build_corpus(args.out, force=args.force)
     print((path / "meta.json").read_text())
@@ -121,10 +121,10 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_merged, export_release, export_sentence_transformers
+    from .models.export import export_merged, export_release, export_sentence_transformers
 
     fn = {"merged": export_merged, "st": export_sentence_transformers, "release": export_release}[args.to]
-    from .checkpoint import resolve_run
+    from .models.checkpoints import resolve_run
 
     args.checkpoint = str(resolve_run(args.checkpoint))
     print(f"exported: {fn(args.checkpoint, args.out)}")
@@ -132,11 +132,10 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import config_from_args, train
-
     from functools import partial
 
-    from .quick_eval import quick_eval
+    from .evaluation.quick import quick_eval
+    from .training import config_from_args, train
 
     cfg = config_from_args(args.config, args.overrides)
     evaluate = partial(quick_eval, heldout=cfg.heldout) if cfg.eval_every else None
@@ -146,7 +145,7 @@ def _cmd_train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .registry import DEFAULT_MODEL
+    from .models import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m lab", description="GEM Lab command line")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -166,8 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prompts", nargs="*")
     s.set_defaults(func=_cmd_demo)
 
+    _add_embed(sub, DEFAULT_MODEL)
+    _add_data(sub)
+    _add_eval(sub, DEFAULT_MODEL)
+    _add_report_export_train(sub)
+    return p
+
+
+def _add_embed(sub, default_model: str) -> None:
     s = sub.add_parser("embed", help="embed a corpus (.txt: one text per line; .jsonl) into .npy")
-    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--model", default=default_model)
     s.add_argument("--input", required=True)
     s.add_argument("--output", required=True)
     s.add_argument("--pooling", default=None, help="gem (default for GEM checkpoints) | mean | last | prompteol | echo")
@@ -178,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: the model's default)")
     s.set_defaults(func=_cmd_embed)
 
+
+def _add_data(sub) -> None:
     s = sub.add_parser("data", help="`data build` makes the training corpus and the evaluation data")
     s.add_argument("what", choices=["build"])
     s.add_argument("--out", default=None, help="corpus folder (default data/build/wiki)")
@@ -185,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=_cmd_data)
 
+
+def _add_eval(sub, default_model: str) -> None:
     s = sub.add_parser("eval", help="evaluate one model (one or more poolings) -> results JSON")
-    s.add_argument("--model", default=DEFAULT_MODEL, help="registry name, checkpoint or HF folder, or 'minilm'")
+    s.add_argument("--model", default=default_model, help="registry name, checkpoint or HF folder, or 'minilm'")
     s.add_argument("--pooling", default=None, help="comma list of gem|mean|last|prompteol|echo "
                    "(default: gem for GEM checkpoints, mean for base models)")
     s.add_argument("--suite", choices=["quick", "full", "smoke"], default="quick",
@@ -200,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing output file")
     s.set_defaults(func=_cmd_eval)
 
+
+def _add_report_export_train(sub) -> None:
     s = sub.add_parser("report", help="result JSON files -> Markdown table + plotly figures")
     s.add_argument("results", nargs="+")
     s.add_argument("--out", required=True, help="path stem: writes STEM.md, STEM_tasks.html, STEM_tradeoff.html")
@@ -215,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     s.set_defaults(func=_cmd_train, overrides=[])
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

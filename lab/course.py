@@ -11,22 +11,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .registry import DEFAULT_GEM, DEFAULT_MODEL
+from .models import DEFAULT_GEM, DEFAULT_MODEL, load
+from .training.tiny_run import tiny_gem_checkpoint
 
 
 @lru_cache(maxsize=2)
 def model_names(quick: bool) -> tuple[str, str]:
     """(base model name, GEM checkpoint name or folder)."""
     if quick:
-        from .tiny import tiny_gem_checkpoint
-
         return "tiny-llama", tiny_gem_checkpoint()
     return DEFAULT_MODEL, DEFAULT_GEM
 
 
 def models(quick: bool):
     """(base GemModel, GEM GemModel)."""
-    from .model import load
-
     base_name, gem_name = model_names(quick)
     return load(base_name), load(gem_name)

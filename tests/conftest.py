@@ -9,8 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lab.model import GemModel, add_new_gem_tokens  # noqa: E402
-from lab.registry import load_causal_lm  # noqa: E402
+from lab.gem import GemModel, add_new_gem_tokens  # noqa: E402
+from lab.models import load_causal_lm  # noqa: E402
 
 ARCHS = ["llama", "qwen2", "gemma3"]
 
@@ -19,7 +19,7 @@ def tiny_gem(arch: str, k: int = 1, attn_implementation: str = "sdpa", **config)
     """A tiny random model of `arch` with k fresh GEM tokens, marked trained so every API runs."""
     model, tok = load_causal_lm(f"tiny-{arch}", attn_implementation=attn_implementation)
     gem = add_new_gem_tokens(GemModel(model, tok, None, name=f"tiny-{arch}"), k=k, **config)
-    gem.gem.trained = True
+    gem.gem_config.trained = True
     # Fresh GEM rows are the mean embedding: give them distinct random values so tests can tell
     # the k tokens apart (a trained model's rows differ too).
     with torch.no_grad(), torch.random.fork_rng(devices=[]):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from lab.app import handlers as h
-from lab.checkpoint import save_checkpoint
-from lab.evaluation.data import build_eval_data
-from lab.textsets import MAX_TEXTS
+from lab.corpora.eval_sets import build_eval_data
+from lab.corpora.textsets import MAX_TEXTS
+from lab.models.checkpoints import save_checkpoint
 
 from .conftest import tiny_gem
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from lab.embed_corpus import embed_corpus
-from lab.registry import load_causal_lm
-from lab.model import GemModel
+from lab.corpora.embed import embed_corpus
+from lab.gem import GemModel
+from lab.models import load_causal_lm
 
 TEXTS = [f"text number {i} about {'cats' if i % 2 else 'stocks'} and more" for i in range(23)]
 

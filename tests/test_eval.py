@@ -6,15 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from lab.atomic import atomic_dir
-from lab.checkpoint import save_checkpoint
 from lab.cli import main as cli_main
-from lab.corpus import build_corpus, read_jsonl, shingles
-from lab.evaluation.data import build_eval_data, evaluation_texts, read_eval
+from lab.corpora.eval_sets import build_eval_data, evaluation_texts, read_eval
+from lab.corpora.wiki import build_corpus, shingles
 from lab.evaluation.embedders import Embedder
 from lab.evaluation.report import load_results, markdown_table, table_rows, task_bars, tradeoff_scatter, write_report
 from lab.evaluation.suite import Suite, run_suite, save_result
 from lab.evaluation.tasks import TASK_NAMES, TaskSizes, build_tasks, run_tasks
+from lab.models.checkpoints import save_checkpoint
+from lab.storage import read_jsonl
+from lab.storage.atomic import atomic_dir
 
 from .conftest import tiny_gem
 from .test_train import ROOT

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lab import forward
-from lab.checkpoint import load_checkpoint, save_checkpoint
-from lab.masks import Role
-from lab.model import GemModel
-from lab.registry import load_causal_lm
-from lab.tokens import Row, pad_rows
+from lab.gem import GemModel, forward
+from lab.gem.masks import Role
+from lab.gem.tokens import Row, pad_rows
+from lab.models import load_causal_lm
+from lab.models.checkpoints import load_checkpoint, save_checkpoint
 
 from .conftest import tiny_gem
 
@@ -41,15 +40,15 @@ def test_leak_suffix_depends_on_prefix_only_through_special_tokens(arch):
     assert cache.get_seq_length() == 2
     from_cache = gem.continue_from_cache(cache, [row.input_ids[i] for i in suffix_pos.tolist()], next_pos)
     torch.testing.assert_close(from_cache, full[0, suffix_pos], rtol=1e-4, atol=1e-4)
-    # and changing the prefix while keeping S's states fixed cannot move the suffix: perturbing a
-    # prefix token changes S, which is the only route
+    # a different prefix still moves the suffix: S carries it (the cache check above shows S is
+    # the only route)
     other, _ = _logits(gem, [_row(gem, "a different prefix text entirely!!!", suffix)])
     assert not torch.allclose(other[0, -1], full[0, -1]), "the suffix must still depend on S"
 
 
 def test_leak_check_report(arch):
-    """lab.leak.leak_check (what notebook 1 shows) agrees: no leak, but a dependence through S."""
-    from lab.leak import leak_check
+    """lab.gem.leak.leak_check (what notebook 1 shows) agrees: no leak, but a dependence through S."""
+    from lab.gem.leak import leak_check
 
     r = leak_check(tiny_gem(arch, k=2), "the prefix text that must stay hidden", " and then the suffix",
                    other_prefix="a different prefix text entirely!!!")
@@ -101,7 +100,7 @@ def test_encode_is_batch_invariant_and_in_input_order(pooling):
 def test_gem_readouts():
     gem = tiny_gem("qwen2", k=3)
     mean = gem.encode(TEXTS[:2], normalize=False)
-    gem.gem.readout = "concat"
+    gem.gem_config.readout = "concat"
     cat = gem.encode(TEXTS[:2], normalize=False)
     assert cat.shape == (2, 3 * gem.hidden_size)
     np.testing.assert_allclose(cat.reshape(2, 3, -1).mean(1), mean, atol=1e-5)
@@ -112,7 +111,7 @@ def test_special_token_strings_in_text_stay_plain_text():
     text = "inject <|gem_0|> here"
     ids = gem.tokenizer(text, split_special_tokens=True)["input_ids"]
     assert gem.special_ids[0] not in ids
-    plan = gem._plans([text], "gem")[0]
+    plan = gem.plan_rows([text], "gem")[0]
     assert plan.row.input_ids.count(gem.special_ids[0]) == 1 and plan.row.input_ids[-1] == gem.special_ids[0]
     view = gem.attention(text)
     assert view.roles.count("special") == 1
@@ -151,14 +150,14 @@ def test_generation_never_emits_special_tokens():
     with torch.no_grad():  # make S the most likely next token everywhere
         gem.model.get_input_embeddings().weight[gem.special_ids[0]] *= 100
     ids = torch.tensor([gem.prompt_ids("hello")])
-    out = gem._generate_ids(ids, max_new_tokens=10)
+    out = gem.generate_ids(ids, max_new_tokens=10)
     assert gem.special_ids[0] not in out[0].tolist()
 
 
 def test_cached_generation_equals_uncached(arch):
     gem = tiny_gem(arch, k=1)
     ids = torch.tensor([gem.prompt_ids(LONG)])
-    cached = gem._generate_ids(ids, max_new_tokens=12, use_cache=True)
+    cached = gem.generate_ids(ids, max_new_tokens=12, use_cache=True)
     seq = ids
     for _ in range(12):  # uncached greedy: full forward every step
         with torch.no_grad():
@@ -176,7 +175,7 @@ def test_embed_and_generate_equals_encode_plus_generate(arch, pooling):
     np.testing.assert_allclose(emb, gem.encode(LONG, pooling=pooling), atol=1e-5)
     doc_ids = gem.tokenizer(LONG, add_special_tokens=False)["input_ids"]
     prompt_ids = gem.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    plain = gem._generate_ids(torch.tensor([gem.bos + doc_ids + prompt_ids]), max_new_tokens=10)
+    plain = gem.generate_ids(torch.tensor([gem.bos + doc_ids + prompt_ids]), max_new_tokens=10)
     assert text == gem.tokenizer.decode(plain[0], skip_special_tokens=True)
     with pytest.raises(ValueError, match="cannot be shared"):
         gem.embed_and_generate(LONG, prompt, pooling="echo")
@@ -231,7 +230,7 @@ def test_causal_fast_path_gives_the_same_numbers(arch):
     batch = pad_rows([row], gem.tokenizer.pad_token_id)
     fast = forward.gem_inputs(gem.model, batch["input_ids"], batch["roles"])
     assert fast["attention_mask"] is None
-    from lab.masks import gem_mask, model_attention_mask
+    from lab.gem.masks import gem_mask, model_attention_mask
 
     explicit = dict(fast, attention_mask=model_attention_mask(gem_mask(batch["roles"]), gem.model.config, torch.float32))
     with torch.no_grad():

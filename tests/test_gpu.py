@@ -25,5 +25,5 @@ def test_cuda_embed_and_generate_matches_generate():
     _, text = gem.embed_and_generate(doc, prompt, max_new_tokens=8)
     ids = gem.bos + gem.tokenizer(doc, add_special_tokens=False)["input_ids"] + \
         gem.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    plain = gem._generate_ids(torch.tensor([ids]), max_new_tokens=8)
+    plain = gem.generate_ids(torch.tensor([ids]), max_new_tokens=8)
     assert text == gem.tokenizer.decode(plain[0], skip_special_tokens=True)

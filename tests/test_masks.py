@@ -3,9 +3,16 @@
 import pytest
 import torch
 
-from lab.masks import (
-    Role, causal_mask, describe, gem_mask, gist_mask, model_attention_mask, position_ids_from_roles,
-    sliding_window, to_backend,
+from lab.gem.masks import (
+    Role,
+    causal_mask,
+    describe,
+    gem_mask,
+    gist_mask,
+    model_attention_mask,
+    position_ids_from_roles,
+    sliding_window,
+    to_backend,
 )
 
 P, B, S, X, PAD = Role.PREFIX, Role.BOS, Role.SPECIAL, Role.SUFFIX, Role.PAD

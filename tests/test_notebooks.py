@@ -34,5 +34,8 @@ def test_notebook_runs_in_quick_mode(path, shared_cache, monkeypatch):
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = "QUICK = True"
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    # execute() raises on the first failing cell; also check that every code cell ran, in order,
+    # and that the notebook showed something (a run that silently skipped cells would not)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), f"cells not all executed in order: {counts}"
+    assert sum(len(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code") >= 3

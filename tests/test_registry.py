@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from lab import registry
-from lab.atomic import MANIFEST, folder_problem
-from lab.registry import ModelNotAvailable, ModelSpec, list_models, load_causal_lm, prepare, resolve_source
-from lab.tiny import build_tiny
+from lab.models import ModelNotAvailable, conversion, list_models, load_causal_lm, prepare, registry
+from lab.models.causal_lm import resolve_source
+from lab.models.registry import ModelSpec
+from lab.models.tiny import build_tiny
+from lab.storage.atomic import MANIFEST, folder_problem
 
 
 def _save_tiny(spec, out_dir):
@@ -123,9 +124,9 @@ def test_corrupt_cache_is_detected_and_rebuilt(fake_spec, damage):
         data = bytearray(weights.read_bytes())
         data[:8] = b"\xff" * 8
         weights.write_bytes(bytes(data))
-    assert registry.cache_problem(spec) is not None
+    assert conversion.cache_problem(spec) is not None
     prepare(spec.name)
-    assert registry.cache_problem(spec) is None
+    assert conversion.cache_problem(spec) is None
     load_causal_lm(spec.name)
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import lab
-from lab.config import TrainConfig
-from lab.train import config_from_args, example_indices, train
+from lab.training.config import TrainConfig, config_from_args
+from lab.training.data_order import example_indices
+from lab.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def trained_checkpoint(tmp_path_factory):
 def test_merged_export_round_trips(trained_checkpoint, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lab.export import export_merged
+    from lab.models.export import export_merged
 
     out = export_merged(trained_checkpoint, tmp_path / "merged")
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -97,7 +98,7 @@ def test_merged_export_round_trips(trained_checkpoint, tmp_path):
 
 
 def test_a_run_folder_or_its_last_file_loads_the_newest_checkpoint(trained_checkpoint):
-    from lab.checkpoint import resolve_run
+    from lab.models.checkpoints import resolve_run
 
     run = trained_checkpoint.parent
     assert resolve_run(run) == resolve_run(run / "last") == trained_checkpoint
@@ -105,7 +106,7 @@ def test_a_run_folder_or_its_last_file_loads_the_newest_checkpoint(trained_check
 
 
 def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path):
-    from lab.export import export_release
+    from lab.models.export import export_release
 
     out = export_release(trained_checkpoint, tmp_path / "release", card="# card\n")
     names = {p.name for p in out.iterdir()}
@@ -122,7 +123,7 @@ def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path
 def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoint, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from lab.export import export_sentence_transformers
+    from lab.models.export import export_sentence_transformers
 
     out = export_sentence_transformers(trained_checkpoint, tmp_path / "st")
     texts = ["a text to embed", "another, longer one", "x"]
@@ -159,7 +160,7 @@ def test_two_processes_give_the_same_losses_as_one(tmp_path, extra):
 def test_prepared_model_is_in_training_mode(tmp_path):
     import torch
 
-    from lab.train import prepare_model
+    from lab.training.setup import prepare_model
 
     gem = prepare_model(tiny_cfg(tmp_path, lora_dropout=0.1), torch.device("cpu"))
     assert gem.model.training, "dropout must be active while training"

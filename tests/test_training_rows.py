@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from lab.collate import IGNORE, GemCollator
-from lab.config import TrainConfig
-from lab.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
-from lab.masks import Role, gem_mask, position_ids_from_roles
+from lab.gem.lm_loss import IGNORE_INDEX as IGNORE
+from lab.gem.masks import Role
+from lab.training.collate import GemCollator
+from lab.training.config import TrainConfig
+from lab.training.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
 
 from .conftest import tiny_gem
 
@@ -30,8 +31,7 @@ def test_rows_per_mode(mode):
     gem, b = collate(cfg, k=2)
     ids, roles, labels = b["input_ids"], b["roles"], b["labels"]
     assert getattr(b["stats"], mode) == len(TEXTS) - b["stats"].skipped_short
-    assert torch.equal(b["attention_mask"], gem_mask(roles))
-    assert torch.equal(b["position_ids"], position_ids_from_roles(roles))
+    assert b["attention_mask"].shape == (ids.shape[0], 1, ids.shape[1], ids.shape[1])
     assert (labels[roles == Role.SPECIAL] == IGNORE).all(), "S is never a target"
     assert (labels[roles == Role.PAD] == IGNORE).all()
     assert (labels[b["position_ids"] == 0] == IGNORE).all(), "a segment's first token is never a target"
@@ -51,6 +51,43 @@ def test_rows_per_mode(mode):
             text = gem.tokenizer(TEXTS[r] if b["stats"].skipped_short == 0 else "", add_special_tokens=False)["input_ids"]
             assert prefix + suffix == text[: len(prefix) + len(suffix)]
             assert len(prefix) >= cfg.min_part and len(suffix) >= cfg.min_part
+
+
+# Two reconstruction rows, "ab" and "cd", packed into one sequence, drawn by hand: each segment is
+# `BOS x0 x1 | S | x0 x1`; segments never see each other; the suffix sees S and itself, not the prefix.
+PACKED_MASK = """
+      <s> a  b  S  a  b  <s> c  d  S  c  d
+<s>   ■   .  .  .  .  .  .   .  .  .  .  .
+a     ■   ■  .  .  .  .  .   .  .  .  .  .
+b     ■   ■  ■  .  .  .  .   .  .  .  .  .
+S     ■   ■  ■  ■  .  .  .   .  .  .  .  .
+a     .   .  .  ■  ■  .  .   .  .  .  .  .
+b     .   .  .  ■  ■  ■  .   .  .  .  .  .
+<s>   .   .  .  .  .  .  ■   .  .  .  .  .
+c     .   .  .  .  .  .  ■   ■  .  .  .  .
+d     .   .  .  .  .  .  ■   ■  ■  .  .  .
+S     .   .  .  .  .  .  ■   ■  ■  ■  .  .
+c     .   .  .  .  .  .  .   .  .  ■  ■  .
+d     .   .  .  .  .  .  .   .  .  ■  ■  ■
+"""
+
+
+def _drawn(grid: str) -> torch.Tensor:
+    rows = [line.split()[1:] for line in grid.strip().splitlines()[1:]]
+    return torch.tensor([[c == "■" for c in r] for r in rows])
+
+
+def test_packed_reconstruction_rows_get_the_hand_drawn_mask():
+    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, max_length=64, pack=True)
+    gem, b = collate(cfg, texts=["ab", "cd"], contrastive=False)
+    assert b["input_ids"].shape == (1, 12), "both rows fit one packed sequence"
+    S, bos = gem.special_ids[0], gem.bos[0]
+    a, bb, c, d = (gem.text_ids(ch)[0] for ch in "abcd")
+    assert b["input_ids"][0].tolist() == [bos, a, bb, S, a, bb, bos, c, d, S, c, d]
+    assert torch.equal(b["attention_mask"][0, 0], _drawn(PACKED_MASK))
+    assert b["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5] * 2
+    ignore = IGNORE
+    assert b["labels"][0].tolist() == [ignore, a, bb, ignore, a, bb] + [ignore, c, d, ignore, c, d]
 
 
 def test_short_rows_are_skipped_and_counted_never_crash():
@@ -112,7 +149,7 @@ def test_info_nce_same_group_rows_are_not_negatives():
 
 
 def test_article_positives_come_from_another_row_of_the_article():
-    from lab.train import _example, article_partners
+    from lab.training.data_order import article_partners, training_example
 
     rows = [{"text": t, "title": title} for t, title in zip(TEXTS, ["a", "a", "b", "b", "c"])]
     partners = article_partners(rows, seed=0)
@@ -122,7 +159,7 @@ def test_article_positives_come_from_another_row_of_the_article():
     cfg = TrainConfig(drop_rate=0.0, batch_size=4, positive="article")
     gem = tiny_gem("llama")
     col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
-    b = col([_example(i, TEXTS, partners) for i in range(5)])
+    b = col([training_example(i, TEXTS, partners) for i in range(5)])
     assert b["groups"].tolist() == [0, 0, 1, 1, 2]
     n_text = int((b["positive"]["roles"][0] == Role.PREFIX).sum())
     assert n_text == len(gem.text_ids(TEXTS[1])), "row 0's positive is row 1's text (no dropout)"
@@ -159,8 +196,8 @@ def test_config_validation():
 
 def test_packed_batch_has_the_same_loss_as_unpacked(arch):
     """Packing only removes padding: same targets, same NTP sum, fewer positions."""
-    from lab.losses import ntp_loss_sum
-    from lab.masks import model_attention_mask
+    from lab.gem.masks import model_attention_mask
+    from lab.training.losses import ntp_loss_sum
 
     texts = TEXTS * 3
     gem = tiny_gem(arch, k=1)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import figures
-from ..maps import embedding_map, top_k
-from ..model import GemModel, load
-from ..registry import DEFAULT_GEM, DEFAULT_MODEL
-from ..textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
-from ..tokens import gem_token_strings
+from ..corpora.textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
+from ..gem import GemModel
+from ..gem.tokens import gem_token_strings, text_ids
+from ..models.conversion import list_models
+from ..models.loading import load
+from ..models.registry import DEFAULT_GEM, DEFAULT_MODEL, SHIPPED_GEM
+from ..viz import figures
+from ..viz.maps import embedding_map, top_k
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,6 @@ def model_choices(runs_dir: str = "runs") -> tuple[list[str], list[str]]:
     """(base model choices: registry names; GEM choices: shipped names and local training runs)."""
     from pathlib import Path
 
-    from ..registry import SHIPPED_GEM, list_models
-
     base = [m["name"] for m in list_models() if m["installed"]]
     runs = sorted(str(p.parent) for p in Path(runs_dir).glob("*/last")) if Path(runs_dir).is_dir() else []
     return base, list(SHIPPED_GEM) + runs
@@ -114,7 +114,7 @@ def embeddings_view(session: Session, source: str, set_name: str | None = None, 
     base, gem = session.models()
     ts = resolve_textset(source, set_name, pasted, upload)
     warnings = list(ts.warnings)
-    long = sum(len(x) > MAX_TEXT_TOKENS for x in gem.tokenizer(ts.texts, add_special_tokens=False)["input_ids"])
+    long = sum(len(x) > MAX_TEXT_TOKENS for x in text_ids(gem.tokenizer, ts.texts)[0])
     if long:
         warnings.append(f"{long} text(s) are longer than {MAX_TEXT_TOKENS} tokens and were cut")
     if any("<|" in t for t in ts.texts):
@@ -244,7 +244,7 @@ def embed_and_answer(session: Session, document: str, question: str, max_new_tok
     t = time.perf_counter()
     emb2 = gem.encode(document, pooling="gem")
     ids = gem.bos + gem.text_ids(document) + gem.text_ids(question)  # the ids embed_and_generate reads
-    new = gem._generate_ids(torch.tensor([ids]), max_new_tokens=n)
+    new = gem.generate_ids(torch.tensor([ids]), max_new_tokens=n)
     answer2 = gem.tokenizer.decode(new[0], skip_special_tokens=True)
     two = time.perf_counter() - t
     same = answer == answer2 and float(np.dot(emb, emb2)) > 0.999

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..registry import package_dir
+from ..storage import package_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Embedder:
 
 def gem_embedder(gem, pooling: str, batch_size: int = 16, max_length: int | None = None) -> Embedder:
     """A GemModel read out with `pooling` ("gem", "mean", "last", "prompteol", "echo")."""
-    gem._check_pooling(pooling)
+    gem.check_pooling(pooling)
     return Embedder(gem.name, pooling, lambda texts: gem.encode(
         texts, pooling=pooling, batch_size=batch_size, max_length=max_length, show_progress_bar=False))
 

@@ -1,7 +1,7 @@
 """What GEM costs and keeps on the language side: held-out perplexity and reconstruction.
 
     perplexity        the plain LM (no special tokens) on held-out Wikipedia rows, disjoint from
-                      training text (whole articles are held out); see lab.quick_eval
+                      training text (whole articles are held out); see lab.evaluation.quick
     reconstruction    paper Appendix B: append S, keep only S's key/value cache, greedy-decode
                       n tokens; exact match = the decoded text equals the input. Reported per
                       input-length bucket (in tokens), on held-out rows cut to each length.
@@ -14,8 +14,8 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from ..corpus import read_jsonl
-from ..quick_eval import heldout_perplexity
+from ..storage import read_jsonl
+from .quick import heldout_perplexity
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[l
     """`count` token sequences of exactly `n_tokens` (prefixes of held-out rows long enough)."""
     out = []
     for r in rows:
-        ids = gem.tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+        ids = gem.text_ids(r["text"])
         if len(ids) >= n_tokens:
             out.append(ids[:n_tokens])
         if len(out) == count:
@@ -40,7 +40,7 @@ def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_len
 
     token_accuracy: share of the n positions where the decoded token equals the input token.
     """
-    gem._require_gem_tokens("reconstruction")
+    gem.require_gem_tokens("reconstruction")
     rows = read_jsonl(heldout)
     exact, tok_acc, count = {}, {}, {}
     for n in lengths:

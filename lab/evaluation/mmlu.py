@@ -21,7 +21,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from .data import eval_file
+from ..corpora.eval_sets import eval_file
+from ..gem.forward import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def mmlu(gem, num_fewshot: int = 5, limit: int | None = None, batch_size: int = 
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from ..forward import unwrap
 
     lm = HFLM(pretrained=unwrap(gem.model), tokenizer=gem.tokenizer, batch_size=batch_size,
               device=str(gem.device), max_length=2048)

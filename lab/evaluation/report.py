@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..storage import atomic_file
 from .tasks import SHORT_NAMES, TASK_NAMES
 
 
@@ -133,7 +134,6 @@ def tradeoff_scatter(rows: list[dict], language: str = "mmlu"):
 
 def write_report(results: list[dict], out: str | Path) -> Path:
     """`out`.md (tables) plus `out`_tasks.html and `out`_tradeoff.html (plotly, offline-viewable)."""
-    from ..atomic import atomic_file
 
     out = Path(out)
     rows = table_rows(results)

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_json_atomic
+from ..models.loading import load
+from ..storage import PROJECT_ROOT, write_json_atomic
 from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ PACKAGES = ("torch", "transformers", "peft", "mteb", "lm_eval", "sentence-transf
 
 def provenance(extra: dict | None = None) -> dict:
     """Package versions, git commit (and whether the tree was dirty), machine."""
-    root = Path(__file__).resolve().parents[2]
+    root = PROJECT_ROOT
 
     def git(*args):
         try:
@@ -100,76 +101,83 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     import numpy as np
     import torch
 
-    from .embedders import ENCODERS, gem_embedder, sentence_transformer_embedder
+    from .embedders import ENCODERS
 
     suite = SUITES[suite] if isinstance(suite, str) else suite
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     is_encoder = model in ENCODERS or (Path(model) / "modules.json").is_file()
-    gem = None
-    if not is_encoder:
-        from ..model import load
-
-        gem = load(model)
-    timings["load"] = time.perf_counter() - t0
+    gem = None if is_encoder else load(model)
+    timings = {"load": time.perf_counter() - t0}
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
               "rows": [], "mmlu": None, "perplexity": None, "reconstruction": None}
     key = json.dumps([model, dataclasses.asdict(suite), seed], sort_keys=True, default=str)  # parts are per pooling
-    done = _load_partial(partial, key)
-    if done:
-        log.info("resuming %s from %s: %s already done", model, partial, ", ".join(sorted(done["parts"])))
-
-    def finished(part: str, **values) -> None:
-        done.setdefault("parts", {})[part] = values
-        if partial:
-            write_json_atomic(Path(partial), {"key": key, **done})
-
+    progress = _Progress(partial, key)
     if "embedding" not in skip:
         rows = rows if rows is not None else task_rows(suite.sizes, data_dir)
         for pooling in poolings:
-            if f"embedding:{pooling}" in done.get("parts", {}):
-                result["rows"].append(done["parts"][f"embedding:{pooling}"]["row"])
-                timings[f"embedding:{pooling}"] = done["parts"][f"embedding:{pooling}"]["seconds"]
-                continue
-            t = time.perf_counter()
-            emb = (sentence_transformer_embedder(model) if gem is None
-                   else gem_embedder(gem, pooling, batch_size=batch_size, max_length=suite.max_length))
-            scores = run_tasks(emb, build_tasks(suite.sizes, rows, suite.tasks))
-            result["rows"].append({"pooling": pooling, "tasks": scores,
-                                   "embedding_avg": sum(scores.values()) / len(scores),
-                                   "texts_embedded": emb.texts_embedded})
-            timings[f"embedding:{pooling}"] = time.perf_counter() - t
-            finished(f"embedding:{pooling}", row=result["rows"][-1], seconds=timings[f"embedding:{pooling}"])
-            log.info("%s %s: %s", result["label"], pooling, {k: round(v, 4) for k, v in scores.items()})
+            row, timings[f"embedding:{pooling}"] = progress.run(
+                f"embedding:{pooling}", lambda p=pooling: _embedding_row(model, gem, p, suite, rows, batch_size))
+            result["rows"].append(row)
+            log.info("%s %s: %s", result["label"], pooling, {k: round(v, 4) for k, v in row["tasks"].items()})
     if gem is not None:
-        from .language import heldout_perplexity, reconstruction_by_length
-        from .mmlu import mmlu
-
-        parts = {
-            "perplexity": lambda: heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows),
-            "reconstruction": lambda: reconstruction_by_length(
-                gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
-            "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
-                                 data_dir=data_dir),
-        }
-        for part, compute in parts.items():
+        for part, compute in _language_parts(gem, suite, heldout, seed, data_dir).items():
             if part in skip or (part == "reconstruction" and not gem.is_gem):
                 continue
-            if part in done.get("parts", {}):
-                result[part], timings[part] = done["parts"][part]["value"], done["parts"][part]["seconds"]
-                continue
-            t = time.perf_counter()
-            result[part] = compute()
-            timings[part] = time.perf_counter() - t
-            finished(part, value=result[part], seconds=timings[part])
+            result[part], timings[part] = progress.run(part, compute)
     timings["total"] = time.perf_counter() - t0
     result["timings_s"] = timings
     result["provenance"] = provenance({"suite": dataclasses.asdict(suite),
-                                       "gem_config": dataclasses.asdict(gem.gem) if gem is not None and gem.gem else None,
+                                       "gem_config": dataclasses.asdict(gem.gem_config) if gem is not None and gem.gem_config else None,
                                        "dtype": str(gem.dtype) if gem is not None else "float32"})
     return result
+
+
+def _embedding_row(model: str, gem, pooling: str, suite: Suite, rows: dict, batch_size: int) -> dict:
+    """{"pooling", "tasks": {task: score}, "embedding_avg", "texts_embedded"} of one readout."""
+    from .embedders import gem_embedder, sentence_transformer_embedder
+
+    emb = (sentence_transformer_embedder(model) if gem is None
+           else gem_embedder(gem, pooling, batch_size=batch_size, max_length=suite.max_length))
+    scores = run_tasks(emb, build_tasks(suite.sizes, rows, suite.tasks))
+    return {"pooling": pooling, "tasks": scores, "embedding_avg": sum(scores.values()) / len(scores),
+            "texts_embedded": emb.texts_embedded}
+
+
+def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dict:
+    """{part: () -> value} for the language side: perplexity, reconstruction, MMLU."""
+    from .language import heldout_perplexity, reconstruction_by_length
+    from .mmlu import mmlu
+
+    return {
+        "perplexity": lambda: heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows),
+        "reconstruction": lambda: reconstruction_by_length(
+            gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
+        "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
+                             data_dir=data_dir),
+    }
+
+
+class _Progress:
+    """The finished parts of an evaluation, saved to the `partial` file as each one completes."""
+
+    def __init__(self, partial, key: str):
+        self.partial, self.key = partial, key
+        self.done = _load_partial(partial, key).get("parts", {})
+        if self.done:
+            log.info("resuming from %s: %s already done", partial, ", ".join(sorted(self.done)))
+
+    def run(self, part: str, compute) -> tuple[object, float]:
+        """(value, seconds) of `part`: from an earlier interrupted run if saved, else computed and saved."""
+        if "value" in self.done.get(part, {}):
+            return self.done[part]["value"], self.done[part]["seconds"]
+        t = time.perf_counter()
+        value = compute()
+        self.done[part] = {"value": value, "seconds": time.perf_counter() - t}
+        if self.partial:
+            write_json_atomic(Path(self.partial), {"key": self.key, "parts": self.done})
+        return value, self.done[part]["seconds"]
 
 
 def _load_partial(path, key: str) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .data import read_eval
+from ..corpora.eval_sets import read_eval
 
 COMMON = dict(reference="https://github.com/gem-lab", dataset={"path": "local", "revision": "0"},
               category="t2t", eval_langs=["eng-Latn"], date=("2005-01-01", "2005-12-31"),
@@ -52,23 +52,27 @@ def _dataset(rows):
     return Dataset.from_list(rows) if isinstance(rows, list) else Dataset.from_dict(rows)
 
 
+class _Local:
+    """Mixin: a task whose data (`rows`) is handed over at construction, not downloaded."""
+
+    def __init__(self, rows, **kw):
+        super().__init__(**kw)
+        self.rows = rows
+
+
 def _task_classes():
     """The five task classes (built lazily: importing mteb takes a few seconds)."""
+    return _sentence_task_classes() + _article_task_classes()
+
+
+def _sentence_task_classes():
     from datasets import DatasetDict
     from mteb.abstasks.classification import AbsTaskClassification
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
-    from mteb.abstasks.pair_classification import AbsTaskPairClassification
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
-    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
     from mteb.abstasks.sts import AbsTaskSTS
     from mteb.abstasks.task_metadata import TaskMetadata
 
-    class Local:
-        def __init__(self, rows, **kw):
-            super().__init__(**kw)
-            self.rows = rows
-
-    class LeeSTS(Local, AbsTaskSTS):
+    class LeeSTS(_Local, AbsTaskSTS):
         metadata = TaskMetadata(name="LocalLee50STS", description="Lee-50 news document similarity (1,225 pairs)",
                                 type="STS", main_score="cosine_spearman", eval_splits=["test"], **COMMON)
         min_score, max_score = 0, 1
@@ -77,7 +81,7 @@ def _task_classes():
             self.dataset = DatasetDict({"test": _dataset(self.rows)})
             self.data_loaded = True
 
-    class BBCClassification(Local, AbsTaskClassification):
+    class BBCClassification(_Local, AbsTaskClassification):
         metadata = TaskMetadata(name="LocalBBCClassification", description="BBC News topic (5 classes)",
                                 type="Classification", main_score="accuracy", eval_splits=["test"], **COMMON)
 
@@ -86,7 +90,7 @@ def _task_classes():
             self.dataset = DatasetDict({"train": _dataset(train), "test": _dataset(test)})
             self.data_loaded = True
 
-    class BBCClustering(Local, AbsTaskClusteringLegacy):
+    class BBCClustering(_Local, AbsTaskClusteringLegacy):
         metadata = TaskMetadata(name="LocalBBCClustering", description="BBC headlines clustered by topic",
                                 type="Clustering", main_score="v_measure", eval_splits=["test"], **COMMON)
 
@@ -95,7 +99,17 @@ def _task_classes():
             self.dataset = DatasetDict({"test": _dataset({"sentences": [sentences], "labels": [labels]})})
             self.data_loaded = True
 
-    class BBCRetrieval(Local, AbsTaskRetrieval):
+    return LeeSTS, BBCClassification, BBCClustering
+
+
+def _article_task_classes():
+    from datasets import DatasetDict
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    class BBCRetrieval(_Local, AbsTaskRetrieval):
         metadata = TaskMetadata(name="LocalBBCRetrieval", description="BBC headline -> article",
                                 type="Retrieval", main_score="ndcg_at_10", eval_splits=["test"], **COMMON)
 
@@ -106,7 +120,7 @@ def _task_classes():
             self.dataset = {"default": {"test": split}}
             self.data_loaded = True
 
-    class BBCPairs(Local, AbsTaskPairClassification):
+    class BBCPairs(_Local, AbsTaskPairClassification):
         metadata = TaskMetadata(name="LocalBBCPairs", description="Is this headline the article's own?",
                                 type="PairClassification", main_score="max_ap", eval_splits=["test"], **COMMON)
 
@@ -114,7 +128,7 @@ def _task_classes():
             self.dataset = DatasetDict({"test": _dataset(self.rows)})
             self.data_loaded = True
 
-    return LeeSTS, BBCClassification, BBCClustering, BBCRetrieval, BBCPairs
+    return BBCRetrieval, BBCPairs
 
 
 TASK_NAMES = ("LocalLee50STS", "LocalBBCClassification", "LocalBBCClustering", "LocalBBCRetrieval", "LocalBBCPairs")

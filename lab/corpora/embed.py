@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_file, write_json_atomic
+from ..models.loading import load
+from ..storage import atomic_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +100,10 @@ def embed_corpus(model: str, input_path: str | os.PathLike, output_path: str | o
     parts = output_path.with_name(output_path.name + ".parts")
     settings = dict(model=model, pooling=pooling, chunk_size=chunk_size, field=field, max_length=max_length,
                     dtype=dtype, n=n)
-    fingerprint = _fingerprint(input_path, **settings)
     if state.is_main_process:
-        parts.mkdir(parents=True, exist_ok=True)
-        meta = parts / "run.json"
-        if meta.exists() and json.loads(meta.read_text()) != json.loads(json.dumps(fingerprint)):
-            raise RuntimeError(
-                f"{parts} holds partial results of a different run (other input, model or settings). "
-                f"Finish that run, or delete {parts} to start over."
-            )
-        write_json_atomic(meta, fingerprint)
+        _claim_parts_folder(parts, _fingerprint(input_path, **settings))
     state.wait_for_everyone()
-
     if gem is None:
-        from .model import load
-
         gem = load(model, dtype=dtype, device=str(state.device))
     n_chunks = (n + chunk_size - 1) // chunk_size
     mine = list(range(state.process_index, n_chunks, state.num_processes))
@@ -139,6 +129,18 @@ def embed_corpus(model: str, input_path: str | os.PathLike, output_path: str | o
     if not state.is_main_process:
         return None
     return _assemble(parts, output_path, n_chunks)
+
+
+def _claim_parts_folder(parts: Path, fingerprint: dict) -> None:
+    """Create `parts` (or reuse it for the same run); a folder left by a different run raises."""
+    parts.mkdir(parents=True, exist_ok=True)
+    meta = parts / "run.json"
+    if meta.exists() and json.loads(meta.read_text()) != json.loads(json.dumps(fingerprint)):
+        raise RuntimeError(
+            f"{parts} holds partial results of a different run (other input, model or settings). "
+            f"Finish that run, or delete {parts} to start over."
+        )
+    write_json_atomic(meta, fingerprint)
 
 
 def _assemble(parts: Path, output_path: Path, n_chunks: int) -> Path:

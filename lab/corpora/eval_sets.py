@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir, folder_problem
-from ..registry import package_dir
+from ..storage import PROJECT_ROOT, atomic_dir, folder_problem, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ LICENCES = {
 
 
 def default_eval_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "build" / "eval"
+    return PROJECT_ROOT / "data" / "build" / "eval"
 
 
 def _require(module: str) -> Path:

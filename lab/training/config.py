@@ -1,59 +1,10 @@
-"""Typed configs, saved as JSON next to every checkpoint so a folder always says how it was made."""
+"""The training config (`TrainConfig`, saved as JSON next to every checkpoint) and its YAML files."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from .atomic import write_json_atomic
-
-READOUTS = ("mean", "concat")
-
-
-@dataclass
-class GemConfig:
-    """How a model reads out GEM embeddings (gem-method.md §2, §5).
-
-    k: number of special tokens S_1..S_k appended to a text.
-    readout: how the k last-layer states become one vector: "mean" (d) or "concat" (k*d).
-    suffix_sees_bos: mask option, suffix tokens may also attend to BOS (ablation; default off).
-    max_length: texts longer than this many tokens are truncated (with one warning per call).
-    base_model: registry name, folder or hub id of the backbone.
-    trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
-    """
-
-    k: int = 1
-    readout: str = "mean"
-    suffix_sees_bos: bool = False
-    max_length: int = 512
-    base_model: str = "smollm2-135m"
-    trained: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"GemConfig.k must be a positive int, got {self.k!r}")
-        if self.readout not in READOUTS:
-            raise ValueError(f"GemConfig.readout must be one of {READOUTS}, got {self.readout!r}")
-        if self.max_length < 8:
-            raise ValueError(f"GemConfig.max_length must be >= 8, got {self.max_length}")
-
-    FILENAME = "gem_config.json"
-
-    def save(self, folder: str | Path) -> None:
-        write_json_atomic(Path(folder) / self.FILENAME, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "GemConfig":
-        with open(Path(folder) / cls.FILENAME, encoding="utf-8") as f:
-            data = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{folder}/{cls.FILENAME} has unknown keys {sorted(unknown)} (newer lab version?)")
-        return cls(**data)
-
 
 ROW_MODES = ("reconstruction", "continuation")
 POSITIVES = ("dropout", "article")
@@ -157,3 +108,49 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {msg}")
         self.lora_targets = tuple(self.lora_targets)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config; `base: other.yaml` (relative to this file) is read first and overridden."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (see configs/)")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    base = data.pop("base", None)
+    if base:
+        candidates = [path.parent / base, path.parent.parent / base]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}: base config {base!r} not found next to it or one folder up")
+        data = {**read_config_file(found), **data}
+    return data
+
+
+def config_from_args(path: str | None, overrides: list[str]) -> TrainConfig:
+    """A TrainConfig from a YAML file plus `--key=value` overrides (values parsed as YAML)."""
+    import yaml
+
+    data = read_config_file(path) if path else {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise ValueError(f"override {item!r} must look like --key=value")
+        key, value = item[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(fields))}")
+        data[key] = yaml.safe_load(value)
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+    return TrainConfig(**data)
+
+
+def config_diff(config: TrainConfig, reference: TrainConfig, ignore: tuple[str, ...] = ("output_dir",)) -> dict:
+    """{field: value in `config`} for every field where `config` differs from `reference` (what an
+    ablation changes relative to the recipe); fields in `ignore` are left out."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name not in ignore and getattr(config, f.name) != getattr(reference, f.name)}

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir
-from .checkpoint import load_checkpoint
-from .model import GemModel
+from ..gem import GemModel
+from ..storage import atomic_dir, folder_problem
+from .checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def _save_merged(gem: GemModel, folder: Path) -> None:
     gem.model.save_pretrained(folder, safe_serialization=True)
     gem.tokenizer.save_pretrained(folder)
-    gem.gem.save(folder)
+    gem.gem_config.save(folder)
 
 
 def export_merged(checkpoint: str | Path, out: str | Path) -> Path:
@@ -64,9 +64,9 @@ def _append_special_post_processor(tokenizer, bos: list[int], special: str, spec
 def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Path:
     """Write a sentence-transformers folder whose encode() gives the GEM embeddings (k = 1)."""
     gem = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu", merge_adapter=True)
-    if gem.gem.k != 1:
+    if gem.gem_config.k != 1:
         raise ValueError(f"the sentence-transformers export needs k=1 GEM token (this checkpoint has k="
-                         f"{gem.gem.k}): stock modules cannot keep several special tokens from seeing each "
+                         f"{gem.gem_config.k}): stock modules cannot keep several special tokens from seeing each "
                          f"other. Use lab.load(checkpoint).encode(...) instead.")
     out = Path(out)
     special = gem.tokenizer.convert_ids_to_tokens(gem.special_ids[0])
@@ -90,7 +90,7 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Pat
         (tmp / "sentence_bert_config.json").write_text(json.dumps(
             {"max_seq_length": gem.max_length, "do_lower_case": False}, indent=2))
         (tmp / "README.md").write_text(
-            f"# GEM embeddings ({gem.gem.base_model})\n\nExported by GEM Lab from `{checkpoint}`. "
+            f"# GEM embeddings ({gem.gem_config.base_model})\n\nExported by GEM Lab from `{checkpoint}`. "
             f"`SentenceTransformer(path).encode(texts)` appends `{special}` to each text and returns the "
             f"normalised last-layer state at it. The same folder loads with `AutoModelForCausalLM` and "
             f"generates as usual.\n")
@@ -104,7 +104,6 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> P
     """Copy a training checkpoint without its optimizer state, with the run's metrics log (atomically)."""
     import shutil
 
-    from .atomic import folder_problem
 
     checkpoint, out = Path(checkpoint).resolve(), Path(out)
     problem = folder_problem(checkpoint)

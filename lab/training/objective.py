@@ -16,14 +16,14 @@ gathered (with gradients) so that each query sees the whole global batch as nega
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from .forward import gem_inputs, unwrap
-import torch.distributed as dist
-
-from .losses import LogitScale, info_nce, ntp_loss_sum
-from .masks import Role, model_attention_mask
-from .pooling import pool_states
+from ..gem.forward import gem_inputs, unwrap
+from ..gem.lm_loss import ntp_loss_sum
+from ..gem.masks import Role, model_attention_mask
+from ..gem.pooling import pool_states
+from .losses import LogitScale, info_nce
 
 
 def _world() -> tuple[int, int]:

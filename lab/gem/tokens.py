@@ -1,9 +1,10 @@
 """GEM special tokens: registering S_1..S_k, tokenizing user text safely, assembling rows.
 
 Special tokens are inserted at the token-id level, and every token gets a role (`masks.Role`),
-so nothing downstream ever searches strings. User text is tokenized with special-token parsing
-off (`split_special_tokens=True`, in `GemModel._text_ids` and the training collator): a text that
-happens to contain "<|gem_0|>" (or "<|im_end|>") becomes ordinary pieces, never a special token.
+so nothing downstream ever searches strings. User text becomes token ids in one place,
+`text_ids`, with special-token parsing off (`split_special_tokens=True`): a text that happens to
+contain "<|gem_0|>" (or "<|im_end|>") becomes ordinary pieces, never a special token. The model,
+the training collator, evaluation and the app all call it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,36 @@ def add_gem_tokens(model, tokenizer, k: int) -> list[int]:
                 new_out = model.get_output_embeddings().weight
                 new_out[n_old:] = mean_out.to(new_out.dtype)
     return ids
+
+
+def prepare_tokenizer(tokenizer):
+    """The explicit preparation step for a tokenizer the lab will pad: a missing pad token becomes
+    the EOS token (decoder LMs often ship without one; padding is masked anyway). Returns it."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def text_ids(tokenizer, texts: list[str], max_tokens: int | None = None) -> tuple[list[list[int]], int]:
+    """Token ids of user texts: no BOS, special-token strings kept as plain text, each cut to
+    `max_tokens` (None: no cut). Returns (ids per text, number of texts that were cut).
+
+    The one way the lab turns user text into ids. Non-str texts raise TypeError; empty or
+    whitespace-only texts raise ValueError, both naming the text's position.
+    """
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text #{i} is {type(t).__name__}, not str: pass a string or a list of strings")
+        if not t.strip():
+            raise ValueError(f"text #{i} is empty or whitespace only: every text needs content")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"no room for text: {max_tokens} tokens left once the readout's own tokens are counted; "
+                         f"raise max_length")
+    ids = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+    if max_tokens is None:
+        return ids, 0
+    n_cut = sum(len(x) > max_tokens for x in ids)
+    return [x[:max_tokens] for x in ids], n_cut
 
 
 def prefix_roles(ids: list[int], bos_token_id: int | None) -> list[int]:

@@ -22,7 +22,7 @@ def _suffix_logits_full(gem, prefix: str, suffix: str) -> tuple[torch.Tensor, li
     pre = gem.bos + gem.text_ids(prefix)
     suf = gem.text_ids(suffix)
     row = Row.build(pre, gem.special_ids, suf, bos_token_id=gem.bos[0] if gem.bos else None)
-    batch = pad_rows([row], gem.tokenizer.pad_token_id)
+    batch = pad_rows([row], gem.pad_token_id)
     with torch.inference_mode():
         out = forward.logits(gem.model, batch["input_ids"].to(gem.device), batch["roles"].to(gem.device))
     at = (batch["roles"][0] == Role.SUFFIX).nonzero().squeeze(-1).to(gem.device)
@@ -35,7 +35,7 @@ def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None) -
     max_diff_from_s_cache ~ 1e-5 (float noise): no leak. max_change_other_prefix >> 0: the suffix
     still reads the prefix, through S.
     """
-    gem._require_gem_tokens("the leak check")
+    gem.require_gem_tokens("the leak check")
     full, suf = _suffix_logits_full(gem, prefix, suffix)
     cache, next_pos, _ = gem.special_cache(prefix)
     n_cached = cache.get_seq_length()  # k: the S entries, all the suffix will see

@@ -50,7 +50,7 @@ def bundled_sets() -> list[str]:
 
 
 def load_bundled(name: str, data_dir=None) -> TextSet:
-    from .evaluation.data import lead, read_eval
+    from .eval_sets import lead, read_eval
 
     if name not in BUNDLED:
         raise ValueError(f"unknown text set {name!r}; choose one of: {', '.join(BUNDLED)}")

@@ -1,4 +1,7 @@
-"""GEM losses and schedules (gem-method.md §4): next-token prediction, InfoNCE, alpha and LR."""
+"""GEM losses and schedules (gem-method.md §4): InfoNCE, the logit scale, alpha and LR.
+
+The next-token loss is `lab.gem.lm_loss` (shared with evaluation's perplexity), re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..gem.lm_loss import IGNORE_INDEX, ntp_loss, ntp_loss_sum
 from .config import TrainConfig
 
-IGNORE = -100
-
-
-def ntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy. logits (B, T, V), labels (B, T) aligned with the inputs
-    (position t's logits predict labels[t + 1]); IGNORE labels do not count."""
-    total, count = ntp_loss_sum(logits, labels)
-    return total / count.clamp(min=1)
-
-
-def ntp_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed next-token cross-entropy, number of target tokens): for means over all processes."""
-    targets = labels[:, 1:].flatten()
-    total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets, ignore_index=IGNORE, reduction="sum")
-    return total, (targets != IGNORE).sum()
-
+__all__ = ["IGNORE_INDEX", "LogitScale", "alpha_at", "info_nce", "lr_at", "ntp_loss", "ntp_loss_sum"]
 
 class LogitScale(nn.Module):
     """tau = exp(lambda), lambda learnable, initialised ln(init), clamped to [0, ln(max)] (CLIP-style)."""

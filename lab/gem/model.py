@@ -12,83 +12,54 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+import threading
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import DynamicCache
+from transformers import DynamicCache, TextIteratorStreamer
 
+from .attention import AttentionView, attention_view
 from .config import GemConfig
-from .forward import attention_implementation, decoder_of, gem_inputs, hidden_states, model_dtype, unwrap
-from .masks import Role, gem_mask
-from .pooling import POOLINGS, collate_plans, plan_row, pool_states, template_overhead, template_piece_ids
-from .registry import DEFAULT_MODEL, SHIPPED_GEM, load_causal_lm, shipped_gem_path
-from .tokens import Row, gem_token_strings, pad_rows
+from .forward import gem_inputs, hidden_states, model_dtype, unwrap
+from .kv_cache import end_past_recording, full_prefill_cache, select_entries
+from .masks import Role
+from .pooling import POOLINGS, RowPlan, collate_plans, plan_row, pool_states, template_overhead, template_piece_ids
+from .tokens import Row, add_gem_tokens, gem_token_strings, pad_rows, text_ids
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
-
-def as_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[str(dtype)]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
-
-
-@dataclass
-class AttentionView:
-    """What `GemModel.attention` returns, for notebooks and the app.
-
-    tokens: T token strings; roles: T role names; mask: (T, T) bool (True = may attend);
-    attentions: (L, H, T, T) float32 eager attention weights under that mask.
-    """
-
-    tokens: list[str]
-    roles: list[str]
-    mask: np.ndarray
-    attentions: np.ndarray
-
-
-def full_prefill_cache(model) -> DynamicCache:
-    """An empty KV cache that keeps every prefilled entry, sliding-window layers included, until
-    `end_past_recording` (so entries can be selected or cropped after a masked prefill)."""
-    cache = DynamicCache(config=unwrap(model).config)
-    cache.activate_past_recording()
-    return cache
-
-
-def end_past_recording(cache: DynamicCache) -> None:
-    """Back to normal cache behaviour after a `full_prefill_cache` prefill and crop (sliding layers
-    then keep only their window again)."""
-    for layer in cache.layers:
-        if getattr(layer, "record_past", False):
-            layer.crop(0)  # restrict the layer to its window (a no-op for short caches)
-            layer.record_past = False
 
 
 class GemModel:
     """A causal LM plus (optionally) trained GEM tokens. See the module docstring."""
 
-    def __init__(self, model, tokenizer, gem: GemConfig | None = None, name: str = ""):
+    def __init__(self, model, tokenizer, gem_config: GemConfig | None = None, name: str = ""):
+        """Wrap a causal LM and its tokenizer; neither is changed (no mode switch, no new tokens).
+
+        The GEM tokens named by `gem_config` must already be in the tokenizer (`add_gem_tokens`,
+        or `add_new_gem_tokens` for a fresh start); loaders put the model in eval mode.
+        """
         self.model = model
         self.tokenizer = tokenizer
-        self.gem = gem
+        self.gem_config = gem_config
         self.name = name
-        self.max_length = gem.max_length if gem else 512
-        self.special_ids = tokenizer.convert_tokens_to_ids(gem_token_strings(gem.k)) if gem else []
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.max_length = gem_config.max_length if gem_config else 512
+        self.special_ids = self._special_ids(tokenizer, gem_config)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.bos = self._bos_prefix(tokenizer)
         self.pieces = template_piece_ids(tokenizer)
-        model.eval()
+
+    @staticmethod
+    def _special_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
+        if gem_config is None:
+            return []
+        strings = gem_token_strings(gem_config.k)
+        missing = [s for s in strings if s not in tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"the tokenizer lacks the GEM tokens {missing}; add them first with "
+                             f"lab.gem.tokens.add_gem_tokens(model, tokenizer, k={gem_config.k})")
+        return tokenizer.convert_tokens_to_ids(strings)
 
     @staticmethod
     def _bos_prefix(tokenizer) -> list[int]:
@@ -109,39 +80,30 @@ class GemModel:
     @property
     def is_gem(self) -> bool:
         """True when the model has trained GEM tokens (so `pooling="gem"` is meaningful)."""
-        return self.gem is not None and self.gem.trained
+        return self.gem_config is not None and self.gem_config.trained
 
     @property
     def hidden_size(self) -> int:
         return unwrap(self.model).config.hidden_size
 
     def embedding_dim(self, pooling: str | None = None) -> int:
-        pooling = self._check_pooling(pooling)
-        if pooling == "gem" and self.gem.readout == "concat":
-            return self.gem.k * self.hidden_size
+        pooling = self.check_pooling(pooling)
+        if pooling == "gem" and self.gem_config.readout == "concat":
+            return self.gem_config.k * self.hidden_size
         return self.hidden_size
 
     # -- text -> ids ------------------------------------------------------------------------------
-    def _text_ids(self, texts: list[str], budget: int) -> tuple[list[list[int]], int]:
-        """Token ids of each text without BOS, special-token strings kept as plain text, cut to
-        `budget` tokens. Returns (ids, number truncated). Empty or non-str texts raise."""
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"text #{i} is {type(t).__name__}, not str: pass a string or a list of strings")
-            if not t.strip():
-                raise ValueError(f"text #{i} is empty or whitespace only: every text needs content")
-        if budget < 1:
-            raise ValueError(f"max_length={self.max_length} leaves no room for text in this readout")
-        ids = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        n_cut = sum(len(x) > budget for x in ids)
-        return [x[:budget] for x in ids], n_cut
+    def text_ids(self, text: str) -> list[int]:
+        """The token ids this model reads for `text` (no BOS; special-token strings as plain text)."""
+        return text_ids(self.tokenizer, [text])[0][0]
 
-    def _check_pooling(self, pooling: str | None) -> str:
+    def check_pooling(self, pooling: str | None) -> str:
+        """The pooling to use: `pooling` checked against this model, or the default (gem / mean)."""
         if pooling is None:
             return "gem" if self.is_gem else "mean"
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-        if pooling == "gem" and self.gem is None:
+        if pooling == "gem" and self.gem_config is None:
             raise ValueError(
                 f"{self.name or 'this model'} is a base model with no GEM tokens, so pooling='gem' is "
                 f"undefined. Use pooling='mean' (the paper's baseline), 'last', 'prompteol' or 'echo', "
@@ -149,12 +111,13 @@ class GemModel:
             )
         return pooling
 
-    def _plans(self, texts, pooling, max_length=None):
+    def plan_rows(self, texts: list[str], pooling: str, max_length: int | None = None) -> list[RowPlan]:
+        """The rows `encode` runs for `texts` under `pooling` (texts cut to fit `max_length`)."""
         max_length = max_length or self.max_length
         k = len(self.special_ids)
         extra, copies = template_overhead(pooling, self.pieces, k)
         budget = (max_length - len(self.bos) - extra) // copies
-        ids, n_cut = self._text_ids(texts, budget)
+        ids, n_cut = text_ids(self.tokenizer, texts, budget)
         if n_cut:
             log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
                         n_cut, len(texts), max_length)
@@ -174,19 +137,19 @@ class GemModel:
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        pooling = self._check_pooling(pooling)
+        pooling = self.check_pooling(pooling)
         if not texts:
             return np.zeros((0, self.embedding_dim(pooling)), dtype=np.float32)
-        plans = self._plans(texts, pooling, max_length)
+        plans = self.plan_rows(texts, pooling, max_length)
         order = sorted(range(len(plans)), key=lambda i: -len(plans[i].row.input_ids))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         show = len(batches) > 8 if show_progress_bar is None else show_progress_bar
-        readout = self.gem.readout if pooling == "gem" else "mean"
+        readout = self.gem_config.readout if pooling == "gem" else "mean"
         out = torch.empty(len(texts), self.embedding_dim(pooling), dtype=torch.float32)
         for idx in tqdm(batches, desc="encode", disable=not show, unit="batch"):
-            batch = collate_plans([plans[i] for i in idx], self.tokenizer.pad_token_id)
+            batch = collate_plans([plans[i] for i in idx], self.pad_token_id)
             h, _ = hidden_states(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
-                                 suffix_sees_bos=bool(self.gem and self.gem.suffix_sees_bos))
+                                 suffix_sees_bos=self.suffix_sees_bos)
             emb = pool_states(h, batch["pool"].to(self.device), readout)
             if normalize:
                 emb = F.normalize(emb, dim=-1)
@@ -202,7 +165,13 @@ class GemModel:
         return a @ b.T
 
     # -- generation -------------------------------------------------------------------------------
-    def _generate_ids(self, input_ids: torch.Tensor, attention_mask=None, cache=None, **kw) -> torch.Tensor:
+    @property
+    def suffix_sees_bos(self) -> bool:
+        return bool(self.gem_config and self.gem_config.suffix_sees_bos)
+
+    def generate_ids(self, input_ids: torch.Tensor, attention_mask=None, cache=None, **kw) -> torch.Tensor:
+        """New token ids (B, n) greedy-generated (unless do_sample=True) after `input_ids` (B, T) by
+        the plain causal LM, GEM tokens suppressed. `cache`: a prefilled KV cache to continue from."""
         kw.setdefault("do_sample", False)
         kw.setdefault("max_new_tokens", 64)
         if self.special_ids:
@@ -211,7 +180,7 @@ class GemModel:
             attention_mask = torch.ones_like(input_ids)
         out = unwrap(self.model).generate(
             input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-            cache=cache, pad_token_id=self.tokenizer.pad_token_id, **kw,
+            cache=cache, pad_token_id=self.pad_token_id, **kw,
         )
         return out[:, input_ids.shape[1]:]
 
@@ -222,8 +191,7 @@ class GemModel:
                 raise ValueError(f"{self.name or 'this model'} has no chat template; use chat=False")
             return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                                       add_generation_prompt=True, tokenize=True)
-        ids, _ = self._text_ids([prompt], budget=10**9)
-        return self.bos + ids[0]
+        return self.bos + self.text_ids(prompt)
 
     @torch.inference_mode()
     def generate(self, prompt: str | list[str], max_new_tokens: int = 64, chat: bool = False, **kwargs):
@@ -233,8 +201,8 @@ class GemModel:
         prompts = [prompt] if single else list(prompt)
         ids = [self.prompt_ids(p, chat) for p in prompts]
         rows = [Row(x, [int(Role.PREFIX)] * len(x)) for x in ids]
-        batch = pad_rows(rows, self.tokenizer.pad_token_id, padding_side="left")
-        new = self._generate_ids(batch["input_ids"], (batch["roles"] != Role.PAD).long(),
+        batch = pad_rows(rows, self.pad_token_id, padding_side="left")
+        new = self.generate_ids(batch["input_ids"], (batch["roles"] != Role.PAD).long(),
                                  max_new_tokens=max_new_tokens, **kwargs)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts[0] if single else texts
@@ -242,10 +210,6 @@ class GemModel:
     def stream(self, prompt: str, max_new_tokens: int = 64, chat: bool = False, **kwargs):
         """Like `generate` for one prompt, but yields the text generated so far after each token
         (generation runs in a worker thread; same greedy tokens as `generate`)."""
-        import threading
-
-        from transformers import TextIteratorStreamer
-
         ids = torch.tensor([self.prompt_ids(prompt, chat)])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         errors: list[BaseException] = []
@@ -253,7 +217,7 @@ class GemModel:
         def work():
             try:
                 with torch.inference_mode():
-                    self._generate_ids(ids, max_new_tokens=max_new_tokens, streamer=streamer, **kwargs)
+                    self.generate_ids(ids, max_new_tokens=max_new_tokens, streamer=streamer, **kwargs)
             except BaseException as e:  # surfaced in the caller's thread below
                 errors.append(e)
                 streamer.end()
@@ -278,29 +242,29 @@ class GemModel:
         build. Returns (embedding (d,), generated text); the text equals plain greedy generation
         on the ids `BOS + document + prompt`. pooling: "gem" (GEM checkpoints), "mean" or "last".
         """
-        pooling = self._check_pooling(pooling)
+        pooling = self.check_pooling(pooling)
         if pooling not in ("gem", "mean", "last"):
             raise ValueError(f"pooling={pooling!r} rewrites the document, so its prefill cannot be shared; "
                              f"use 'gem', 'mean' or 'last'")
-        plan = self._plans([document], pooling)[0]
+        plan = self.plan_rows([document], pooling)[0]
         n_doc = sum(r != Role.SPECIAL for r in plan.row.roles)
-        batch = collate_plans([plan], self.tokenizer.pad_token_id)
+        batch = collate_plans([plan], self.pad_token_id)
         cache = full_prefill_cache(self.model)
         h, _ = hidden_states(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
                              use_cache=True, cache=cache)
-        readout = self.gem.readout if pooling == "gem" else "mean"
+        readout = self.gem_config.readout if pooling == "gem" else "mean"
         emb = pool_states(h, batch["pool"].to(self.device), readout)
         if normalize:
             emb = F.normalize(emb, dim=-1)
         cache.crop(-(len(plan.row.input_ids) - n_doc))  # drop the S entries: the context is the document alone
         end_past_recording(cache)
-        prompt_ids, _ = self._text_ids([prompt], budget=10**9)
-        full = torch.tensor([plan.row.input_ids[:n_doc] + prompt_ids[0]])
-        new = self._generate_ids(full, cache=cache, max_new_tokens=max_new_tokens, **kwargs)
+        full = torch.tensor([plan.row.input_ids[:n_doc] + self.text_ids(prompt)])
+        new = self.generate_ids(full, cache=cache, max_new_tokens=max_new_tokens, **kwargs)
         return emb[0].float().cpu().numpy(), self.tokenizer.decode(new[0], skip_special_tokens=True)
 
     # -- reconstruction and leak checks ---------------------------------------------------------
-    def _require_gem_tokens(self, what: str):
+    def require_gem_tokens(self, what: str) -> None:
+        """Raise a ValueError naming `what` when this model has no GEM tokens (a base model)."""
         if not self.special_ids:
             raise ValueError(f"{what} needs GEM tokens; {self.name or 'this model'} is a base model. "
                              f"Load a GEM checkpoint (lab.load('path/to/checkpoint')).")
@@ -309,19 +273,15 @@ class GemModel:
     def special_cache(self, text: str) -> tuple[DynamicCache, int, torch.Tensor]:
         """Run `BOS + text | S_1..S_k` under the GEM mask and keep only the S entries of the KV
         cache (all layers). Returns (cache of k entries, next position id, logits at the last S)."""
-        self._require_gem_tokens("special_cache")
-        plan = self._plans([text], "gem")[0]
-        batch = collate_plans([plan], self.tokenizer.pad_token_id)
-        config = unwrap(self.model).config
+        self.require_gem_tokens("special_cache")
+        plan = self.plan_rows([text], "gem")[0]
+        batch = collate_plans([plan], self.pad_token_id)
         full = full_prefill_cache(self.model)
         inputs = gem_inputs(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
-                            suffix_sees_bos=self.gem.suffix_sees_bos)
+                            suffix_sees_bos=self.suffix_sees_bos)
         out = unwrap(self.model)(**inputs, use_cache=True, cache=full, logits_to_keep=1)
         keep = batch["pool"][0].nonzero().squeeze(-1).to(self.device)
-        only_s = DynamicCache(config=config)
-        for i, layer in enumerate(full.layers):
-            only_s.update(layer.keys.index_select(2, keep), layer.values.index_select(2, keep), i)
-        return only_s, len(plan.row.input_ids), out.logits[:, -1]
+        return select_entries(full, keep, unwrap(self.model).config), len(plan.row.input_ids), out.logits[:, -1]
 
     @torch.inference_mode()
     def continue_from_cache(self, cache: DynamicCache, input_ids: list[int], start_position: int) -> torch.Tensor:
@@ -339,10 +299,6 @@ class GemModel:
         decoder sees no token of `text`, only the k cached S entries. Exact for short inputs on a
         model trained with reconstruction rows."""
         return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
-
-    def text_ids(self, text: str) -> list[int]:
-        """The token ids this model reads for `text` (no BOS; special-token strings as plain text)."""
-        return self._text_ids([text], 10**9)[0][0]
 
     @torch.inference_mode()
     def reconstruct_ids(self, text: str, max_new_tokens: int | None = None) -> list[int]:
@@ -365,7 +321,6 @@ class GemModel:
         return out
 
     # -- attention view -------------------------------------------------------------------------
-    @torch.inference_mode()
     def attention(self, text: str, split: int | None = None, k: int | None = None) -> AttentionView:
         """The GEM mask and per-layer, per-head attention weights (eager backend) for one text.
 
@@ -373,79 +328,25 @@ class GemModel:
         embedding) into `prefix | S_1..S_k | suffix`. k=0 (the default for base models) shows the
         plain causal model.
         """
-        k = (self.gem.k if self.gem else 0) if k is None else k
+        k = (self.gem_config.k if self.gem_config else 0) if k is None else k
         if k > 0:
-            self._require_gem_tokens("attention with k > 0")
+            self.require_gem_tokens("attention with k > 0")
             if k > len(self.special_ids):
                 raise ValueError(f"k={k} but this model has {len(self.special_ids)} GEM tokens")
-        ids, _ = self._text_ids([text], self.max_length - len(self.bos) - k)
+        ids, _ = text_ids(self.tokenizer, [text], self.max_length - len(self.bos) - k)
         ids = ids[0]
         split = len(ids) if split is None else split
         if not 0 <= split <= len(ids):
             raise ValueError(f"split={split} is outside the text's {len(ids)} tokens")
-        row = Row.build(self.bos + ids[:split], self.special_ids[:k], ids[split:],
-                        bos_token_id=self.bos[0] if self.bos else None)
-        batch = pad_rows([row], self.tokenizer.pad_token_id)
-        with attention_implementation(self.model, "eager"):
-            inputs = gem_inputs(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
-                                suffix_sees_bos=bool(self.gem and self.gem.suffix_sees_bos))
-            out = decoder_of(self.model)(**inputs, output_attentions=True)
-        att = torch.stack([a[0].float() for a in out.attentions]).cpu().numpy()
-        tokens = [self.tokenizer.decode([t]) for t in row.input_ids]
-        from .masks import ROLE_NAMES
-        return AttentionView(tokens=tokens, roles=[ROLE_NAMES[r] for r in row.roles],
-                             mask=gem_mask(batch["roles"])[0, 0].numpy(), attentions=att)
+        return attention_view(unwrap(self.model), self.tokenizer, self.bos + ids[:split], self.special_ids[:k],
+                              ids[split:], self.bos[0] if self.bos else None, self.pad_token_id,
+                              self.suffix_sees_bos)
 
 
 def add_new_gem_tokens(gem: GemModel, k: int = 1, **config) -> GemModel:
-    """A GemModel with k fresh (untrained) GEM tokens on the same backbone: the start of training."""
-    from .tokens import add_gem_tokens
-
+    """A GemModel with k fresh (untrained) GEM tokens on the same backbone: the start of training.
+    This is the explicit step that changes the model and tokenizer (new vocabulary rows)."""
     add_gem_tokens(gem.model, gem.tokenizer, k)
-    cfg = GemConfig(k=k, base_model=gem.name or DEFAULT_MODEL, trained=False, **config)
-    return GemModel(gem.model, gem.tokenizer, cfg, name=gem.name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX). Without them
-    (e.g. AVX2-only CPUs) torch's bf16 matmul is emulated and ~6x slower than fp32 (measured on
-    a 2-core AMD EPYC, AVX2: fp32 469 tok/s vs bf16 84 tok/s, SmolLM2-135M forward)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 where it is fast (CUDA, or CPUs with native bf16), fp32 elsewhere.
-
-    bf16 and fp32 embeddings agree closely but not perfectly (SmolLM2-135M, 300 news sentences:
-    mean-pooling cosine mean 0.9999, min 0.987; last-token min 0.9998), so pass dtype="float32"
-    when bit-for-bit comparability across machines matters.
-    """
-    if str(device).startswith("cuda"):
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
-         attn_implementation: str = "sdpa") -> GemModel:
-    """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder
-    (or a training run: its newest checkpoint, also as `runs/NAME/last`), or the name of a shipped
-    GEM checkpoint ("gem-smollm2-135m")."""
-    if str(name_or_path) in SHIPPED_GEM:
-        name_or_path = shipped_gem_path(str(name_or_path))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
-    from .checkpoint import resolve_run
-
-    path = resolve_run(Path(str(name_or_path)).expanduser())
-    if (path / GemConfig.FILENAME).is_file():
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
-    model, tok = load_causal_lm(str(name_or_path), dtype=dtype, device=device,
-                                attn_implementation=attn_implementation)
-    return GemModel(model, tok, None, name=str(name_or_path))
+    if gem.name:
+        config.setdefault("base_model", gem.name)
+    return GemModel(gem.model, gem.tokenizer, GemConfig(k=k, trained=False, **config), name=gem.name)

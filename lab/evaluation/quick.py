@@ -11,11 +11,15 @@ Logged every `eval_every` steps, the two make the embedding-vs-language trade-of
 from __future__ import annotations
 
 import math
+
+import numpy as np
 import torch
 
-from .corpus import read_jsonl
-from .losses import ntp_loss_sum
-from .evaluation.data import lee50
+from ..corpora.eval_sets import lee50
+from ..gem.lm_loss import IGNORE_INDEX, ntp_loss_sum
+from ..gem.masks import Role
+from ..gem.tokens import Row, pad_rows, text_ids
+from ..storage import read_jsonl
 
 
 def spearman(a, b) -> float:
@@ -34,18 +38,16 @@ def lee50_spearman(gem, pooling: str | None = None, batch_size: int = 8) -> floa
 @torch.no_grad()
 def heldout_perplexity(gem, path: str, max_rows: int = 200, batch_size: int = 16) -> float:
     """exp(mean next-token cross-entropy) of the plain LM over the first `max_rows` held-out texts."""
-    from .tokens import Row, pad_rows
-
     texts = [r["text"] for r in read_jsonl(path)][:max_rows]
-    ids, _ = gem._text_ids(texts, gem.max_length - len(gem.bos))
+    ids, _ = text_ids(gem.tokenizer, texts, gem.max_length - len(gem.bos))
     ids = sorted(ids, key=len)  # batches of similar length: little padding (the mean is order-free)
     total, count = 0.0, 0
     for i in range(0, len(ids), batch_size):
         rows = [Row.build(gem.bos + x, [], bos_token_id=gem.bos[0] if gem.bos else None) for x in ids[i:i + batch_size]]
-        batch = pad_rows(rows, gem.tokenizer.pad_token_id)
-        real = (batch["roles"] != 0)
+        batch = pad_rows(rows, gem.pad_token_id)
+        real = batch["roles"] != Role.PAD
         logits = gem.model(input_ids=batch["input_ids"].to(gem.device), attention_mask=real.long().to(gem.device)).logits
-        labels = torch.where(real, batch["input_ids"], -100).to(gem.device)
+        labels = torch.where(real, batch["input_ids"], IGNORE_INDEX).to(gem.device)
         t, c = ntp_loss_sum(logits, labels)
         total, count = total + float(t), count + int(c)
     return math.exp(total / max(count, 1))
@@ -54,3 +56,18 @@ def heldout_perplexity(gem, path: str, max_rows: int = 200, batch_size: int = 16
 def quick_eval(gem, heldout: str, max_rows: int = 200) -> dict[str, float]:
     """{"lee50_spearman", "heldout_ppl"} for a GemModel (GEM readout if it has trained tokens)."""
     return {"lee50_spearman": lee50_spearman(gem), "heldout_ppl": heldout_perplexity(gem, heldout, max_rows)}
+
+
+def neighbour_agreement(emb: np.ndarray, labels: list, k: int = 10) -> float:
+    """Share of each text's k nearest neighbours (cosine, itself excluded) that carry its label:
+    1.0 when every topic forms its own tight cluster, about 1/n_labels for random embeddings.
+
+    emb: (n, d) unit-norm rows; labels: n labels; k < n.
+    """
+    if not 0 < k < len(emb):
+        raise ValueError(f"k={k} must be between 1 and the number of texts minus one ({len(emb) - 1})")
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    lab = np.asarray(labels)
+    return float((lab[nearest] == lab[:, None]).mean())

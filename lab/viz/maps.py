@@ -17,9 +17,8 @@ import os
 
 import numpy as np
 
-from .atomic import atomic_file
-from .registry import cache_dir
-from .textsets import TextSet
+from ..corpora.textsets import TextSet
+from ..storage import atomic_file, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def warm_up() -> None:
 def embedding_map(gem, textset: TextSet, pooling: str | None = None, max_length: int | None = None,
                   use_cache: bool = True, **umap_kwargs) -> tuple[np.ndarray, np.ndarray]:
     """((n, d) unit embeddings, (n, 2) UMAP coordinates) of `textset` under `gem` + `pooling`."""
-    pooling = gem._check_pooling(pooling)
+    pooling = gem.check_pooling(pooling)
     settings = {**UMAP_DEFAULTS, **umap_kwargs}
     key_src = json.dumps([model_identity(gem), pooling, max_length or gem.max_length, str(gem.dtype),
                           textset.key(), settings], sort_keys=True)

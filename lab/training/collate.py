@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..gem.lm_loss import IGNORE_INDEX
+from ..gem.masks import ROLE_NAMES, Role, gem_mask, position_ids_from_roles
+from ..gem.tokens import Row, pad_rows, text_ids
 from .config import TrainConfig
-from .masks import Role, gem_mask, position_ids_from_roles
-from .tokens import Row, pad_rows
-
-IGNORE = -100
 
 
 @dataclass
@@ -81,7 +80,18 @@ def labels_for(input_ids: torch.Tensor, roles: torch.Tensor, position_ids: torch
     the first token of every segment (position 0: BOS, or a packed row's first token, which must
     not be predicted from the end of the previous row)."""
     keep = (roles != Role.PAD) & (roles != Role.SPECIAL) & (position_ids != 0)
-    return torch.where(keep, input_ids, torch.full_like(input_ids, IGNORE))
+    return torch.where(keep, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def describe_row(batch: dict, tokenizer, b: int = 0) -> list[dict]:
+    """One dict per real token of row `b` of a collated batch: its text, role, position id and
+    whether it is an NTP target ("yes" / "–"), for tables in notebooks and docs."""
+    roles = batch["roles"][b]
+    keep = roles != Role.PAD
+    return [{"token": tokenizer.decode([int(t)]), "role": ROLE_NAMES[int(r)], "position": int(p),
+             "NTP target?": "yes" if int(label) != IGNORE_INDEX else "–"}
+            for t, r, p, label in zip(batch["input_ids"][b][keep], roles[keep], batch["position_ids"][b][keep],
+                                      batch["labels"][b][keep])]
 
 
 def pack_rows(rows: list[Row], max_length: int) -> tuple[list[Row], list[list[int]]]:
@@ -124,8 +134,18 @@ class GemCollator:
     contrastive: bool = True
     stats: RowStats = field(default_factory=RowStats)
 
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+        """Token ids of each text (`lab.gem.tokens.text_ids`); a blank text becomes [] (skipped)."""
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        out: list[list[int]] = [[] for _ in texts]
+        for i, ids in zip(keep, text_ids(self.tokenizer, [texts[i] for i in keep])[0] if keep else []):
+            out[i] = ids
+        return out
 
     def __call__(self, examples: list[dict]) -> dict:
         stats = RowStats()
@@ -151,7 +171,7 @@ class GemCollator:
         self.stats.add(stats)
         if not rows:
             return {"empty": True, "stats": stats}
-        pad = self.tokenizer.pad_token_id
+        pad = self.pad_token_id
         segment_ids = None
         if self.cfg.pack:
             rows, segs = pack_rows(rows, self.cfg.max_length)

@@ -81,25 +81,3 @@ def build_tiny(arch: str, seed: int = 0, attn_implementation: str = "sdpa"):
     model.generation_config.pad_token_id = tok.pad_token_id
     model.eval()
     return model, tok
-
-
-def tiny_gem_checkpoint(folder: str | None = None, steps: int = 6) -> str:
-    """A tiny trained GEM checkpoint (configs/tiny.yaml on the committed Wikipedia sample, a few
-    seconds on CPU): what notebooks use in QUICK mode and what CI runs them with. Returns its path.
-    Kept under `$GEM_LAB_CACHE/tiny-gem/` by default and reused while complete."""
-    import dataclasses
-    from pathlib import Path
-
-    from .atomic import folder_problem
-    from .registry import cache_dir
-    from .train import config_from_args, train
-
-    root = Path(__file__).resolve().parents[1]
-    out = Path(folder) if folder else cache_dir() / "tiny-gem" / f"steps{steps}"
-    done = out / f"checkpoint-{steps}"
-    if done.is_dir() and folder_problem(done) is None:
-        return str(done)
-    cfg = config_from_args(str(root / "configs" / "tiny.yaml"), [])
-    cfg = dataclasses.replace(cfg, corpus=str(root / cfg.corpus), heldout=str(root / cfg.heldout),
-                              output_dir=str(out), steps=steps, ntp_steps=steps // 2, save_every=steps)
-    return str(train(cfg))

@@ -20,8 +20,8 @@ import logging
 import re
 from pathlib import Path
 
-from .atomic import atomic_dir
-from .registry import package_dir
+from ..storage import PROJECT_ROOT, atomic_dir, folder_problem, package_dir
+from .eval_sets import evaluation_texts
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +136,16 @@ def _built_version(folder: Path) -> int | None:
 
 
 def default_build_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "build" / "wiki"
+    return PROJECT_ROOT / "data" / "build" / "wiki"
 
 
 def build_corpus(out_dir: str | Path | None = None, heldout_fraction: float = 0.05, force: bool = False) -> Path:
     """Write train.jsonl, heldout.jsonl and meta.json to `out_dir` atomically (skipped if present)."""
-    from .atomic import folder_problem
 
     out_dir = Path(out_dir) if out_dir else default_build_dir()
     if not force and folder_problem(out_dir) is None and _built_version(out_dir) == CORPUS_VERSION:
         log.info("corpus already built at %s", out_dir)
         return out_dir
-    from .evaluation.data import evaluation_texts
 
     avoid = set().union(*(shingles(t) for t in evaluation_texts()))
     train, heldout, dropped = build_rows(heldout_fraction, avoid)
@@ -156,7 +154,7 @@ def build_corpus(out_dir: str | Path | None = None, heldout_fraction: float = 0.
         "source": f"gensim=={importlib.metadata.version('gensim')}:gensim/test/test_data/{WIKI_FILE}",
         "licence": LICENCE,
         "rows": {"train": len(train), "heldout": len(heldout), "dropped": dropped},
-        "disjoint_from": "every evaluation text (no shared run of 8 words; lab/evaluation/data.py)",
+        "disjoint_from": "every evaluation text (no shared run of 8 words; lab/corpora/eval_sets.py)",
         "articles": {"train": len({r['title'] for r in train}), "heldout": len({r['title'] for r in heldout})},
         "words": {"train": sum(len(r["text"].split()) for r in train)},
         "heldout_fraction": heldout_fraction,
@@ -169,8 +167,3 @@ def build_corpus(out_dir: str | Path | None = None, heldout_fraction: float = 0.
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("built corpus: %s", meta["rows"])
     return out_dir
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -20,12 +20,11 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir, folder_problem
-from .config import GemConfig
-from .forward import unwrap
-from .model import GemModel
-from .registry import load_causal_lm
-from .tokens import add_gem_tokens
+from ..gem import GemConfig, GemModel
+from ..gem.forward import unwrap
+from ..gem.tokens import add_gem_tokens
+from ..storage import atomic_dir, folder_problem
+from .causal_lm import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +61,11 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
                     metadata: dict | None = None, extra: Callable[[Path], None] | None = None) -> Path:
     """Write `gem` to `folder` atomically (replacing an older checkpoint there only on success).
     `extra(tmp_folder)` may add files (training state) before the folder is sealed."""
-    if gem.gem is None:
-        raise ValueError("save_checkpoint needs a model with GEM tokens (see lab.model.add_new_gem_tokens)")
+    if gem.gem_config is None:
+        raise ValueError("save_checkpoint needs a model with GEM tokens (see lab.gem.add_new_gem_tokens)")
     folder = Path(folder)
     with atomic_dir(folder, metadata=metadata) as tmp:
-        gem.gem.save(tmp)
+        gem.gem_config.save(tmp)
         save_file(gem_token_tensors(gem), str(tmp / TOKENS_FILE))
         if hasattr(gem.model, "peft_config"):
             # The new token rows are in TOKENS_FILE; without save_embedding_layers=False peft would

@@ -1,0 +1,55 @@
+"""`GemConfig`: how a model reads out GEM embeddings; saved as JSON in every GEM checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..storage import write_json_atomic
+
+READOUTS = ("mean", "concat")
+
+
+@dataclass
+class GemConfig:
+    """How a model reads out GEM embeddings (gem-method.md §2, §5).
+
+    k: number of special tokens S_1..S_k appended to a text.
+    readout: how the k last-layer states become one vector: "mean" (d) or "concat" (k*d).
+    suffix_sees_bos: mask option, suffix tokens may also attend to BOS (ablation; default off).
+    max_length: texts longer than this many tokens are truncated (with one warning per call).
+    base_model: registry name, folder or hub id of the backbone.
+    trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
+    """
+
+    k: int = 1
+    readout: str = "mean"
+    suffix_sees_bos: bool = False
+    max_length: int = 512
+    base_model: str = "smollm2-135m"
+    trained: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"GemConfig.k must be a positive int, got {self.k!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"GemConfig.readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.max_length < 8:
+            raise ValueError(f"GemConfig.max_length must be >= 8, got {self.max_length}")
+
+    FILENAME = "gem_config.json"
+
+    def save(self, folder: str | Path) -> None:
+        write_json_atomic(Path(folder) / self.FILENAME, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "GemConfig":
+        with open(Path(folder) / cls.FILENAME, encoding="utf-8") as f:
+            data = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{folder}/{cls.FILENAME} has unknown keys {sorted(unknown)} (newer lab version?)")
+        return cls(**data)

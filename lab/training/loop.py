@@ -1,0 +1,221 @@
+"""GEM training on accelerate: CPU or one/many GPUs, LoRA or full fine-tune, exact resume.
+
+    python -m lab train --config configs/gem-smollm2-135m.yaml [--steps=200 --batch_size=16 ...]
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m lab train --config ...   # GPUs
+    torchrun --standalone --nproc_per_node 2 -m lab train --config ...   # CPU processes (gloo)
+
+Data order is a pure function of (seed, step, process) (`data_order`), so `--resume` continues
+with exactly the batches the uninterrupted run would have seen, and N steps straight equal
+N/2 + resume + N/2.
+
+Checkpoints (`output_dir/checkpoint-STEP/`, and `output_dir/last` -> the newest) are written
+atomically every `save_every` steps and on Ctrl-C / SIGTERM; each holds the GEM checkpoint
+(`lab.load(path)` works on it), the config, the optimizer and logit-scale state (safetensors +
+JSON) and the metrics so far. Metrics go to `output_dir/metrics.jsonl`, one line per logged step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..gem import GemModel
+from ..gem.masks import Role
+from ..storage import read_jsonl
+from .collate import GemCollator
+from .config import TrainConfig
+from .data_order import article_partners, example_indices, training_example
+from .losses import LogitScale, alpha_at, lr_at
+from .objective import GemObjective
+from .setup import load_weights_into, prepare_model
+from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
+
+log = logging.getLogger(__name__)
+
+LOSS_PARTS = ("loss", "ntp", "cl")
+
+
+class StopRequested(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it steps."""
+
+    cfg: TrainConfig
+    accelerator: object
+    gem: GemModel
+    objective: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    logit_scale: LogitScale
+    collator: GemCollator
+    corpus: list[str]
+    partners: list | None
+    params: list
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+
+def _accelerator():
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # find_unused_parameters: the logit scale gets no gradient in the NTP phase (alpha = 0)
+    return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _resume_into(run: Run) -> None:
+    ckpt = latest_checkpoint(run.out)
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no complete checkpoint in {run.out}")
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    changed = sorted(k for k, v in dataclasses.asdict(run.cfg).items() if json.loads(json.dumps(v)) != saved.get(k))
+    if changed:
+        log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
+    load_weights_into(run.gem, ckpt)
+    run.step, run.metrics = load_training_state(ckpt / STATE_DIR, run.optimizer, run.logit_scale)
+    log.info("resumed from %s at step %d", ckpt, run.step)
+
+
+def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
+    """Model, objective, optimizer, data and (with resume) the state of the newest checkpoint."""
+    accelerator = _accelerator()
+    rows = read_jsonl(cfg.corpus)
+    if len(rows) < cfg.batch_size:
+        raise ValueError(f"{cfg.corpus} has {len(rows)} rows, fewer than batch_size={cfg.batch_size}")
+    torch.manual_seed(cfg.seed)
+    gem = prepare_model(cfg, accelerator.device)
+    logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
+    objective = GemObjective(gem.model, logit_scale, cfg.suffix_sees_bos)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=cfg.weight_decay)
+    run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,
+              GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg), [r["text"] for r in rows],
+              article_partners(rows, cfg.seed) if cfg.positive == "article" else None, params)
+    if resume:
+        _resume_into(run)
+    run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
+    return run
+
+
+def train_step(run: Run) -> tuple[dict, int]:
+    """One optimizer step at `run.step`: ({loss, ntp, cl, lr, alpha}, real tokens seen by all processes)."""
+    cfg, acc = run.cfg, run.accelerator
+    alpha, lr = alpha_at(run.step, cfg), lr_at(run.step, cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.collator.contrastive = alpha > 0
+    parts, tokens = dict.fromkeys(LOSS_PARTS, 0.0), 0
+    for micro in range(cfg.grad_accum):
+        idx = example_indices(run.step, micro, cfg, len(run.corpus), acc.process_index, acc.num_processes)
+        batch = run.collator([training_example(i, run.corpus, run.partners) for i in idx])
+        if batch.get("empty"):
+            continue
+        batch = _to_device(batch, acc.device)
+        res = run.objective(batch, alpha)
+        acc.backward(res["backward"] / cfg.grad_accum)
+        tokens += int((batch["roles"] != Role.PAD).sum()) * acc.num_processes
+        for k in parts:
+            parts[k] += float(res[k].detach()) / cfg.grad_accum
+    if cfg.grad_clip:
+        acc.clip_grad_norm_(run.params, cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return {**parts, "lr": lr, "alpha": alpha}, tokens
+
+
+def _log_row(run: Run, row: dict, evaluate, on_log) -> None:
+    cfg, acc = run.cfg, run.accelerator
+    if evaluate and cfg.eval_every and run.step % cfg.eval_every == 0 and acc.is_main_process:
+        row.update(_evaluate(evaluate, run.gem))
+    if run.step % cfg.log_every == 0 or run.step == cfg.steps or "eval" in str(row):
+        run.metrics.append(row)
+        if acc.is_main_process:
+            append_metrics(run.out, row)
+            if on_log is not None:
+                on_log(list(run.metrics))
+
+
+def _save(run: Run) -> None:
+    save_run_checkpoint(run.accelerator, run.out, run.cfg, run.gem, run.optimizer, run.logit_scale, run.step,
+                        run.metrics)
+
+
+def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int | None = None,
+          on_log=None) -> Path:
+    """Run (or resume) training; returns the final checkpoint folder.
+
+    evaluate: optional callable(GemModel) -> dict of quick metrics, run every `eval_every` steps.
+    on_log: optional callable(list of metric rows so far), called on the main process whenever a
+    row is logged (notebooks draw live curves with it).
+    stop_after: stop (with a checkpoint) after this many steps of *this call* (for tests).
+    """
+    run = start_run(cfg, resume)
+    acc, start = run.accelerator, run.step
+    log.info("training on %s with %d processes (global batch %d)", acc.device, acc.num_processes,
+             cfg.batch_size * cfg.grad_accum * acc.num_processes)
+    stop = {"now": False}
+    old_handlers = {s: signal.signal(s, lambda *_: stop.update(now=True)) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if acc.is_main_process or acc.num_processes == 1 else {}
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not acc.is_main_process)
+    t0, tokens = time.perf_counter(), 0
+    try:
+        while run.step < cfg.steps:
+            row, n = train_step(run)
+            tokens += n
+            row = {"step": run.step, **row, "scale": float(run.logit_scale().detach()),
+                   "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}
+            _log_row(run, row, evaluate, on_log)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}",
+                            lr=f"{row['lr']:.1e}", a=row["alpha"], tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+            stop_now = stop["now"] or (stop_after is not None and run.step - start >= stop_after)
+            if run.step % cfg.save_every == 0 or run.step == cfg.steps or stop_now:
+                _save(run)
+            if stop_now:
+                raise StopRequested()
+    except StopRequested:
+        log.warning("stopped at step %d; checkpoint saved, continue with --resume", run.step)
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return run.out / f"checkpoint-{run.step}"
+
+
+def _to_device(batch: dict, device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device)
+        elif isinstance(v, dict):
+            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+        else:
+            out[k] = v
+    return out
+
+
+def _evaluate(evaluate, gem: GemModel) -> dict:
+    """`evaluate` on a view of the model being trained, as a trained GEM model in eval mode."""
+    view = GemModel(gem.model, gem.tokenizer, dataclasses.replace(gem.gem_config, trained=True), name=gem.name)
+    gem.model.eval()
+    try:
+        with torch.no_grad():
+            return {f"eval_{k}": v for k, v in evaluate(view).items()}
+    finally:
+        gem.model.train()

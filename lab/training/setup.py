@@ -1,0 +1,73 @@
+"""The model a run trains: the base model with fresh GEM tokens, LoRA-wrapped, in its precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..gem import GemModel, add_new_gem_tokens
+from ..gem.forward import unwrap
+from ..models.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
+from ..models.dtypes import cpu_has_fast_bf16
+from ..models.loading import load
+from .config import TrainConfig
+
+
+def train_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    """bf16 / fp32 as configured; "auto": bf16 where it is fast (CUDA, native-bf16 CPUs), else fp32."""
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    if cfg.precision == "fp32":
+        return torch.float32
+    return torch.bfloat16 if device.type == "cuda" or cpu_has_fast_bf16() else torch.float32
+
+
+def only_rows_grad_hook(ids: list[int]):
+    """Gradient hook keeping only the given rows of an embedding's gradient (new GEM tokens)."""
+    def hook(grad):
+        mask = torch.zeros(grad.shape[0], 1, dtype=grad.dtype, device=grad.device)
+        mask[ids] = 1
+        return grad * mask
+    return hook
+
+
+def _wrap_lora(model, cfg: TrainConfig, special_ids: list[int]):
+    from peft import LoraConfig, get_peft_model
+
+    model.requires_grad_(False)
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    targets = [t for t in cfg.lora_targets if t in present]
+    if not targets:
+        raise ValueError(f"none of lora_targets {cfg.lora_targets} exist in {cfg.model}; modules: "
+                         f"{sorted(present)[:20]}...")
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
+    emb = unwrap(model).get_input_embeddings().weight
+    emb.requires_grad_(True)
+    emb.register_hook(only_rows_grad_hook(special_ids))
+    return model
+
+
+def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
+    """The base model with k fresh GEM tokens, in training mode; LoRA-wrapped if lora_r > 0. The
+    new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA)."""
+    base = load(cfg.model, dtype="float32", device="cpu")
+    gem = add_new_gem_tokens(base, cfg.k, max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos,
+                             base_model=cfg.model)
+    model = _wrap_lora(gem.model, cfg, gem.special_ids) if cfg.lora_r > 0 else gem.model
+    model.to(device=device, dtype=train_dtype(cfg, device))
+    model.train()
+    return GemModel(model, gem.tokenizer, gem.gem_config, name=cfg.model)
+
+
+def load_weights_into(gem: GemModel, ckpt: Path) -> None:
+    """Load a checkpoint's trained weights (token rows, adapter or full weights) into `gem.model`."""
+    from peft import set_peft_model_state_dict
+
+    load_token_rows(gem.model, gem.special_ids, ckpt)
+    if (ckpt / ADAPTER_DIR).is_dir():
+        set_peft_model_state_dict(gem.model, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
+    if (ckpt / WEIGHTS_FILE).is_file():
+        unwrap(gem.model).load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)

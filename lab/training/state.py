@@ -1,0 +1,97 @@
+"""A run's files: checkpoints with optimizer state (safetensors + JSON), `last`, metrics.jsonl.
+
+    runs/NAME/checkpoint-STEP/   the GEM checkpoint (`lab.load` works on it) + train_config.json
+                                 + training_state/ (optimizer.safetensors, state.json)
+    runs/NAME/last               the name of the newest checkpoint
+    runs/NAME/metrics.jsonl      one JSON line per logged step
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..gem import GemModel
+from ..gem.forward import unwrap
+from ..models.checkpoints import save_checkpoint
+from ..storage import atomic_file, folder_problem, write_json_atomic
+from .config import TrainConfig
+from .losses import LogitScale
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "training_state"
+
+
+def save_training_state(folder: Path, optimizer, logit_scale: LogitScale, step: int, metrics: list[dict]) -> None:
+    state = optimizer.state_dict()
+    tensors, scalars = {"logit_scale": logit_scale.log_scale.detach().cpu().reshape(1)}, {}
+    for pid, st in state["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    write_json_atomic(folder / "state.json", {"step": step, "param_groups": state["param_groups"],
+                                               "scalars": scalars, "metrics": metrics})
+
+
+def load_training_state(folder: Path, optimizer, logit_scale: LogitScale) -> tuple[int, list[dict]]:
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    with torch.no_grad():
+        logit_scale.log_scale.copy_(tensors.pop("logit_scale")[0])
+    state: dict = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["metrics"]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for p in reversed(ckpts):
+        if folder_problem(p) is None:
+            return p
+    return None
+
+
+def append_metrics(out: Path, row: dict) -> None:
+    """Append one logged row to `out/metrics.jsonl`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def save_run_checkpoint(accelerator, out: Path, cfg: TrainConfig, gem: GemModel, optimizer, logit_scale,
+                        step: int, metrics: list[dict]) -> None:
+    """Write `out/checkpoint-STEP` (the GEM checkpoint + config + optimizer state) and point
+    `out/last` at it, both atomically; only the main process writes."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(gem.model)
+    snapshot = GemModel(model, gem.tokenizer, dataclasses.replace(gem.gem_config, trained=True), name=gem.name)
+    full = None if cfg.lora_r > 0 else {k: v for k, v in unwrap(model).state_dict().items()}
+    folder = out / f"checkpoint-{step}"
+
+    def extra(tmp: Path):
+        write_json_atomic(tmp / "train_config.json", dataclasses.asdict(cfg))
+        save_training_state(tmp / STATE_DIR, optimizer, logit_scale, step, metrics)
+
+    save_checkpoint(snapshot, folder, full_weights=full, metadata={"step": step}, extra=extra)
+    with atomic_file(out / "last", "w") as f:
+        f.write(folder.name + "\n")
+    log.info("saved %s", folder)

@@ -1,0 +1,61 @@
+"""Reconstruction really decodes a text from S alone: a tiny model trained here on reconstruction
+rows (`x | S | x`) recovers its training texts exactly, through `GemModel.reconstruct_ids` (which
+sees only the S tokens' cache) and `evaluation.language.reconstruction_by_length`."""
+
+import json
+
+import pytest
+import torch
+
+from lab.evaluation.language import reconstruction_by_length
+from lab.training.collate import GemCollator
+from lab.training.config import TrainConfig
+from lab.training.losses import LogitScale
+from lab.training.objective import GemObjective
+
+from .conftest import tiny_gem
+
+WORDS = ["tiger", "apple", "stone", "river"]  # 5 byte tokens each
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny llama trained (full fine-tune, NTP on reconstruction rows only) to rebuild WORDS."""
+    torch.manual_seed(0)
+    gem = tiny_gem("llama", k=1, max_length=32)
+    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, max_length=32, pack=False)
+    collate = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)
+    batch = collate([{"text": w, "index": i} for i, w in enumerate(WORDS)])
+    objective = GemObjective(gem.model, LogitScale())
+    optimizer = torch.optim.AdamW(gem.model.parameters(), lr=3e-3)
+    gem.model.train()
+    for _ in range(300):
+        loss = objective(batch, alpha=0.0)["backward"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    gem.model.eval()
+    return gem, float(loss.detach())
+
+
+def test_a_model_trained_to_reconstruct_rebuilds_its_texts_from_s_alone(trained):
+    gem, final_loss = trained
+    # 10 targets a row; the first letter after BOS is one of 4 equally likely: the floor is ln(4)/10
+    assert final_loss < 0.16, "the tiny model memorised the reconstruction rows"
+    for w in WORDS:
+        assert gem.reconstruct_ids(w, max_new_tokens=5) == gem.text_ids(w)
+        assert gem.reconstruct(w, max_new_tokens=5) == w
+
+
+def test_reconstruction_depends_on_s(trained):
+    """Different texts give different decodings: the decoder reads S, not a memorised constant."""
+    gem, _ = trained
+    assert len({tuple(gem.reconstruct_ids(w, max_new_tokens=5)) for w in WORDS}) == len(WORDS)
+
+
+def test_reconstruction_by_length_reports_exact_matches(trained, tmp_path):
+    gem, _ = trained
+    heldout = tmp_path / "words.jsonl"
+    heldout.write_text("".join(json.dumps({"text": w}) + "\n" for w in WORDS))
+    r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4)
+    assert r == {"exact": {5: 1.0}, "token_accuracy": {5: 1.0}, "count": {5: 4}}
