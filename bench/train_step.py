@@ -1,17 +1,26 @@
-"""A GEM training step vs a plain causal-LM step on the same tokens; roofline; peak memory.
+"""Training throughput: the reference GEM step vs the optimised one, side by side; the plain LM
+step on the same ids; roofline; peak memory.
 
-    python -m bench.train_step [--model smollm2-135m] [--batch 8] [--steps 3]
+    python -m bench.train_step [--config configs/gem-smollm2-135m.yaml] [--repeats 3]
 
-Both steps use the same model (LoRA r=16, as the recipe), optimizer and token ids. The GEM step
-runs the NTP phase's work: the collator's rows (reconstruction and plain) under the GEM 4D mask.
-The plain step runs the same ids with a causal mask and ordinary labels. Target: GEM / plain <= 1.10.
-Roofline: ~6 x non-embedding params (full fine-tune) or ~4 x (LoRA: no weight gradients) FLOP per
-token over the fp32 matrix-product rate measured in the same run.
+One batch of the recipe (its batch size, row length, packing and positives) on the recipe's model
+(LoRA r16, fp32 on CPU). Each variant is timed as a full optimizer step, median of `repeats` after
+one warm-up, in both phases: NTP (alpha = 0) and mixed (alpha = alpha_cl, with the two contrastive
+views). Variants:
+    reference   full-vocabulary logits at every position (head-weight gradient thrown away by the
+                LoRA hook), contrastive views right-padded
+    optimised   `fused_loss` (the head runs only where a target is predicted, chunked, no (N, V)
+                logits kept, no head-weight gradient beyond the GEM rows) + `pack_views`
+    plain LM    the same ids with a 2-D padding mask and ordinary labels (NTP phase only)
+Real tokens = the non-pad tokens of the NTP rows (the views are extra work in the mixed phase).
+Roofline: 4 x non-embedding parameters FLOP per real token (LoRA: no weight gradients) over the
+fp32 matrix-product rate measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 
@@ -20,57 +29,71 @@ import torch
 from .common import best_of, matmul_flops, non_embedding_params
 
 
+def _step(gem, cfg, batch, alpha):
+    from lab.training.losses import LogitScale
+    from lab.training.objective import GemObjective
+
+    objective = GemObjective(gem.model, LogitScale(), fused_loss=cfg.fused_loss,
+                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 else None)
+    opt = torch.optim.AdamW([q for q in objective.parameters() if q.requires_grad], lr=1e-12)
+
+    def run():
+        objective(batch, alpha)["backward"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return run
+
+
 def main():
-    from lab.gem.lm_loss import IGNORE_INDEX
+    from lab.gem.lm_loss import IGNORE_INDEX, ntp_loss
+    from lab.gem.masks import Role
     from lab.storage import read_jsonl
     from lab.training.collate import GemCollator
-    from lab.training.config import TrainConfig
-    from lab.training.data_order import example_indices
-    from lab.training.losses import LogitScale, ntp_loss
-    from lab.training.objective import GemObjective
+    from lab.training.config import config_from_args
+    from lab.training.data_order import article_partners, example_indices, training_example
+    from lab.gem.forward import unwrap
     from lab.training.setup import prepare_model
 
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--corpus", default="data/build/wiki/train.jsonl")
+    p.add_argument("--config", default="configs/gem-smollm2-135m.yaml")
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    cfg = TrainConfig(model=args.model, batch_size=args.batch, p_plain=0.8, max_length=128, precision="fp32")
+    cfg = dataclasses.replace(config_from_args(args.config, []), precision="fp32")
     gem = prepare_model(cfg, torch.device("cpu"))
-    corpus = [r["text"] for r in read_jsonl(args.corpus)]
-    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)(
-        [{"text": corpus[i], "index": i} for i in example_indices(0, 0, cfg, len(corpus))])
-    objective = GemObjective(gem.model, LogitScale())
-    params = [q for q in objective.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-
-    def gem_step():
-        objective(batch, 0.0)["backward"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    plain_mask = (batch["roles"] != 0).long()  # 2D padding mask: the model builds its causal mask
-    plain_labels = torch.where(plain_mask.bool(), batch["input_ids"], IGNORE_INDEX)
+    rows = read_jsonl(cfg.corpus)
+    partners = article_partners(rows, cfg.seed) if cfg.positive == "article" else None
+    examples = [training_example(i, [r["text"] for r in rows], partners)
+                for i in example_indices(0, 0, cfg, len(rows))]
+    variants = {"reference": dict(fused_loss=False, pack_views=False), "optimised": dict(fused_loss=True, pack_views=True)}
+    out = {"config": args.config, "threads": torch.get_num_threads()}
+    for name, switches in variants.items():
+        vcfg = dataclasses.replace(cfg, **switches)
+        batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, vcfg)(examples)
+        for phase, alpha in (("ntp", 0.0), ("mixed", cfg.alpha_cl)):
+            out[f"{name}_{phase}_step_s"] = best_of(_step(gem, vcfg, batch, alpha), repeats=args.repeats)
+        out[f"{name}_positions"] = {k: batch[k]["input_ids"].numel() if k != "rows" else batch["input_ids"].numel()
+                                    for k in ("rows", "query", "positive")}
+    real = (batch["roles"] != Role.PAD)
+    labels = torch.where(real, batch["input_ids"], IGNORE_INDEX)
 
     def plain_step():
-        logits = gem.model(input_ids=batch["input_ids"], attention_mask=plain_mask).logits
-        ntp_loss(logits, plain_labels).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        logits = gem.model(input_ids=batch["input_ids"], attention_mask=real.long()).logits
+        ntp_loss(logits, labels).backward()
+        gem.model.zero_grad(set_to_none=True)
 
-    t_plain = best_of(plain_step, repeats=3)
-    t_gem = best_of(gem_step, repeats=3)
-    tokens = int(plain_mask.sum())
-    flops = matmul_flops(torch.float32)
-    per_token = 4 * non_embedding_params(gem.model.get_base_model() if hasattr(gem.model, "get_base_model") else gem.model)
-    print(json.dumps({
-        "model": args.model, "rows": batch["input_ids"].shape[0], "padded_len": batch["input_ids"].shape[1],
-        "real_tokens": tokens, "plain_step_s": t_plain, "gem_step_s": t_gem, "gem_over_plain": t_gem / t_plain,
-        "gem_tokens_per_s": tokens / t_gem, "matmul_gflops_fp32": flops / 1e9,
-        "fraction_of_fp32_roofline": (tokens / t_gem) / (flops / per_token),
-        "fraction_counting_padding": (batch["input_ids"].numel() / t_gem) / (flops / per_token),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }, indent=2))
+    out["plain_lm_ntp_step_s"] = best_of(plain_step, repeats=args.repeats)
+    tokens = int(real.sum())
+    roofline = matmul_flops(torch.float32) / (4 * non_embedding_params(unwrap(gem.model)))
+    out.update(real_tokens=tokens, roofline_tokens_per_s=roofline)
+    for name in variants:
+        for phase in ("ntp", "mixed"):
+            tps = tokens / out[f"{name}_{phase}_step_s"]
+            out[f"{name}_{phase}_tokens_per_s"] = tps
+            out[f"{name}_{phase}_fraction_of_roofline"] = tps / roofline
+    for phase in ("ntp", "mixed"):
+        out[f"speedup_{phase}"] = out[f"reference_{phase}_step_s"] / out[f"optimised_{phase}_step_s"]
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_article_positives_come_from_another_row_of_the_article():
     assert [g for _, g in partners] == [0, 0, 1, 1, 2]
     assert [j for j, _ in partners] == [1, 0, 3, 2, 4], "the other row of the article; alone: itself"
     assert article_partners(rows, seed=0) == partners, "deterministic"
-    cfg = TrainConfig(drop_rate=0.0, batch_size=4, positive="article")
+    cfg = TrainConfig(drop_rate=0.0, batch_size=4, positive="article", pack_views=False)  # one view per row
     gem = tiny_gem("llama")
     col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     b = col([training_example(i, TEXTS, partners) for i in range(5)])

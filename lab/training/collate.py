@@ -94,22 +94,58 @@ def describe_row(batch: dict, tokenizer, b: int = 0) -> list[dict]:
                                       batch["labels"][b][keep])]
 
 
-def pack_rows(rows: list[Row], max_length: int) -> tuple[list[Row], list[list[int]]]:
+def pack_rows(rows: list[Row], max_length: int) -> tuple[list[Row], list[list[int]], list[tuple[int, int]]]:
     """First-fit-decreasing packing of rows into sequences of at most max_length tokens.
 
-    Returns the packed rows and, for each, the segment id of every token (0, 1, ... per row).
+    Returns the packed rows; for each, the segment id of every token (0, 1, ... per row); and for
+    each input row, where it went: (packed sequence, offset of its first token).
     """
     bins: list[tuple[Row, list[int]]] = []
-    for row in sorted(rows, key=lambda r: -len(r.input_ids)):
-        for packed, segs in bins:
+    where: list[tuple[int, int]] = [(0, 0)] * len(rows)
+    for i in sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids)):
+        row = rows[i]
+        for b, (packed, segs) in enumerate(bins):
             if len(packed.input_ids) + len(row.input_ids) <= max_length:
+                where[i] = (b, len(packed.input_ids))
                 segs += [segs[-1] + 1] * len(row.input_ids)
                 packed.input_ids += row.input_ids
                 packed.roles += row.roles
                 break
         else:
+            where[i] = (len(bins), 0)
             bins.append((Row(list(row.input_ids), list(row.roles)), [0] * len(row.input_ids)))
-    return [b[0] for b in bins], [b[1] for b in bins]
+    return [b[0] for b in bins], [b[1] for b in bins], where
+
+
+def segment_tensor(segs: list[list[int]]) -> torch.Tensor:
+    """(B, T) long segment ids of packed rows, -1 on the right padding."""
+    out = torch.full((len(segs), max(len(s) for s in segs)), -1, dtype=torch.long)
+    for b, sg in enumerate(segs):
+        out[b, :len(sg)] = torch.tensor(sg)
+    return out
+
+
+def view_batch(rows: list[Row], pad_token_id: int, pack_to: int | None = None) -> dict[str, torch.Tensor]:
+    """A contrastive view batch: rows `text | S_1..S_k`, one embedding each, in input order.
+
+    Returns `input_ids`, `roles` (B, T) and `s_index` (N, k): for row i, the flat indices (into
+    B * T) of its S tokens. With `pack_to`, rows are packed into sequences of that many tokens
+    (with `segment_ids` and `position_ids`: segments never see each other), so far fewer padded
+    positions run through the model; the embeddings are the same (tested).
+    """
+    if pack_to is None:
+        packed, where, segment_ids = rows, [(i, 0) for i in range(len(rows))], None
+    else:
+        packed, segs, where = pack_rows(rows, pack_to)
+        segment_ids = segment_tensor(segs)
+    batch = pad_rows(packed, pad_token_id)
+    T = batch["input_ids"].shape[1]
+    batch["s_index"] = torch.tensor([[b * T + off + j for j, r in enumerate(row.roles) if r == Role.SPECIAL]
+                                     for row, (b, off) in zip(rows, where)], dtype=torch.long)
+    if segment_ids is not None:
+        batch["segment_ids"] = segment_ids
+        batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
+    return batch
 
 
 def drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
@@ -174,17 +210,16 @@ class GemCollator:
         pad = self.pad_token_id
         segment_ids = None
         if self.cfg.pack:
-            rows, segs = pack_rows(rows, self.cfg.max_length)
-            segment_ids = torch.full((len(rows), max(len(s) for s in segs)), -1, dtype=torch.long)
-            for b, sg in enumerate(segs):
-                segment_ids[b, :len(sg)] = torch.tensor(sg)
+            rows, segs, _ = pack_rows(rows, self.cfg.max_length)
+            segment_ids = segment_tensor(segs)
         batch = pad_rows(rows, pad)
         batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
         batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_sees_bos)
         batch["labels"] = labels_for(batch["input_ids"], batch["roles"], batch["position_ids"])
         if self.contrastive:
-            batch["query"] = pad_rows(views_q, pad)
-            batch["positive"] = pad_rows(views_d, pad)
+            pack_to = self.cfg.max_length if self.cfg.pack_views else None
+            batch["query"] = view_batch(views_q, pad, pack_to)
+            batch["positive"] = view_batch(views_d, pad, pack_to)
             if groups is not None:
                 batch["groups"] = torch.tensor(groups, dtype=torch.long)
         batch["stats"] = stats

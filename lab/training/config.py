@@ -62,6 +62,8 @@ class TrainConfig:
     min_part: int = 2
     suffix_sees_bos: bool = False
     pack: bool = True  # pack several rows into each max_length sequence (segments never see each other)
+    pack_views: bool = True  # pack the contrastive views too (same embeddings, fewer padded positions)
+    fused_loss: bool = True  # NTP loss without full-vocabulary logits or head-weight gradients (same loss)
     # losses and schedule
     steps: int = 1000
     ntp_steps: int = 100

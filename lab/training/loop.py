@@ -100,7 +100,8 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     gem = prepare_model(cfg, accelerator.device)
     logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
-    objective = GemObjective(gem.model, logit_scale, cfg.suffix_sees_bos)
+    objective = GemObjective(gem.model, logit_scale, cfg.suffix_sees_bos, fused_loss=cfg.fused_loss,
+                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 else None)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=cfg.weight_decay)
     run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,
