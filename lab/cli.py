@@ -1,6 +1,7 @@
 """`python -m lab <command>` — the lab's command line.
 
     models               list the registry: what is installed, what is cached
+    check                is this machine ready for the workshop? (imports, data, model, encode, generate, port)
     convert NAME         prepare a registry model (GGUF -> cached HF folder)
     demo                 load the default model and generate a sentence
     embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
@@ -131,6 +132,21 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from .course.ready import report, run_checks
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.disable_progress_bar()
+    t = time.perf_counter()
+    checks = run_checks(args.port)
+    print(report(checks, time.perf_counter() - t))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def _cmd_train(args) -> int:
     from functools import partial
 
@@ -153,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="list registry models, installed and cached")
     s.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("check", help="is this machine ready for the notebooks and the app? (< 1 min)")
+    s.add_argument("--port", type=int, default=7860, help="the port the app will use")
+    s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser("convert", help="prepare a registry model (GGUF -> cached HF folder)")
     s.add_argument("name")
@@ -238,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else (logging.WARNING if args.command == "check" else logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
     for noisy in ("transformers", "huggingface_hub", "urllib3", "accelerate"):

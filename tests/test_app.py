@@ -43,6 +43,43 @@ def test_embeddings_maps_are_cached_and_deterministic(session):
     assert "500 texts with labels" in r["info"] and len(r["map_gem"].data) == 5, "one trace per topic"
 
 
+def test_search_highlights_the_top_k_on_both_maps(session):
+    r = h.search(session, "stocks fell sharply", "paste", pasted=TEXTS, k=3)
+    for name in ("map_base", "map_gem"):
+        traces = {t.name: t for t in r[name].data}
+        assert list(traces["top-k"].text) == ["1", "2", "3"] and len(traces["query"].x) == 1
+        assert traces["top-k"].hovertext[0].startswith("#1: ")
+
+
+def test_heatmaps_group_texts_by_label_and_fit_the_colour_scale(session):
+    r = h.embeddings_view(session, "bundled", set_name="BBC headlines (500, 5 topics)")
+    heat = r["heat_gem"].data[0]
+    labels = [y.split("[", 1)[1].split("]", 1)[0] for y in heat.y]
+    assert len(labels) == 40 and labels == sorted(labels), "texts sorted by topic: blocks on the diagonal"
+    z = np.array(heat.z)
+    off = z[~np.eye(len(z), dtype=bool)]
+    assert heat.zmin >= off.min() - 1e-9 and heat.zmax <= 1.0 and heat.zmin > -1.0
+
+
+def test_attention_grids_line_up_and_long_prompts_are_cut(session):
+    r = h.attention_view(session, "a short text here", split=3, k=1)
+    base, gem = r["base"].data[0], r["gem"].data[0]
+    assert list(base.x) == list(gem.x), "both grids are drawn on the GEM row's tokens"
+    s_col = [i for i, t in enumerate(gem.x) if "gem_0" in t][0]
+    assert all(np.isnan(row[s_col]) for row in np.array(base.z, dtype=float)), "the base model has no S"
+    *_, (_, _, timing) = h.generate_side_by_side(session, "word " * 700, 2)
+    assert "only the first 512 were used" in timing
+
+
+def test_bundled_text_sets_are_decoded_correctly(session):
+    from lab.corpora.textsets import load_bundled, repair_latin1_reading
+
+    assert repair_latin1_reading("cost \u00c2\u00a36.2bn") == "cost \u00a36.2bn"
+    assert repair_latin1_reading("caf\u00e9 \u2014 ok") == "caf\u00e9 \u2014 ok", "real text is left alone"
+    leads = load_bundled("BBC article leads (300, 5 topics)").texts
+    assert not any("\u00c2\u00a3" in t for t in leads)
+
+
 def test_search_ranks_an_exact_copy_first(session):
     r = h.search(session, "stocks fell sharply", "paste", pasted=TEXTS, k=3)
     assert r["gem"][0][2] == "stocks fell sharply" and r["gem"][0][1] == pytest.approx(1.0, abs=1e-4)
@@ -176,7 +213,8 @@ def _chromium() -> str | None:
 
 
 def test_browser_runs_every_tab(server):
-    """Headless Chromium opens the page, runs each tab once and sees a plot or an answer appear."""
+    """Headless Chromium opens the page, runs each tab once and sees a plot or an answer appear; a
+    query preset fills the search box and the search is highlighted on the maps; an attention preset runs."""
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
@@ -188,20 +226,30 @@ def test_browser_runs_every_tab(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server, wait_until="networkidle")
+        page.goto(server, wait_until="load")
 
         def click(tab, button):
             page.get_by_role("tab", name=tab).click()
             page.get_by_role("button", name=button).click()
 
-        page.get_by_role("radio", name="paste").check()
-        page.get_by_label("paste: one text per line").fill(TEXTS)
-        click("Embeddings", "Map")
+        page.get_by_role("tab", name="Embeddings").click()
+        page.wait_for_selector("text=500 texts with labels", timeout=180_000)  # the default maps, drawn on open
+        page.get_by_label("paste: one text per line").fill(TEXTS)  # the source switches to "paste" itself
+        page.wait_for_function("() => [...document.querySelectorAll('input[type=radio]')]"
+                               ".some(r => r.value === 'paste' && r.checked)", timeout=30_000)
+        page.get_by_role("button", name="Map").click()
         try:
             page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-            page.wait_for_selector("text=embedded and mapped", timeout=120_000)
+            page.wait_for_selector("text=6 texts · embedded and mapped", timeout=120_000)
             page.screenshot(path=str(ARTEFACTS / "app-embeddings.png"), full_page=True)
-            click("Attention", "Show")
+            page.get_by_text("a new mobile phone", exact=True).click()  # a query preset fills the box
+            assert page.get_by_label("semantic search: query").input_value() == "a new mobile phone"
+            page.get_by_role("button", name="Search").click()
+            page.wait_for_selector("text=top 5 for the query", timeout=120_000)
+            page.screenshot(path=str(ARTEFACTS / "app-search.png"), full_page=True)
+            page.get_by_role("tab", name="Mask and attention").click()
+            page.get_by_text("Paris is the capital of France. It is famous", exact=False).first.click()  # preset
+            page.get_by_role("button", name="Show").click()
             page.wait_for_selector("text=layers ×", timeout=120_000)
             assert page.locator(".js-plotly-plot:visible").count() >= 3, "mask + two attention maps"
             page.screenshot(path=str(ARTEFACTS / "app-attention.png"), full_page=True)

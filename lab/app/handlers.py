@@ -108,11 +108,16 @@ def resolve_textset(source: str, set_name: str | None, pasted: str | None, uploa
     raise ValueError(f"unknown source {source!r}: bundled, paste or upload")
 
 
-def embeddings_view(session: Session, source: str, set_name: str | None = None, pasted: str | None = None,
-                    upload: str | None = None, base_pooling: str = "mean") -> dict:
-    """UMAP maps and similarity heatmaps of one text set, base (with `base_pooling`) vs GEM."""
-    base, gem = session.models()
-    ts = resolve_textset(source, set_name, pasted, upload)
+ENCODE_TOKENS_PER_S = 550  # SmolLM2-135M fp32 encode on a 2-core laptop CPU (BENCHMARKS.md): for estimates
+
+
+def map_estimate_s(gem: GemModel, ts: TextSet) -> float:
+    """Rough seconds to embed `ts` with both models (cache misses only), for the progress text."""
+    tokens = sum(min(len(x), MAX_TEXT_TOKENS) for x in text_ids(gem.tokenizer, ts.texts)[0])
+    return 2 * tokens / ENCODE_TOKENS_PER_S
+
+
+def _textset_warnings(gem: GemModel, ts: TextSet) -> list[str]:
     warnings = list(ts.warnings)
     long = sum(len(x) > MAX_TEXT_TOKENS for x in text_ids(gem.tokenizer, ts.texts)[0])
     if long:
@@ -120,18 +125,40 @@ def embeddings_view(session: Session, source: str, set_name: str | None = None, 
     if any("<|" in t for t in ts.texts):
         warnings.append("some texts contain special-token strings (e.g. <|gem_0|>); they are read as plain "
                         "text, never as the model's GEM tokens")
+    return warnings
+
+
+def _maps(session: Session, ts: TextSet, base_pooling: str, progress=None):
+    """((base emb, base coords), (GEM emb, GEM coords)), reporting progress as (fraction, text)."""
+    base, gem = session.models()
+    if progress is not None:
+        progress(0.0, f"embedding {len(ts.texts)} texts with the base model (about {map_estimate_s(gem, ts):.0f} s "
+                      f"for both models on a 2-core CPU; cached afterwards)")
+    b = embedding_map(base, ts, base_pooling, max_length=MAX_TEXT_TOKENS)
+    if progress is not None:
+        progress(0.5, "embedding with the GEM model")
+    return b, embedding_map(gem, ts, "gem", max_length=MAX_TEXT_TOKENS)
+
+
+def embeddings_view(session: Session, source: str, set_name: str | None = None, pasted: str | None = None,
+                    upload: str | None = None, base_pooling: str = "mean", progress=None) -> dict:
+    """UMAP maps and similarity heatmaps of one text set, base (with `base_pooling`) vs GEM."""
+    _, gem = session.models()
+    ts = resolve_textset(source, set_name, pasted, upload)
+    warnings = _textset_warnings(gem, ts)
     t = time.perf_counter()
-    eb, cb = embedding_map(base, ts, base_pooling, max_length=MAX_TEXT_TOKENS)
-    eg, cg = embedding_map(gem, ts, "gem", max_length=MAX_TEXT_TOKENS)
+    (eb, cb), (eg, cg) = _maps(session, ts, base_pooling, progress)
     secs = time.perf_counter() - t
-    n_heat = min(len(ts.texts), 40)
+    idx = figures.label_sorted_sample(len(ts.texts), ts.labels, 40)
+    texts, labels = [ts.texts[i] for i in idx], [ts.labels[i] for i in idx] if ts.labels else None
+    sorted_by = " sorted by label" if labels else ""
     return {
         "map_base": figures.embedding_map(cb, ts.texts, ts.labels, f"base · {base_pooling} pooling"),
         "map_gem": figures.embedding_map(cg, ts.texts, ts.labels, "GEM · special token"),
-        "heat_base": figures.similarity_heatmap(eb[:n_heat] @ eb[:n_heat].T, ts.texts[:n_heat],
-                                                f"base · {base_pooling}: cosine (first {n_heat})"),
-        "heat_gem": figures.similarity_heatmap(eg[:n_heat] @ eg[:n_heat].T, ts.texts[:n_heat],
-                                               f"GEM: cosine (first {n_heat})"),
+        "heat_base": figures.similarity_heatmap(eb[idx] @ eb[idx].T, texts, f"base · {base_pooling}: cosine "
+                                                f"({len(idx)} texts{sorted_by})", labels),
+        "heat_gem": figures.similarity_heatmap(eg[idx] @ eg[idx].T, texts,
+                                               f"GEM: cosine ({len(idx)} texts{sorted_by})", labels),
         "info": f"{len(ts.texts)} texts{' with labels' if ts.labels else ''} · embedded and mapped in {secs:.1f} s "
                 f"(cached by the set's hash)",
         "warnings": warnings,
@@ -139,17 +166,24 @@ def embeddings_view(session: Session, source: str, set_name: str | None = None, 
 
 
 def search(session: Session, query: str, source: str, set_name: str | None = None, pasted: str | None = None,
-           upload: str | None = None, k: int = 5, base_pooling: str = "mean") -> dict:
-    """Top-k texts of the set for `query`, by each model: rows [rank, score, text]."""
+           upload: str | None = None, k: int = 5, base_pooling: str = "mean", progress=None) -> dict:
+    """Top-k texts of the set for `query`, by each model: rows [rank, score, text], and both maps
+    with the top-k ringed (numbered by rank) and the query drawn at the mean of its neighbours."""
     base, gem = session.models()
     query = check_text(query, "query")
     ts = resolve_textset(source, set_name, pasted, upload)
     k = int(max(1, min(int(k or 5), 50, len(ts.texts))))
     out = {"warnings": text_warnings(gem, query)}
+    maps = dict(zip(("base", "gem"), _maps(session, ts, base_pooling, progress)))
     for name, model, pooling in (("base", base, base_pooling), ("gem", gem, "gem")):
-        emb, _ = embedding_map(model, ts, pooling, max_length=MAX_TEXT_TOKENS)
+        emb, coords = maps[name]
         q = model.encode(query, pooling=pooling, max_length=MAX_TEXT_TOKENS)
-        out[name] = [[r + 1, round(s, 4), ts.texts[i]] for r, (i, s) in enumerate(top_k(q, emb, k))]
+        hits = top_k(q, emb, k)
+        out[name] = [[r + 1, round(s, 4), ts.texts[i]] for r, (i, s) in enumerate(hits)]
+        top = [i for i, _ in hits]
+        title = f"{'base · ' + base_pooling if name == 'base' else 'GEM · special token'}: top {k} for the query"
+        out[f"map_{name}"] = figures.embedding_map(coords, ts.texts, ts.labels, title, highlight=top,
+                                                   query=tuple(coords[top].mean(0)))
     return out
 
 
@@ -173,15 +207,32 @@ def attention_view(session: Session, text: str, split: int | None = None, k: int
     if not 0 <= int(head) < n_heads:
         raise ValueError(f"head={head}: the model has heads 0..{n_heads - 1}")
     head = int(head)
+    base_w, base_mask = on_gem_tokens(bv.attentions[layer % bv.attentions.shape[0], head % bv.attentions.shape[1]],
+                                      bv.mask, gv.roles)
+    suffix_on_s = gv.share_on("suffix", "special", skip_first_query=True)
     return {
         "mask": figures.mask_figure(gv.mask, gv.tokens, gv.roles, f"GEM mask: prefix {split} · S × {k} · suffix {n - split}"),
-        "base": figures.attention_figure(bv.attentions[layer % bv.attentions.shape[0], head % bv.attentions.shape[1]],
-                                         bv.tokens, f"base (causal) · layer {layer} · head {head}", bv.mask),
+        "base": figures.attention_figure(base_w, gv.tokens, f"base (causal, no S) · layer {layer} · head {head}",
+                                         base_mask),
         "gem": figures.attention_figure(gv.attentions[layer, head], gv.tokens,
                                         f"GEM (masked) · layer {layer} · head {head}", gv.mask),
-        "info": f"{n} text tokens; {n_layers} layers × {n_heads} heads",
+        "info": f"{n} text tokens; {n_layers} layers × {n_heads} heads"
+                + (f" · suffix tokens (after the first) put **{suffix_on_s:.0%}** of their attention on S "
+                   f"(mean over layers and heads)" if suffix_on_s == suffix_on_s else ""),
         "warnings": warnings,
     }
+
+
+def on_gem_tokens(weights: np.ndarray, mask: np.ndarray, gem_roles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A base model's (T, T) attention and mask placed on the GEM row's tokens (T + k, with S
+    inserted): S rows and columns are empty (the base model has no S), so the two grids line up."""
+    keep = np.array([r != "special" for r in gem_roles])
+    n = len(gem_roles)
+    w = np.full((n, n), np.nan)
+    m = np.zeros((n, n), dtype=bool)
+    w[np.ix_(keep, keep)] = weights
+    m[np.ix_(keep, keep)] = mask
+    return w, m
 
 
 # -- generation tab ---------------------------------------------------------------------------------
@@ -197,6 +248,11 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
     base, gem = session.models()
     prompt = check_text(prompt, "prompt")
     n = _new_tokens(max_new_tokens)
+    note = ""
+    ids = gem.text_ids(prompt)
+    if len(ids) > MAX_TEXT_TOKENS:
+        prompt = gem.tokenizer.decode(ids[:MAX_TEXT_TOKENS])
+        note = f"⚠ the prompt had {len(ids):,} tokens; only the first {MAX_TEXT_TOKENS} were used · "
     streams = {"base": base.stream(prompt, n), "gem": gem.stream(prompt, n)}
     texts = {"base": "", "gem": ""}
     t0 = time.perf_counter()
@@ -211,8 +267,8 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
                 first.setdefault(name, time.perf_counter() - t0)
             except StopIteration:
                 done[name] = time.perf_counter() - t0
-        timing = " · ".join(f"{m}: first token {first.get(m, float('nan')):.2f} s"
-                            + (f", done {done[m]:.2f} s" if m in done else "") for m in ("base", "gem"))
+        timing = note + " · ".join(f"{m}: first token {first.get(m, float('nan')):.2f} s"
+                                   + (f", done {done[m]:.2f} s" if m in done else "") for m in ("base", "gem"))
         yield texts["base"], texts["gem"], timing
 
 

@@ -45,6 +45,16 @@ class TextSet:
         return h.hexdigest()
 
 
+def repair_latin1_reading(text: str) -> str:
+    """Text that was UTF-8 but read as Latin-1 ("Â£6.2bn"), decoded as UTF-8 ("£6.2bn"); other text
+    unchanged. The evaluation set keeps its original reading (`eval_sets.bbc_rows`, Latin-1), so
+    that published scores stay reproducible; what the app shows is repaired here."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
 def bundled_sets() -> list[str]:
     return list(BUNDLED)
 
@@ -60,7 +70,7 @@ def load_bundled(name: str, data_dir=None) -> TextSet:
         docs = list(dict.fromkeys([r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]))
         return TextSet(docs[:n])
     rows = rows[:n]
-    texts = [lead(r["text"], 50) if text_key == "lead" else r[text_key].strip() for r in rows]
+    texts = [repair_latin1_reading(lead(r["text"], 50) if text_key == "lead" else r[text_key].strip()) for r in rows]
     return TextSet(texts, [r[label_key] for r in rows] if label_key else None)
 
 

@@ -25,6 +25,16 @@ class AttentionView:
     mask: np.ndarray
     attentions: np.ndarray
 
+    def share_by_layer(self, query_role: str, key_role: str, skip_first_query: bool = False) -> np.ndarray:
+        """(L,) per layer: the mean attention mass (over heads and query tokens of `query_role`)
+        landing on keys of `key_role`; NaN where the row has no such queries or keys."""
+        queries = [i for i, r in enumerate(self.roles) if r == query_role]
+        keys = [j for j, r in enumerate(self.roles) if r == key_role]
+        queries = queries[1:] if skip_first_query else queries
+        if not queries or not keys:
+            return np.full(self.attentions.shape[0], np.nan)
+        return self.attentions[:, :, queries][..., keys].sum(-1).mean(axis=(1, 2))
+
     def share_on(self, query_role: str, key_role: str, skip_first_query: bool = False) -> float:
         """Mean attention mass (over layers, heads and query tokens of `query_role`) that lands on
         keys of `key_role`. skip_first_query: leave out the first such query token (e.g. the first

@@ -30,13 +30,14 @@ def model_dtype(model) -> torch.dtype:
 
 
 def gem_inputs(model, input_ids: torch.Tensor, roles: torch.Tensor, segment_ids: torch.Tensor | None = None,
-               suffix_sees_bos: bool = False) -> dict:
+               suffix_sees_bos: bool = False, mask: torch.Tensor | None = None) -> dict:
     """Keyword arguments (input_ids, attention_mask, position_ids) for a GEM forward.
 
-    input_ids, roles, segment_ids: (B, T) long on the model's device.
+    input_ids, roles, segment_ids: (B, T) long on the model's device. mask: a canonical (B, 1, T, T)
+    bool mask to use instead of `gem_mask(roles, ...)` (experiments, e.g. a deliberately broken mask).
     """
     base = unwrap(model)
-    mask = gem_mask(roles, segment_ids, suffix_sees_bos)
+    mask = gem_mask(roles, segment_ids, suffix_sees_bos) if mask is None else mask
     if is_plain_causal(mask, roles):
         # The GEM mask is the causal mask here (e.g. one unpadded row with k=1 at the end): let the
         # model build its own, so SDPA can take its fused is_causal kernel instead of the slower
@@ -70,9 +71,9 @@ def hidden_states(model, input_ids, roles, segment_ids=None, suffix_sees_bos=Fal
     return out.last_hidden_state, out
 
 
-def logits(model, input_ids, roles, segment_ids=None, suffix_sees_bos=False, **kwargs):
-    """Full LM logits (B, T, V) under the GEM mask (for the NTP loss and leak tests)."""
-    inputs = gem_inputs(model, input_ids, roles, segment_ids, suffix_sees_bos)
+def logits(model, input_ids, roles, segment_ids=None, suffix_sees_bos=False, mask=None, **kwargs):
+    """Full LM logits (B, T, V) under the GEM mask, or under `mask` if given (leak tests)."""
+    inputs = gem_inputs(model, input_ids, roles, segment_ids, suffix_sees_bos, mask)
     return model(**inputs, **kwargs).logits
 
 

@@ -17,26 +17,29 @@ from .masks import Role
 from .tokens import Row, pad_rows
 
 
-def _suffix_logits_full(gem, prefix: str, suffix: str) -> tuple[torch.Tensor, list[int]]:
+def _suffix_logits_full(gem, prefix: str, suffix: str, mask_fn=None) -> tuple[torch.Tensor, list[int]]:
     """(n_suffix, V) logits at the suffix positions of the full masked forward; the suffix ids."""
     pre = gem.bos + gem.text_ids(prefix)
     suf = gem.text_ids(suffix)
     row = Row.build(pre, gem.special_ids, suf, bos_token_id=gem.bos[0] if gem.bos else None)
     batch = pad_rows([row], gem.pad_token_id)
     with torch.inference_mode():
-        out = forward.logits(gem.model, batch["input_ids"].to(gem.device), batch["roles"].to(gem.device))
+        roles = batch["roles"].to(gem.device)
+        mask = None if mask_fn is None else mask_fn(roles)
+        out = forward.logits(gem.model, batch["input_ids"].to(gem.device), roles, mask=mask)
     at = (batch["roles"][0] == Role.SUFFIX).nonzero().squeeze(-1).to(gem.device)
     return out[0, at].float().cpu(), suf
 
 
-def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None) -> dict:
+def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None, mask_fn=None) -> dict:
     """{"max_diff_from_s_cache": float, "max_change_other_prefix": float | None, "suffix_tokens": n}.
 
     max_diff_from_s_cache ~ 1e-5 (float noise): no leak. max_change_other_prefix >> 0: the suffix
-    still reads the prefix, through S.
+    still reads the prefix, through S. mask_fn: roles (B, T) -> (B, 1, T, T) bool mask for the full
+    forward instead of `gem_mask` (e.g. a broken mask, to see the check catch the leak).
     """
     gem.require_gem_tokens("the leak check")
-    full, suf = _suffix_logits_full(gem, prefix, suffix)
+    full, suf = _suffix_logits_full(gem, prefix, suffix, mask_fn)
     cache, next_pos, _ = gem.special_cache(prefix)
     n_cached = cache.get_seq_length()  # k: the S entries, all the suffix will see
     with torch.inference_mode():

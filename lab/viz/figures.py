@@ -65,31 +65,70 @@ def attention_figure(weights: np.ndarray, tokens: list[str], title: str, mask: n
     return fig
 
 
-def embedding_map(coords: np.ndarray, texts: list[str], labels: list[str] | None = None, title: str = ""):
-    """(n, 2) map (UMAP or any projection), one colour per label, hover shows the text."""
+def embedding_map(coords: np.ndarray, texts: list[str], labels: list[str] | None = None, title: str = "",
+                  highlight: list[int] | None = None, query: tuple[float, float] | None = None):
+    """(n, 2) map (UMAP or any projection), one colour per label, hover shows the text.
+
+    highlight: indices to ring (e.g. a search's top-k, numbered by rank); query: where to draw the
+    query itself (a star; e.g. the mean position of its neighbours)."""
     go = _go()
     coords = np.asarray(coords)
     fig = go.Figure()
     groups = sorted(set(labels)) if labels else [None]
+    dim = 0.35 if highlight else 0.8
     for g, name in enumerate(groups):
         idx = [i for i in range(len(texts)) if labels is None or labels[i] == name]
         fig.add_scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=str(name) if name else "texts",
-                          marker={"size": 7, "color": PALETTE[g % len(PALETTE)], "opacity": 0.8},
+                          marker={"size": 7, "color": PALETTE[g % len(PALETTE)], "opacity": dim},
                           text=[_short(texts[i]) for i in idx], hovertemplate="%{text}<extra></extra>")
+    if highlight:
+        fig.add_scatter(x=coords[highlight, 0], y=coords[highlight, 1], mode="markers+text", name="top-k",
+                        text=[str(r + 1) for r in range(len(highlight))], textposition="top center",
+                        marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2.5}},
+                        hovertext=[f"#{r + 1}: {_short(texts[i])}" for r, i in enumerate(highlight)],
+                        hoverinfo="text")
+    if query is not None:
+        fig.add_scatter(x=[query[0]], y=[query[1]], mode="markers", name="query",
+                        marker={"size": 20, "symbol": "star", "color": "gold", "line": {"color": "black", "width": 1}})
     fig.update_layout(title=title, template="plotly_white", xaxis={"visible": False}, yaxis={"visible": False},
-                      legend={"orientation": "h", "y": -0.05}, height=480, showlegend=labels is not None)
+                      legend={"orientation": "h", "y": -0.05}, height=480,
+                      showlegend=labels is not None or bool(highlight), margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
 
 
-def similarity_heatmap(sim: np.ndarray, texts: list[str], title: str = "cosine similarity"):
-    """(n, n) cosine similarities; axes are the (shortened) texts."""
+def similarity_heatmap(sim: np.ndarray, texts: list[str], title: str = "cosine similarity",
+                       labels: list[str] | None = None):
+    """(n, n) cosine similarities; axes are the (shortened) texts, prefixed by their label if any.
+    The colour scale spans the data's own range (off-diagonal), so differences between 0.6 and 0.95
+    are visible; sort the texts by label first to see topic blocks (`label_sorted_sample`)."""
     go = _go()
-    names = [f"{i}: {_short(t, 40)}" for i, t in enumerate(texts)]
-    fig = go.Figure(go.Heatmap(z=sim, x=names, y=names, colorscale="RdBu", zmid=0, zmin=-1, zmax=1,
-                               hovertemplate="%{y}<br>%{x}<br>cos %{z:.3f}<extra></extra>"))
+    sim = np.asarray(sim, dtype=float)
+    tags = [f"[{labels[i]}] " if labels else "" for i in range(len(texts))]
+    names = [f"{i}: {tags[i]}{_short(t, 40)}" for i, t in enumerate(texts)]
+    off = sim[~np.eye(len(sim), dtype=bool)] if len(sim) > 1 else sim.ravel()
+    lo, hi = (float(np.percentile(off, 2)), float(np.percentile(off, 98))) if off.size else (-1.0, 1.0)
+    fig = go.Figure(go.Heatmap(z=sim, x=names, y=names, colorscale="Viridis", zmin=lo, zmax=max(hi, lo + 1e-6),
+                               hovertemplate="%{y}<br>%{x}<br>cos %{z:.3f}<extra></extra>",
+                               colorbar={"title": "cos"}))
     fig.update_layout(title=title, yaxis={"autorange": "reversed", "showticklabels": len(texts) <= 30},
-                      xaxis={"showticklabels": False}, template="plotly_white", height=480)
+                      xaxis={"showticklabels": False}, template="plotly_white", height=480,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
+
+
+def label_sorted_sample(n_texts: int, labels: list[str] | None, n: int, seed: int = 0) -> list[int]:
+    """Up to n of the n_texts indices, an equal share per label, grouped by label (so a similarity
+    heatmap shows topic blocks); without labels, the first n."""
+    if not labels:
+        return list(range(min(n, n_texts)))
+    rng = np.random.default_rng(seed)
+    groups = sorted(set(labels))
+    per = max(1, n // len(groups))
+    out = []
+    for g in groups:
+        idx = [i for i, lab in enumerate(labels) if lab == g]
+        out += sorted(rng.choice(idx, size=min(per, len(idx)), replace=False).tolist())
+    return out[:n]
 
 
 def curves_figure(metrics: list[dict], keys: list[str], title: str = "training"):
@@ -101,6 +140,35 @@ def curves_figure(metrics: list[dict], keys: list[str], title: str = "training")
         if pts:
             fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=k)
     fig.update_layout(title=title, xaxis_title="step", template="plotly_white", height=380)
+    return fig
+
+
+def lines_figure(x: list, series: dict[str, list], title: str, x_title: str, y_title: str):
+    """One line per named series over a shared x (e.g. attention shares per layer)."""
+    go = _go()
+    fig = go.Figure()
+    for name, ys in series.items():
+        fig.add_scatter(x=list(x), y=list(ys), mode="lines+markers", name=name)
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white", height=380)
+    return fig
+
+
+def tradeoff_figure(points: list[dict], base: dict | None = None,
+                    title: str = "embedding quality vs language quality"):
+    """The trade-off as one curve: x = perplexity (lower is better), y = embedding score (higher is
+    better), one point per evaluated step (labelled), and the base model as a star.
+
+    points: [{"step", "perplexity", "score"}]; base: {"perplexity", "score", "label"}."""
+    go = _go()
+    fig = go.Figure()
+    fig.add_scatter(x=[p["perplexity"] for p in points], y=[p["score"] for p in points], mode="lines+markers+text",
+                    text=[f"step {p['step']}" for p in points], textposition="top center", name="GEM during training")
+    if base is not None:
+        fig.add_scatter(x=[base["perplexity"]], y=[base["score"]], mode="markers+text", text=[base.get("label", "base")],
+                        textposition="bottom center", name="base model",
+                        marker={"symbol": "star", "size": 16, "color": "gold", "line": {"color": "black", "width": 1}})
+    fig.update_layout(title=title, xaxis_title="held-out perplexity (lower is better)",
+                      yaxis_title="embedding score (higher is better)", template="plotly_white", height=420)
     return fig
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .models import DEFAULT_GEM, DEFAULT_MODEL, load
-from .training.tiny_run import tiny_gem_checkpoint
+from ..models import DEFAULT_GEM, DEFAULT_MODEL, load
+from ..training.tiny_run import tiny_gem_checkpoint
 
 
 @lru_cache(maxsize=2)

@@ -1,0 +1,128 @@
+"""Exercise checks: each tells a learner whether they got it, and if not, what to look at.
+
+    from lab.course import exercises as ex
+    ex.check_two_specials(roles2)            # prints "✓ ..." or "✗ ... (hint)" and returns True/False
+
+A check recomputes the truth from the lab itself (never a stored answer) and compares it with what
+the learner built or measured. Solutions are in the notebooks (collapsed) and in docs/workshop.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..gem.lm_loss import IGNORE_INDEX
+from ..gem.masks import Role, gem_mask, gist_mask
+
+
+def _verdict(ok: bool, good: str, hint: str) -> bool:
+    print(f"✓ {good}" if ok else f"✗ not yet: {hint}")
+    return ok
+
+
+def _answered(*answers) -> bool:
+    """False (with a prompt) while an exercise's answer is still the notebook's placeholder None."""
+    if any(a is None for a in answers):
+        print("… your turn: replace the None in the cell above with your answer, then run it again")
+        return False
+    return True
+
+
+def check_two_specials(roles: torch.Tensor) -> bool:
+    """1.1 — roles (1, T) ending in two SPECIAL tokens with no suffix; each S must see the prefix
+    and itself only."""
+    if not _answered(roles):
+        return False
+    r = roles[0].tolist()
+    if r[-2:] != [Role.SPECIAL, Role.SPECIAL] or Role.SUFFIX in r:
+        return _verdict(False, "", "end the row with two Role.SPECIAL tokens and leave out the suffix")
+    m = gem_mask(roles)[0, 0]
+    T = len(r)
+    sees = [set(torch.nonzero(m[i]).flatten().tolist()) for i in (T - 2, T - 1)]
+    prefix = {i for i, x in enumerate(r) if x in (Role.BOS, Role.PREFIX)}
+    ok = sees == [prefix | {T - 2}, prefix | {T - 1}]
+    return _verdict(ok, f"each S sees the {len(prefix)} prefix tokens and itself, not the other S: two "
+                        f"independent summaries of the same text", "print describe(gem_mask(roles)[0]) and "
+                    "read the two S rows")
+
+
+def check_bos_cells(roles: torch.Tensor, changed_cells: int) -> bool:
+    """1.2 — how many cells does suffix_sees_bos=True open?"""
+    if not _answered(roles, changed_cells):
+        return False
+    truth = int((gem_mask(roles, suffix_sees_bos=True) != gem_mask(roles)).sum())
+    n_suffix = int((roles == Role.SUFFIX).sum())
+    return _verdict(changed_cells == truth, f"{truth} cells: each of the {n_suffix} suffix tokens may now "
+                    f"also see BOS (a content-free attention sink), nothing else changes",
+                    "count (gem_mask(roles, suffix_sees_bos=True) != gem_mask(roles)).sum()")
+
+
+def check_leak_detected(report: dict) -> bool:
+    """1.3 — the leak check run with a broken mask (the suffix may see a prefix token)."""
+    if not _answered(report):
+        return False
+    diff = report["max_diff_from_s_cache"]
+    return _verdict(diff > 1e-3, f"the check caught the leak: the suffix logits differ by {diff:.3g} from "
+                    f"what the S cache alone gives", "pass mask_fn=a function of roles that lets SUFFIX rows "
+                    "see a PREFIX column (start from gem_mask(roles).clone())")
+
+
+def check_gist_extra_cells(k: int, extra_cells: int) -> bool:
+    """1.4 — extra cells the gist mask allows over GEM's for k special tokens."""
+    if not _answered(k, extra_cells):
+        return False
+    roles = torch.tensor([[Role.BOS, Role.PREFIX, Role.PREFIX] + [Role.SPECIAL] * k + [Role.SUFFIX] * 2])
+    truth = int((gist_mask(roles) != gem_mask(roles)).sum())
+    return _verdict(extra_cells == truth, f"{truth} = k(k-1)/2 cells: gist tokens see the earlier gist "
+                    f"tokens, GEM's do not", "count (gist_mask(roles) != gem_mask(roles)).sum() on a row with "
+                    f"k={k} specials")
+
+
+def check_k_specials(batch: dict, k: int) -> bool:
+    """2.1 — every special row of a collated batch carries exactly k special tokens per segment."""
+    if not _answered(batch, k):
+        return False
+    roles, ids = batch["roles"], batch["input_ids"]
+    n = int((roles == Role.SPECIAL).sum())
+    ok = n > 0 and n % k == 0 and len(set(ids[roles == Role.SPECIAL].tolist())) == k
+    return _verdict(ok, f"{n // k} special rows, each with the {k} distinct GEM tokens",
+                    f"collate with a model from add_new_gem_tokens(..., k={k}) and p_plain=0")
+
+
+def check_short_rows_skipped(stats) -> bool:
+    """2.2 — a continuation row shorter than 2 * min_part tokens is skipped and counted."""
+    if not _answered(stats):
+        return False
+    return _verdict(stats.skipped_short >= 1, f"skipped_short = {stats.skipped_short}: too short to split "
+                    f"into prefix and suffix, so the collator drops it (never crashes)",
+                    "use p_plain=0, reconstruction_share=0 and a text of 1-3 tokens")
+
+
+def check_packing(unpacked: dict, packed: dict) -> bool:
+    """2.3 — packing keeps every real token and target, with fewer positions."""
+    if not _answered(unpacked, packed):
+        return False
+    real = lambda b: int((b["roles"] != Role.PAD).sum())  # noqa: E731
+    targets = lambda b: int((b["labels"] != IGNORE_INDEX).sum())  # noqa: E731
+    ok = real(unpacked) == real(packed) and targets(unpacked) == targets(packed) \
+        and packed["input_ids"].numel() < unpacked["input_ids"].numel()
+    return _verdict(ok, f"{real(packed)} real tokens either way; {unpacked['input_ids'].numel()} positions "
+                    f"unpacked vs {packed['input_ids'].numel()} packed", "collate the same examples with "
+                    "pack=False and pack=True (more than two rows)")
+
+
+def check_literal_special_string(ids: list[int], special_ids: list[int]) -> bool:
+    """2.4 — a text containing the string "<|gem_0|>" must not produce the GEM token."""
+    if not _answered(ids, special_ids):
+        return False
+    ok = not set(ids) & set(special_ids)
+    return _verdict(ok, "the string was read as ordinary text pieces: users cannot inject S",
+                    "tokenize with gem.text_ids(text), the lab's one way from text to ids")
+
+
+def check_number(name: str, answer: float, truth: float, tolerance: float = 0.01) -> bool:
+    """A measured number (e.g. a score read off a table) within `tolerance` of the lab's own value."""
+    if not _answered(name, answer, truth, tolerance):
+        return False
+    return _verdict(abs(answer - truth) <= tolerance, f"{name} = {truth:.3g}",
+                    f"{name}: you have {answer:.3g}; recompute it from the cell above")

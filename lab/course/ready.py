@@ -1,0 +1,130 @@
+"""Is this machine ready for the workshop? `make check` / `python -m lab check`, under a minute.
+
+Each check returns a `Check`: what was checked, whether it passed, what was seen, and — when it
+failed — the one thing to do about it. Checks run in order; a failed check does not stop the rest,
+except that model checks are skipped while the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..storage import PROJECT_ROOT, cache_dir
+
+MIN_FREE_GIB = 2.0
+PACKAGES = ("torch", "transformers", "peft", "gradio", "umap", "plotly", "mteb", "nbclient")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    seen: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        out = f"[{mark}] {self.name}: {self.seen}"
+        return out if self.ok else f"{out}\n       -> {self.fix}"
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    return Check("python", v >= (3, 11), f"{v.major}.{v.minor}.{v.micro} at {sys.executable}",
+                 "install Python 3.11 or newer, then `make clean-venv && make demo`")
+
+
+def check_packages() -> Check:
+    missing = []
+    for name in PACKAGES:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # an import can fail in many ways (missing, broken wheel)
+            missing.append(f"{name} ({type(e).__name__})")
+    import torch
+
+    seen = f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'CPU'}), " + (
+        f"missing: {', '.join(missing)}" if missing else f"{len(PACKAGES)} packages import")
+    return Check("packages", not missing, seen, "reinstall: `rm .venv/.installed && make install`")
+
+
+def check_data() -> Check:
+    corpus = PROJECT_ROOT / "data" / "build" / "wiki" / "train.jsonl"
+    lee = PROJECT_ROOT / "data" / "build" / "eval" / "lee_sts.jsonl"
+    ok = corpus.is_file() and lee.is_file()
+    return Check("data", ok, "training corpus and evaluation sets built" if ok else f"{corpus} or {lee} missing",
+                 "build them (30 s, offline): `make data`")
+
+
+def check_disk() -> Check:
+    free = shutil.disk_usage(cache_dir() if cache_dir().exists() else Path.home()).free / 2**30
+    return Check("disk", free >= MIN_FREE_GIB, f"{free:.1f} GiB free for {cache_dir()}",
+                 f"free at least {MIN_FREE_GIB:.0f} GiB, or point GEM_LAB_CACHE at a bigger disk")
+
+
+def check_default_model() -> Check:
+    from ..models.conversion import cache_problem
+    from ..models.registry import DEFAULT_MODEL, get_spec
+
+    problem = cache_problem(get_spec(DEFAULT_MODEL))
+    return Check("default model", problem is None,
+                 f"{DEFAULT_MODEL} converted and cached" if problem is None else problem,
+                 f"convert it once (~30 s, offline): `.venv/bin/python -m lab convert {DEFAULT_MODEL}` "
+                 f"(make demo does it too)")
+
+
+def check_models_run() -> list[Check]:
+    """Load the shipped GEM model, embed one text, generate a few tokens (timed)."""
+    from ..models import DEFAULT_GEM, load
+
+    t = time.perf_counter()
+    try:
+        gem = load(DEFAULT_GEM)
+    except Exception as e:
+        return [Check("GEM model", False, f"{type(e).__name__}: {e}",
+                      "restore the shipped checkpoint: `git checkout -- checkpoints`")]
+    loaded = time.perf_counter() - t
+    t = time.perf_counter()
+    emb = gem.encode("A short test sentence about the weather.")
+    encoded = time.perf_counter() - t
+    t = time.perf_counter()
+    text = gem.generate("The capital of France is", max_new_tokens=8)
+    generated = time.perf_counter() - t
+    return [Check("GEM model", True, f"{DEFAULT_GEM} loaded in {loaded:.1f} s"),
+            Check("encode", emb.shape == (gem.embedding_dim(),), f"{emb.shape[0]}-d embedding in {encoded:.2f} s",
+                  "report this: the model loaded but does not embed"),
+            Check("generate", bool(text.strip()), f"{text.strip()!r} in {generated:.2f} s",
+                  "report this: the model loaded but does not generate")]
+
+
+def check_port(port: int = 7860, host: str = "127.0.0.1") -> Check:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            free = True
+        except OSError:
+            free = False
+    return Check("app port", free, f"{host}:{port} is {'free' if free else 'in use'}",
+                 f"stop the other program on port {port} (an app already running?), or start the app "
+                 f"on another port: `python app.py --port {port + 1}`")
+
+
+def run_checks(port: int = 7860) -> list[Check]:
+    checks = [check_python(), check_packages(), check_data(), check_disk(), check_default_model()]
+    if checks[-1].ok:
+        checks += check_models_run()
+    checks.append(check_port(port))
+    return checks
+
+
+def report(checks: list[Check], seconds: float) -> str:
+    failed = [c for c in checks if not c.ok]
+    verdict = ("READY: this machine can run the notebooks and the app." if not failed else
+               f"NOT READY: {len(failed)} check(s) failed; do what the arrows say, then run `make check` again.")
+    return "\n".join([c.line() for c in checks] + [f"({seconds:.0f} s) {verdict}"])

@@ -1,0 +1,36 @@
+"""`make check` (python -m lab check): plain verdicts, and a fix for every failure."""
+
+import socket
+import subprocess
+import sys
+
+from lab.course import ready
+
+
+def test_a_busy_port_fails_and_names_another_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        c = ready.check_port(port)
+    assert not c.ok and f"--port {port + 1}" in c.fix and "in use" in c.line()
+    assert ready.check_port(port).ok, "free again once the other program has gone"
+
+
+def test_missing_data_and_model_fail_with_the_command_that_fixes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(ready, "PROJECT_ROOT", tmp_path)
+    data = ready.check_data()
+    assert not data.ok and "make data" in data.fix
+    model = ready.check_default_model()  # the test cache (GEM_LAB_CACHE) is empty
+    assert not model.ok and "python -m lab convert smollm2-135m" in model.fix
+    checks = ready.run_checks(port=0)
+    assert "GEM model" not in [c.name for c in checks], "no model run while the model is missing"
+    text = ready.report(checks, 1.0)
+    assert "NOT READY" in text and "-> " in text
+
+
+def test_the_command_exits_non_zero_when_not_ready(tmp_path):
+    env = {"GEM_LAB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "lab", "check"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "[FAIL] default model" in out.stdout and "NOT READY" in out.stdout
