@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check test test-slow test-gpu bench eval-report eval-mmlu notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -61,6 +61,10 @@ check:
 
 notebooks: install data
 	$(BIN)/jupyter lab notebooks/
+
+# The six notebooks run in full mode, timed; executed copies to read without running (docs/notebooks/).
+docs-notebooks: install data
+	$(BIN)/python -m lab.course.render
 
 # The comparison table of the README: base (all poolings), shipped GEM, MiniLM; quick suite.
 eval-report: install data

@@ -230,7 +230,7 @@ def test_markdown_table_layout():
                                                       "embedding_avg": 0.5}], "mmlu": {"acc_macro": 0.3, "acc": 0.31},
             "perplexity": 12.345}]
     table = markdown_table(table_rows(res))
-    assert table.splitlines()[0] == "| model | pooling | Lee50 STS | emb. avg | MMLU | ppl |"
+    assert table.splitlines()[0] == "| model | pooling | Lee50 STS | emb. avg | MMLU | ppl (Wikipedia, in-domain) |"
     assert table.splitlines()[2] == "| m | mean | 50.0 | 50.0 | 30.0 | 12.35 |"
 
 

@@ -9,13 +9,18 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_six_notebooks_with_a_parameter_cell_and_exercises():
+def test_there_are_six_notebooks_that_teach():
     assert len(NOTEBOOKS) == 6
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "QUICK = False" in params[0].source, path.name
-        assert "What to try next" in nb.cells[-1].source, f"{path.name} ends with exercises"
+        assert "**You will:**" in nb.cells[0].source and "**Time:**" in nb.cells[0].source, path.name
+        assert "{{" not in nb.cells[0].source, f"{path.name}: the measured time is filled in"
+        assert any(c.source.startswith("## Exercises") for c in nb.cells), f"{path.name} has exercises"
+        assert any("<summary>Solution</summary>" in c.source for c in nb.cells), f"{path.name} has solutions"
+        assert any(c.source.startswith("**Predict, then run.**") for c in nb.cells), path.name
+        assert nb.cells[-1].source.startswith("## Recap"), f"{path.name} ends with a recap"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: clear outputs"
         assert any("import lab" in c.source or "from lab" in c.source for c in nb.cells)
 

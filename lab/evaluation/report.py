@@ -49,7 +49,7 @@ def _fmt(x, scale=100.0, digits=1) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """Rows model x pooling; columns: each task (x100), embedding average, MMLU (x100), perplexity."""
     tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
-    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl"]
+    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
         cells = [r["model"], r["pooling"], *[_fmt(r["tasks"].get(t)) for t in tasks], _fmt(r["embedding_avg"]),
@@ -84,7 +84,7 @@ def language_cost_table(results: list[dict]) -> str:
         return ""
     base = have[0]
     lines = [f"Against {base['label']}, on the same questions:", "",
-             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | perplexity (Δ %) |",
+             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) |",
              "|---|---:|---:|---:|---:|"]
     for r in have[1:]:
         if r["label"] == base["label"]:
