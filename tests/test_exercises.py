@@ -52,3 +52,17 @@ def test_row_exercises(capsys):
     assert ex.check_literal_special_string(gem.text_ids("say <|gem_0|> now"), gem.special_ids)
     assert not ex.check_literal_special_string(Row.build([1], gem.special_ids).input_ids, gem.special_ids)
     assert "✓" in capsys.readouterr().out
+
+
+def test_run_and_timing_exercises(capsys):
+    from lab.training.config import TrainConfig
+
+    cfg = TrainConfig(positive="dropout")
+    rows = [{"step": 1, "loss": 2.0, "cl": 0.0}, {"step": 2, "loss": 1.5, "cl": 0.3, "eval_lee50_spearman": 0.1}]
+    assert ex.check_ablation_run(cfg, rows, {"positive": "dropout"}, reference=rows)
+    assert not ex.check_ablation_run(TrainConfig(positive="article"), rows, {"positive": "dropout"})
+    assert not ex.check_ablation_run(cfg, rows[:1], {"positive": "dropout"}), "no evals logged"
+    assert ex.check_resume(rows, [dict(r) for r in rows])
+    assert not ex.check_resume(rows, [{**r, "loss": r["loss"] + 0.1} for r in rows])
+    assert ex.check_one_prefill_faster(1.0, 1.5, 400) and not ex.check_one_prefill_faster(1.0, 1.5, 30)
+    assert not ex.check_number("x", None, 1.0) and "your turn" in capsys.readouterr().out

@@ -126,3 +126,47 @@ def check_number(name: str, answer: float, truth: float, tolerance: float = 0.01
         return False
     return _verdict(abs(answer - truth) <= tolerance, f"{name} = {truth:.3g}",
                     f"{name}: you have {answer:.3g}; recompute it from the cell above")
+
+
+def check_ablation_run(cfg, metrics: list[dict], changed: dict, reference: list[dict] | None = None) -> bool:
+    """3.2 / 3.3 — a training run made with the asked-for settings (`changed`), with in-training
+    evals; prints its last losses and evals beside the reference run's, to interpret."""
+    if not _answered(cfg, metrics, changed):
+        return False
+    wrong = {k: getattr(cfg, k) for k, v in changed.items() if getattr(cfg, k) != v}
+    evals = [r for r in metrics if "eval_lee50_spearman" in r]
+    if wrong or not evals:
+        return _verdict(False, "", f"train with {changed} (you have {wrong})" if wrong else
+                        "set eval_every so the run logs evals, and pass its rows (on_log gives them)")
+
+    def last(rows, key):
+        vals = [r[key] for r in rows if key in r]
+        return f"{vals[-1]:.3f}" if vals else "–"
+    keys = ("cl", "ntp", "eval_lee50_spearman", "eval_heldout_ppl")
+    print("             " + "  ".join(f"{k:>20}" for k in keys))
+    for name, rows in (("this run", metrics), ("reference", reference or [])):
+        if rows:
+            print(f"{name:<12} " + "  ".join(f"{last(rows, k):>20}" for k in keys))
+    return _verdict(True, f"a run with {changed}: compare its last values with the reference above",
+                    "")
+
+
+def check_resume(straight: list[dict], resumed: list[dict]) -> bool:
+    """3.4 — a run stopped and resumed logs the same losses as the same run made straight through."""
+    if not _answered(straight, resumed):
+        return False
+    a = {r["step"]: r["loss"] for r in straight}
+    b = {r["step"]: r["loss"] for r in resumed}
+    common = sorted(set(a) & set(b))
+    ok = len(common) >= 2 and all(abs(a[s] - b[s]) <= 1e-5 * max(1.0, abs(a[s])) for s in common)
+    return _verdict(ok, f"identical losses at all {len(common)} logged steps: the resume continued exactly",
+                    "pass the metric rows of a straight run and of a stopped-then-resumed run of the same config")
+
+
+def check_one_prefill_faster(one_s: float, two_s: float, document_tokens: int) -> bool:
+    """6.2 — for a long document, one prefill (embed + answer) beats embedding then generating."""
+    if not _answered(one_s, two_s, document_tokens):
+        return False
+    ok = document_tokens >= 200 and one_s < two_s
+    return _verdict(ok, f"×{two_s / one_s:.2f} on {document_tokens} tokens: the document is read once, not twice",
+                    "time both on a document of at least 200 tokens (e.g. doc * 5), after one warm-up call")
