@@ -71,8 +71,8 @@ def main():
         batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, vcfg)(examples)
         for phase, alpha in (("ntp", 0.0), ("mixed", cfg.alpha_cl)):
             out[f"{name}_{phase}_step_s"] = best_of(_step(gem, vcfg, batch, alpha), repeats=args.repeats)
-        out[f"{name}_positions"] = {k: batch[k]["input_ids"].numel() if k != "rows" else batch["input_ids"].numel()
-                                    for k in ("rows", "query", "positive")}
+        out[f"{name}_positions"] = {"rows": batch["input_ids"].numel(), "query": batch["query"]["input_ids"].numel(),
+                                    "positive": batch["positive"]["input_ids"].numel()}
     real = (batch["roles"] != Role.PAD)
     labels = torch.where(real, batch["input_ids"], IGNORE_INDEX)
 

@@ -39,13 +39,7 @@ class AttentionView:
         """Mean attention mass (over layers, heads and query tokens of `query_role`) that lands on
         keys of `key_role`. skip_first_query: leave out the first such query token (e.g. the first
         suffix token, which has only S and itself to look at)."""
-        queries = [i for i, r in enumerate(self.roles) if r == query_role]
-        keys = [j for j, r in enumerate(self.roles) if r == key_role]
-        queries = queries[1:] if skip_first_query else queries
-        if not queries or not keys:
-            return float("nan")
-        mass = self.attentions[:, :, queries][..., keys].sum(-1)  # (L, H, n_queries)
-        return float(mass.mean())
+        return float(self.share_by_layer(query_role, key_role, skip_first_query).mean())
 
 
 @torch.inference_mode()
