@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu ablations notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ eval-report: install data
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
 	$(BIN)/python -m lab report results/base.json results/gem.json results/minilm.json --out results/report
+
+# The ablation study (configs/ablations/*.yaml, one reduced budget each) -> results/ablations.md + .html.
+# Finished rows are reused (delete results/ablations/NAME.json to redo one); ~10 min per row on 2 cores.
+ablations: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m lab ablate
 
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
 # to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.

@@ -10,6 +10,7 @@
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
     train                train GEM (configs/*.yaml, --key=value overrides, --resume)
+    ablate               the ablation study: configs/ablations/*.yaml trained, evaluated, tabulated
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_ablate(args) -> int:
+    from .experiments.ablations import run_ablations
+
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    print(f"table: {run_ablations(only)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
 
@@ -224,7 +233,7 @@ def _add_eval(sub, default_model: str) -> None:
                    help="quick: <= 10 min on CPU; full: every row and all of MMLU; smoke: seconds, checks wiring")
     s.add_argument("--output", required=True, help="results/NAME.json")
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
-    s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|reconstruction")
+    s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
@@ -248,6 +257,10 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("--config", default=None)
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     s.set_defaults(func=_cmd_train, overrides=[])
+
+    s = sub.add_parser("ablate", help="run the ablations (configs/ablations/*.yaml) -> results/ablations.md")
+    s.add_argument("--only", default=None, help="comma list of ablation names (default: all)")
+    s.set_defaults(func=_cmd_ablate)
 
 
 def main(argv: list[str] | None = None) -> int:

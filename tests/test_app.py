@@ -72,7 +72,8 @@ def test_attention_grids_line_up_and_long_prompts_are_cut(session):
 
 
 def test_bundled_text_sets_are_decoded_correctly(session):
-    from lab.corpora.textsets import load_bundled, repair_latin1_reading
+    from lab.corpora.eval_sets import repair_latin1_reading
+    from lab.corpora.textsets import load_bundled
 
     assert repair_latin1_reading("cost \u00c2\u00a36.2bn") == "cost \u00a36.2bn"
     assert repair_latin1_reading("caf\u00e9 \u2014 ok") == "caf\u00e9 \u2014 ok", "real text is left alone"

@@ -210,10 +210,11 @@ def test_language_cost_table_compares_against_the_first_decoder():
     q = {str(i): [0.0, 0.25] for i in range(10)}
     base = {"label": "base", "mmlu": {"per_question": q}, "perplexity": 50.0}
     gem = {"label": "gem", "mmlu": {"per_question": {**q, "3": [1.0, 0.75]}}, "perplexity": 52.5}
+    base["perplexity_ood"], gem["perplexity_ood"] = 40.0, 38.0
     enc = {"label": "enc", "mmlu": None, "perplexity": None}
     base_again = {**base, "mmlu": {"per_question": {"0": [1.0, 1.0]}}}
     table = language_cost_table([base, enc, gem, base_again])
-    assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 |" in table
+    assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 | -5.0 |" in table
     assert "| base |" not in table, "the base model is not compared with itself"
     assert language_cost_table([base, enc]) == ""
 
@@ -221,17 +222,18 @@ def test_language_cost_table_compares_against_the_first_decoder():
 def test_a_language_only_result_gets_a_table_row_and_no_plot_point():
     res = {"label": "m", "suite": "quick", "rows": [], "mmlu": {"acc_macro": 0.3, "acc": 0.31}, "perplexity": 12.345}
     rows = table_rows([res])
-    assert markdown_table(rows).splitlines()[2] == "| m | – | – | 30.0 | 12.35 |"
+    assert markdown_table(rows).splitlines()[2] == "| m | – | – | 30.0 | 12.35 | – |"
     assert len(tradeoff_scatter(rows).data) == 0 and len(task_bars(rows).data) == 0
 
 
 def test_markdown_table_layout():
     res = [{"label": "m", "suite": "quick", "rows": [{"pooling": "mean", "tasks": {"LocalLee50STS": 0.5},
                                                       "embedding_avg": 0.5}], "mmlu": {"acc_macro": 0.3, "acc": 0.31},
-            "perplexity": 12.345}]
+            "perplexity": 12.345, "perplexity_ood": 20.0}]
     table = markdown_table(table_rows(res))
-    assert table.splitlines()[0] == "| model | pooling | Lee50 STS | emb. avg | MMLU | ppl (Wikipedia, in-domain) |"
-    assert table.splitlines()[2] == "| m | mean | 50.0 | 50.0 | 30.0 | 12.35 |"
+    assert table.splitlines()[0] == ("| model | pooling | Lee50 STS | emb. avg | MMLU | ppl (Wikipedia, in-domain) "
+                                     "| ppl (news, out-of-domain) |")
+    assert table.splitlines()[2] == "| m | mean | 50.0 | 50.0 | 30.0 | 12.35 | 20.00 |"
 
 
 def test_cli_eval_refuses_to_overwrite(tmp_path, capsys):

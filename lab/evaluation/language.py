@@ -1,7 +1,8 @@
 """What GEM costs and keeps on the language side: held-out perplexity and reconstruction.
 
     perplexity        the plain LM (no special tokens) on held-out Wikipedia rows, disjoint from
-                      training text (whole articles are held out); see lab.evaluation.quick
+                      training text (whole articles are held out) but the training domain; and on
+                      BBC News articles (out of domain); see lab.evaluation.quick
     reconstruction    paper Appendix B: append S, keep only S's key/value cache, greedy-decode
                       n tokens; exact match = the decoded text equals the input. Reported per
                       input-length bucket (in tokens), on held-out rows cut to each length.
@@ -15,11 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..storage import read_jsonl
-from .quick import heldout_perplexity
+from .quick import heldout_perplexity, text_perplexity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["heldout_perplexity", "reconstruction_by_length"]
+__all__ = ["heldout_perplexity", "reconstruction_by_length", "text_perplexity"]
 
 
 def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[list[int]]:

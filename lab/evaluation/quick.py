@@ -35,11 +35,19 @@ def lee50_spearman(gem, pooling: str | None = None, batch_size: int = 8) -> floa
     return spearman(cos, [s for _, _, s in pairs])
 
 
-@torch.no_grad()
 def heldout_perplexity(gem, path: str, max_rows: int = 200, batch_size: int = 16) -> float:
     """exp(mean next-token cross-entropy) of the plain LM over the first `max_rows` held-out texts."""
-    texts = [r["text"] for r in read_jsonl(path)][:max_rows]
-    ids, _ = text_ids(gem.tokenizer, texts, gem.max_length - len(gem.bos))
+    return text_perplexity(gem, [r["text"] for r in read_jsonl(path)][:max_rows], batch_size)
+
+
+@torch.no_grad()
+def text_perplexity(gem, texts: list[str], batch_size: int = 16, max_tokens: int | None = None) -> float:
+    """exp(mean next-token cross-entropy) of the plain LM over `texts`, each cut to `max_tokens`
+    (default: the model's max_length). The tokens scored are those of the tokenizer's own rows:
+    a sink token (`GemConfig.sink_token`) in front does not make the first text token a target,
+    so a model with a sink and its base model are scored on the same tokens."""
+    budget = min(max_tokens or gem.max_length, gem.max_length - len(gem.bos))
+    ids, _ = text_ids(gem.tokenizer, texts, budget)
     ids = sorted(ids, key=len)  # batches of similar length: little padding (the mean is order-free)
     total, count = 0.0, 0
     for i in range(0, len(ids), batch_size):
@@ -47,8 +55,9 @@ def heldout_perplexity(gem, path: str, max_rows: int = 200, batch_size: int = 16
         batch = pad_rows(rows, gem.pad_token_id)
         real = batch["roles"] != Role.PAD
         logits = gem.model(input_ids=batch["input_ids"].to(gem.device), attention_mask=real.long().to(gem.device)).logits
-        labels = torch.where(real, batch["input_ids"], IGNORE_INDEX).to(gem.device)
-        t, c = ntp_loss_sum(logits, labels)
+        labels = torch.where(real, batch["input_ids"], IGNORE_INDEX)
+        labels[:, :len(gem.sink_ids) + 1] = IGNORE_INDEX  # a sink does not make the first text token a target
+        t, c = ntp_loss_sum(logits, labels.to(gem.device))
         total, count = total + float(t), count + int(c)
     return math.exp(total / max(count, 1))
 

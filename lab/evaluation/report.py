@@ -38,7 +38,7 @@ def table_rows(results: list[dict]) -> list[dict]:
             rows.append({"model": res["label"], "pooling": r["pooling"], "tasks": r["tasks"],
                          "embedding_avg": r["embedding_avg"], "mmlu": mmlu.get("acc_macro"),
                          "mmlu_acc": mmlu.get("acc"), "perplexity": res.get("perplexity"),
-                         "suite": res.get("suite")})
+                         "perplexity_ood": res.get("perplexity_ood"), "suite": res.get("suite")})
     return rows
 
 
@@ -49,11 +49,12 @@ def _fmt(x, scale=100.0, digits=1) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """Rows model x pooling; columns: each task (x100), embedding average, MMLU (x100), perplexity."""
     tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
-    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)"]
+    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)",
+            "ppl (news, out-of-domain)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
         cells = [r["model"], r["pooling"], *[_fmt(r["tasks"].get(t)) for t in tasks], _fmt(r["embedding_avg"]),
-                 _fmt(r["mmlu"]), "–" if r["perplexity"] is None else f"{r['perplexity']:.2f}"]
+                 _fmt(r["mmlu"]), *("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("perplexity", "perplexity_ood"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -84,15 +85,16 @@ def language_cost_table(results: list[dict]) -> str:
         return ""
     base = have[0]
     lines = [f"Against {base['label']}, on the same questions:", "",
-             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) |",
-             "|---|---:|---:|---:|---:|"]
+             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) | out-of-domain perplexity, news (Δ %) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in have[1:]:
         if r["label"] == base["label"]:
             continue  # the same model again (e.g. another MMLU sample): not a cost
         acc, prob = paired_difference(base["mmlu"], r["mmlu"], "acc"), paired_difference(base["mmlu"], r["mmlu"], "p_correct")
         cells = [r["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
-        pa, pb = base.get("perplexity"), r.get("perplexity")
-        cells.append("–" if not (pa and pb) else f"{100 * (pb / pa - 1):+.1f}")
+        for key in ("perplexity", "perplexity_ood"):
+            pa, pb = base.get(key), r.get(key)
+            cells.append("–" if not (pa and pb) else f"{100 * (pb / pa - 1):+.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

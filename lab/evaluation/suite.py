@@ -38,6 +38,8 @@ class Suite:
     mmlu_limit: int | None  # None = the whole test set (14,042 questions)
     mmlu_fewshot: int = 5
     perplexity_rows: int = 200
+    news_rows: int = 100  # out-of-domain perplexity: BBC News articles, each cut to news_max_tokens
+    news_max_tokens: int = 128
     reconstruction_lengths: tuple = (8, 16, 32, 64)
     reconstruction_per_length: int = 8
     tasks: tuple = TASK_NAMES
@@ -47,10 +49,10 @@ SUITES = {
     # seconds, for CI and the notebooks' QUICK mode: every part runs, the numbers mean nothing
     "smoke": Suite("smoke", TaskSizes(classification_train=40, classification_test=40, clustering=60,
                                       retrieval_queries=30, pairs=40, samples_per_label=4, n_experiments=1),
-                   max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8,
+                   max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8, news_rows=4,
                    reconstruction_lengths=(4, 8), reconstruction_per_length=2),
     "quick": Suite("quick", QUICK, max_length=192, mmlu_limit=100),
-    "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628,
+    "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628, news_rows=400,
                   reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),
 }
 PACKAGES = ("torch", "transformers", "peft", "mteb", "lm_eval", "sentence-transformers", "numpy")
@@ -90,8 +92,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     """Evaluate one model with one or more poolings; returns the result dict (see report.py).
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
-    encoder name from `embedders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
-    skip: any of "embedding", "mmlu", "perplexity", "reconstruction".
+    encoder name from `lab.models.encoders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
+    skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction".
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
     the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
     evaluation resumes).
@@ -101,7 +103,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     import numpy as np
     import torch
 
-    from .embedders import ENCODERS
+    from ..models.encoders import ENCODERS
 
     suite = SUITES[suite] if isinstance(suite, str) else suite
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
@@ -111,7 +113,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     timings = {"load": time.perf_counter() - t0}
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
-              "rows": [], "mmlu": None, "perplexity": None, "reconstruction": None}
+              "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None}
     key = json.dumps([model, dataclasses.asdict(suite), seed], sort_keys=True, default=str)  # parts are per pooling
     progress = _Progress(partial, key)
     if "embedding" not in skip:
@@ -146,12 +148,16 @@ def _embedding_row(model: str, gem, pooling: str, suite: Suite, rows: dict, batc
 
 
 def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dict:
-    """{part: () -> value} for the language side: perplexity, reconstruction, MMLU."""
-    from .language import heldout_perplexity, reconstruction_by_length
+    """{part: () -> value} for the language side: perplexity on held-out Wikipedia (the training
+    domain) and on news (out of domain), reconstruction, MMLU."""
+    from ..corpora.eval_sets import news_texts
+    from .language import heldout_perplexity, reconstruction_by_length, text_perplexity
     from .mmlu import mmlu
 
     return {
         "perplexity": lambda: heldout_perplexity(gem, heldout, max_rows=suite.perplexity_rows),
+        "perplexity_ood": lambda: text_perplexity(gem, news_texts(suite.news_rows, data_dir),
+                                                  max_tokens=suite.news_max_tokens),
         "reconstruction": lambda: reconstruction_by_length(
             gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
         "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,

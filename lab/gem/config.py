@@ -19,6 +19,9 @@ class GemConfig:
     k: number of special tokens S_1..S_k appended to a text.
     readout: how the k last-layer states become one vector: "mean" (d) or "concat" (k*d).
     suffix_sees_bos: mask option, suffix tokens may also attend to BOS (ablation; default off).
+    sink_token: a content-free token (e.g. "<|endoftext|>") put in front of every row when the
+        tokenizer adds no BOS of its own, and visible to the suffix: an attention sink the suffix
+        may park attention on, so that S need not double as the sink. None: no sink (the paper).
     max_length: texts longer than this many tokens are truncated (with one warning per call).
     base_model: registry name, folder or hub id of the backbone.
     trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
@@ -27,6 +30,7 @@ class GemConfig:
     k: int = 1
     readout: str = "mean"
     suffix_sees_bos: bool = False
+    sink_token: str | None = None
     max_length: int = 512
     base_model: str = "smollm2-135m"
     trained: bool = False

@@ -47,7 +47,8 @@ class GemModel:
         self.max_length = gem_config.max_length if gem_config else 512
         self.special_ids = self._special_ids(tokenizer, gem_config)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.bos = self._bos_prefix(tokenizer)
+        self.bos = self._bos_prefix(tokenizer, gem_config)
+        self.sink_ids = [] if self._bos_prefix(tokenizer) else list(self.bos)  # the sink, when it stands in for BOS
         self.pieces = template_piece_ids(tokenizer)
 
     @staticmethod
@@ -62,11 +63,20 @@ class GemModel:
         return tokenizer.convert_tokens_to_ids(strings)
 
     @staticmethod
-    def _bos_prefix(tokenizer) -> list[int]:
-        """[bos_id] if the tokenizer prepends BOS to every text, else []."""
+    def _bos_prefix(tokenizer, gem_config: GemConfig | None = None) -> list[int]:
+        """[bos_id] if the tokenizer prepends BOS to every text; else [sink id] if the GEM config
+        names a sink token; else []."""
         with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
         bos = tokenizer.bos_token_id
-        return [bos] if bos is not None and with_special and with_special[0] == bos else []
+        if bos is not None and with_special and with_special[0] == bos:
+            return [bos]
+        sink = gem_config.sink_token if gem_config else None
+        if sink is None:
+            return []
+        if sink not in tokenizer.get_vocab():
+            raise ValueError(f"sink_token {sink!r} is not a token of this tokenizer; use one of its special "
+                             f"tokens, e.g. {tokenizer.eos_token!r}, or sink_token=None")
+        return [tokenizer.convert_tokens_to_ids(sink)]
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -167,7 +177,7 @@ class GemModel:
     # -- generation -------------------------------------------------------------------------------
     @property
     def suffix_sees_bos(self) -> bool:
-        return bool(self.gem_config and self.gem_config.suffix_sees_bos)
+        return bool(self.gem_config and (self.gem_config.suffix_sees_bos or self.gem_config.sink_token))
 
     def generate_ids(self, input_ids: torch.Tensor, attention_mask=None, cache=None, **kw) -> torch.Tensor:
         """New token ids (B, n) greedy-generated (unless do_sample=True) after `input_ids` (B, T) by

@@ -160,7 +160,8 @@ class GemCollator:
     Returns a dict with (B, T) `input_ids`, `roles`, `position_ids`, `labels`, the canonical
     (B, 1, T, T) bool `attention_mask` (with `cfg.pack`, B counts packed sequences: several rows
     per sequence, each its own segment, positions restarting at 0, never seeing each other), and `query` / `positive` views (each `input_ids`, `roles`,
-    right-padded, S at the end of each row), plus `stats` (a RowStats of this batch).
+    right-padded, S at the end of each row), plus `stats` (a RowStats of this batch). With a
+    `teacher`, also `teacher_query` / `teacher_positive` (N, t): its embeddings of the views' texts.
     """
 
     tokenizer: object
@@ -168,6 +169,7 @@ class GemCollator:
     bos: list[int]
     cfg: TrainConfig
     contrastive: bool = True
+    teacher: object = None  # optional callable(list[str]) -> (n, t) embeddings: adds teacher_query / teacher_positive
     stats: RowStats = field(default_factory=RowStats)
 
     @property
@@ -194,7 +196,7 @@ class GemCollator:
             if row is not None:
                 rows.append(row)
                 kept.append((e, ids, rng))
-        views_q, views_d, groups = [], [], None
+        views_q, views_d, groups, texts_q, texts_d = [], [], None, [], []
         if self.contrastive and kept:
             has_partner = "positive_text" in kept[0][0]
             others = self._ids([e["positive_text"] for e, _, _ in kept]) if has_partner else [ids for _, ids, _ in kept]
@@ -204,6 +206,9 @@ class GemCollator:
                 views_q.append(Row.build(self.bos + ids[:budget], self.special_ids, bos_token_id=bos_id))
                 dropped = drop_tokens(other[:budget], self.cfg.drop_rate, rng)
                 views_d.append(Row.build(self.bos + dropped, self.special_ids, bos_token_id=bos_id))
+                if self.teacher is not None:
+                    texts_q.append(self.tokenizer.decode(ids[:budget]))
+                    texts_d.append(self.tokenizer.decode(dropped))
         self.stats.add(stats)
         if not rows:
             return {"empty": True, "stats": stats}
@@ -214,7 +219,7 @@ class GemCollator:
             segment_ids = segment_tensor(segs)
         batch = pad_rows(rows, pad)
         batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
-        batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_sees_bos)
+        batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_attends_bos)
         batch["labels"] = labels_for(batch["input_ids"], batch["roles"], batch["position_ids"])
         if self.contrastive:
             pack_to = self.cfg.max_length if self.cfg.pack_views else None
@@ -222,5 +227,8 @@ class GemCollator:
             batch["positive"] = view_batch(views_d, pad, pack_to)
             if groups is not None:
                 batch["groups"] = torch.tensor(groups, dtype=torch.long)
+            if self.teacher is not None:
+                batch["teacher_query"] = torch.as_tensor(self.teacher(texts_q), dtype=torch.float32)
+                batch["teacher_positive"] = torch.as_tensor(self.teacher(texts_d), dtype=torch.float32)
         batch["stats"] = stats
         return batch

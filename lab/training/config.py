@@ -61,6 +61,7 @@ class TrainConfig:
     embed_max_length: int = 512  # tokens the trained model reads when embedding (saved in GemConfig)
     min_part: int = 2
     suffix_sees_bos: bool = False
+    sink_token: str | None = None  # e.g. "<|endoftext|>": a sink in front of every row that the suffix may see (GemConfig)
     pack: bool = True  # pack several rows into each max_length sequence (segments never see each other)
     pack_views: bool = True  # pack the contrastive views too (same embeddings, fewer padded positions)
     fused_loss: bool = True  # NTP loss without full-vocabulary logits or head-weight gradients (same loss)
@@ -70,6 +71,9 @@ class TrainConfig:
     drop_rate: float = 0.2
     alpha_cl: float = 1.0  # weight of the contrastive loss after the NTP phase (paper: 1, NTP off)
     positive: str = "dropout"  # dropout: the row itself, tokens dropped (paper) | article: another row of the same article, tokens dropped
+    distill_weight: float = 0.0  # > 0: add weight x KL(teacher || student) over in-batch similarities (contrastive phase)
+    teacher: str = "minilm"  # the distillation teacher: an offline sentence encoder (lab.models.encoders)
+    distill_scale: float = 20.0  # 1 / temperature of both similarity distributions in the distillation term
     logit_scale_init: float = 20.0
     logit_scale_max: float = 100.0
     lr_ntp: float = 1e-4
@@ -105,11 +109,18 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
             (self.positive in POSITIVES, f"positive must be one of {POSITIVES}"),
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
+            (self.distill_weight >= 0.0, "distill_weight must be >= 0 (0 = no distillation)"),
+            (self.distill_scale > 0.0, "distill_scale must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {msg}")
         self.lora_targets = tuple(self.lora_targets)
+
+    @property
+    def suffix_attends_bos(self) -> bool:
+        """Whether the suffix may see BOS / the sink token (the mask option, implied by a sink)."""
+        return self.suffix_sees_bos or self.sink_token is not None
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -35,12 +35,12 @@ from .config import TrainConfig
 from .data_order import article_partners, example_indices, training_example
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
-from .setup import load_weights_into, prepare_model
+from .setup import distillation_teacher, load_weights_into, prepare_model
 from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
 
 log = logging.getLogger(__name__)
 
-LOSS_PARTS = ("loss", "ntp", "cl")
+LOSS_PARTS = ("loss", "ntp", "cl", "kd")
 
 
 class StopRequested(Exception):
@@ -100,12 +100,13 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     gem = prepare_model(cfg, accelerator.device)
     logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
-    objective = GemObjective(gem.model, logit_scale, cfg.suffix_sees_bos, fused_loss=cfg.fused_loss,
+    objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, fused_loss=cfg.fused_loss,
+                             distill_weight=cfg.distill_weight, distill_scale=cfg.distill_scale,
                              trainable_head_rows=gem.special_ids if cfg.lora_r > 0 else None)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=cfg.weight_decay)
     run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,
-              GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg), [r["text"] for r in rows],
+              GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=distillation_teacher(cfg)), [r["text"] for r in rows],
               article_partners(rows, cfg.seed) if cfg.positive == "article" else None, params)
     if resume:
         _resume_into(run)

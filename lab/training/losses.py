@@ -14,7 +14,9 @@ from torch import nn
 from ..gem.lm_loss import IGNORE_INDEX, ntp_loss, ntp_loss_sum
 from .config import TrainConfig
 
-__all__ = ["IGNORE_INDEX", "LogitScale", "alpha_at", "info_nce", "lr_at", "ntp_loss", "ntp_loss_sum"]
+__all__ = ["IGNORE_INDEX", "LogitScale", "alpha_at", "info_nce", "lr_at", "ntp_loss", "ntp_loss_sum",
+           "similarity_distillation"]
+
 
 class LogitScale(nn.Module):
     """tau = exp(lambda), lambda learnable, initialised ln(init), clamped to [0, ln(max)] (CLIP-style)."""
@@ -44,6 +46,29 @@ def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int 
         same[torch.arange(q.shape[0]), target] = False
         sim = sim.masked_fill(same, float("-inf"))
     return F.cross_entropy(sim, target)
+
+
+def similarity_distillation(q: torch.Tensor, d: torch.Tensor, teacher_q: torch.Tensor, teacher_d: torch.Tensor,
+                            scale: float, offset: int = 0, groups_q: torch.Tensor | None = None,
+                            groups_d: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i KL(p_teacher,i || p_student,i): each query's distribution over the in-batch positives.
+
+    p_.,i = softmax_j(scale * cos(q_i, d_j)), from the student's views (q (B, dim), d (N, dim)) and
+    from a teacher's embeddings of the same texts (teacher_q (B, t), teacher_d (N, t)). The
+    student learns the teacher's whole ranking of the batch, not only which one is the positive.
+    Same-group entries other than the positive are left out of both softmaxes (as in `info_nce`).
+    """
+    def log_probs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sim = scale * (F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T)
+        if groups_q is not None:
+            same = groups_q[:, None] == groups_d[None, :]
+            same[torch.arange(a.shape[0]), offset + torch.arange(a.shape[0])] = False
+            sim = sim.masked_fill(same, float("-inf"))
+        return F.log_softmax(sim, dim=-1)
+
+    student, teacher = log_probs(q, d), log_probs(teacher_q, teacher_d).detach()
+    kl = teacher.exp() * (teacher - student)
+    return kl.nan_to_num(0.0).sum(-1).mean()  # -inf - -inf (left-out entries) -> 0
 
 
 def alpha_at(step: int, cfg: TrainConfig) -> float:

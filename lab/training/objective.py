@@ -1,12 +1,15 @@
 """The GEM training objective as one module, so DDP / FSDP / DeepSpeed wrap the whole loss.
 
     objective = GemObjective(model, logit_scale)
-    out = objective(batch, alpha)      # {"backward", "loss", "ntp", "cl", "scale"}
+    out = objective(batch, alpha)      # {"backward", "loss", "ntp", "cl", "kd", "scale"}
     out["backward"].backward()         # the others are detached values for logging
 
 NTP runs the full causal LM under the GEM mask on the training rows; the contrastive term reads
 the last-layer states at S for the two views (query, positive) without the LM head. Only the
-terms with non-zero weight are computed (alpha = 0: NTP only; alpha = 1: contrastive only).
+terms with non-zero weight are computed (alpha = 0: NTP only; alpha = 1: contrastive only). With
+`distill_weight` > 0 the contrastive phase adds a distillation term: the student's in-batch
+similarity distribution is pulled to a teacher's (`similarity_distillation`; the collator puts the
+teacher's embeddings of the same view texts in the batch).
 
 Across processes (DDP / FSDP) the result equals one process with the same global batch: the NTP
 sum is divided by the token count of the *global* batch, and the positives of every process are
@@ -22,7 +25,7 @@ from torch import nn
 from ..gem.forward import gem_inputs, unwrap
 from ..gem.lm_loss import ntp_loss_sum, ntp_loss_sum_from_hidden
 from ..gem.masks import model_attention_mask
-from .losses import LogitScale, info_nce
+from .losses import LogitScale, info_nce, similarity_distillation
 
 
 def _world() -> tuple[int, int]:
@@ -36,6 +39,13 @@ def _all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    """(world * B, ...) concatenation of every process's x, without gradients."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 def fusable_head(model) -> torch.Tensor | None:
@@ -52,8 +62,10 @@ def fusable_head(model) -> torch.Tensor | None:
 
 class GemObjective(nn.Module):
     def __init__(self, model: nn.Module, logit_scale: LogitScale, suffix_sees_bos: bool = False,
-                 fused_loss: bool = True, trainable_head_rows: list[int] | None = None):
+                 fused_loss: bool = True, trainable_head_rows: list[int] | None = None,
+                 distill_weight: float = 0.0, distill_scale: float = 20.0):
         super().__init__()
+        self.distill_weight, self.distill_scale = distill_weight, distill_scale
         self.model = model
         self.logit_scale = logit_scale
         self.suffix_sees_bos = suffix_sees_bos
@@ -95,30 +107,41 @@ class GemObjective(nn.Module):
                 total = total * world
             ntp = total / count.clamp(min=1)
         scale = self.logit_scale()
+        kd = zero
         if alpha > 0.0:
-            q = self.view_embeddings(batch["query"])
-            d = self.view_embeddings(batch["positive"])
-            rank, world = _world()
-            groups = batch.get("groups")
-            if world > 1:
-                all_groups = None
-                if groups is not None:
-                    all_groups = [torch.empty_like(groups) for _ in range(world)]
-                    dist.all_gather(all_groups, groups)
-                    all_groups = torch.cat(all_groups)
-                cl = info_nce(q, _all_gather_with_grad(d), scale, offset=rank * q.shape[0],
-                              groups_q=groups, groups_d=all_groups)
-            else:
-                cl = info_nce(q, d, scale, groups_q=groups, groups_d=groups)
-        loss = (1.0 - alpha) * ntp + alpha * cl
-        ntp_report, cl_report = ntp.detach().clone(), cl.detach().clone()
+            cl, kd = self._contrastive(batch, scale)
+        loss = (1.0 - alpha) * ntp + alpha * (cl + self.distill_weight * kd)
+        reports = [ntp.detach().clone(), cl.detach().clone(), kd.detach().clone()]
         _, world = _world()
         if world > 1:  # report the global-batch values: what one process would print
-            for t in (ntp_report, cl_report):
+            for t in reports:
                 dist.all_reduce(t)
                 t /= world
-        return {"backward": loss, "loss": (1.0 - alpha) * ntp_report + alpha * cl_report,
-                "ntp": ntp_report, "cl": cl_report, "scale": scale.detach()}
+        ntp_report, cl_report, kd_report = reports
+        return {"backward": loss, "loss": (1.0 - alpha) * ntp_report + alpha * (cl_report + self.distill_weight * kd_report),
+                "ntp": ntp_report, "cl": cl_report, "kd": kd_report, "scale": scale.detach()}
+
+    def _contrastive(self, batch: dict, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(InfoNCE, distillation KL or 0) of the two views; across processes the positives (and
+        the teacher's positives) of the whole global batch are the candidates."""
+        q = self.view_embeddings(batch["query"])
+        d = self.view_embeddings(batch["positive"])
+        groups, teacher_d = batch.get("groups"), batch.get("teacher_positive")
+        rank, world = _world()
+        offset, all_groups = 0, groups
+        if world > 1:
+            offset, d = rank * q.shape[0], _all_gather_with_grad(d)
+            all_groups = _all_gather(groups) if groups is not None else None
+            teacher_d = _all_gather(teacher_d) if teacher_d is not None else None
+        cl = info_nce(q, d, scale, offset=offset, groups_q=groups, groups_d=all_groups)
+        kd = cl.new_zeros(())
+        if self.distill_weight > 0:
+            if teacher_d is None:
+                raise ValueError("distill_weight > 0 needs the teacher's embeddings in the batch "
+                                 "(GemCollator(teacher=...); the training loop sets it from cfg.teacher)")
+            kd = similarity_distillation(q, d, batch["teacher_query"], teacher_d, self.distill_scale, offset,
+                                         groups, all_groups)
+        return cl, kd
 
 
 @torch.no_grad()

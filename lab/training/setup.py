@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from ..models.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
 from ..models.dtypes import cpu_has_fast_bf16
 from ..models.loading import load
 from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def train_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
@@ -55,7 +58,7 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA)."""
     base = load(cfg.model, dtype="float32", device="cpu")
     gem = add_new_gem_tokens(base, cfg.k, max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos,
-                             base_model=cfg.model)
+                             sink_token=cfg.sink_token, base_model=cfg.model)
     model = _wrap_lora(gem.model, cfg, gem.special_ids) if cfg.lora_r > 0 else gem.model
     model.to(device=device, dtype=train_dtype(cfg, device))
     model.train()
@@ -71,3 +74,19 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
         set_peft_model_state_dict(gem.model, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
     if (ckpt / WEIGHTS_FILE).is_file():
         unwrap(gem.model).load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)
+
+
+def distillation_teacher(cfg: TrainConfig):
+    """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
+    `cfg.teacher` (an offline sentence encoder, run on the CPU in inference mode)."""
+    if cfg.distill_weight <= 0:
+        return None
+    from ..models.encoders import load_encoder
+
+    encoder = load_encoder(cfg.teacher)
+    log.info("distilling from %s (weight %.2f)", cfg.teacher, cfg.distill_weight)
+
+    def embed(texts: list[str]):
+        return encoder.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                              show_progress_bar=False)
+    return embed

@@ -1,0 +1,1 @@
+"""Experiments that combine training, evaluation and figures: the ablation study (`ablations`)."""

@@ -1,0 +1,190 @@
+"""The ablation study: every config in `configs/ablations/` trained at one reduced budget, evaluated
+the same way, tabulated with the base model's rows.
+
+    python -m lab ablate                       # every configs/ablations/*.yaml (done ones are reused)
+    python -m lab ablate --only reference,sink # some of them
+    make ablations
+
+Each ablation config starts from `configs/ablations/reference.yaml` (the recipe at reduced scale)
+and changes one thing. Per config: train (an interrupted run resumes; a finished run is not
+trained again), then the ablation suite — the quick suite's embedding tasks (the same sizes as the
+base rows of results/report.md), perplexity on held-out Wikipedia (the training domain) and on
+BBC News (out of domain), reconstruction at 8 and 16 tokens; no MMLU (too slow per row) — saved
+atomically to `results/ablations/NAME.json` with the training wall time and what the config changes.
+Then `results/ablations.md` (the table) and `results/ablations.html` (embedding score vs
+out-of-domain perplexity, one point per ablation, the base model as a star).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from ..evaluation.suite import SUITES, run_suite
+from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
+from ..training.config import TrainConfig, config_diff, config_from_args
+from ..training.loop import train
+from ..training.state import latest_checkpoint
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = PROJECT_ROOT / "configs" / "ablations"
+RESULTS = PROJECT_ROOT / "results" / "ablations"
+REFERENCE = "reference"
+SUITE = dataclasses.replace(SUITES["quick"], name="ablation", mmlu_limit=0, reconstruction_lengths=(8, 16),
+                            reconstruction_per_length=16)
+BASE_POOLINGS = ("mean", "echo")
+
+
+def ablation_configs(only: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> dict[str, Path]:
+    """{name: yaml path} of the ablations (reference first), or those named in `only`, in its order."""
+    paths = {p.stem: p for p in sorted(config_dir.glob("*.yaml"))}
+    if only:
+        unknown = sorted(set(only) - set(paths))
+        if unknown:
+            raise ValueError(f"no ablation config named {unknown} in {config_dir}; known: {', '.join(paths)}")
+        return {n: paths[n] for n in only}  # in the order given
+    return dict(sorted(paths.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
+
+
+def trained_checkpoint(cfg: TrainConfig) -> tuple[Path, float | None]:
+    """(final checkpoint, training wall seconds or None when it was already trained); trains or
+    resumes the run in `cfg.output_dir` as needed."""
+    out = PROJECT_ROOT / cfg.output_dir
+    last = latest_checkpoint(out)
+    if last is not None and int(last.name.split("-")[1]) >= cfg.steps:
+        return last, None
+    cfg = dataclasses.replace(cfg, output_dir=str(out))
+    t0 = time.perf_counter()
+    ckpt = train(cfg, resume=last is not None)
+    return Path(ckpt), time.perf_counter() - t0
+
+
+def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
+    """Train and evaluate one ablation; its result file is reused when it exists."""
+    target = results_dir / f"{name}.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    cfg = config_from_args(str(path), [])
+    reference = config_from_args(str(path.parent / f"{REFERENCE}.yaml"), [])
+    ckpt, train_s = trained_checkpoint(cfg)
+    result = run_suite(str(ckpt), suite=SUITE, label=name, skip=("mmlu",), partial=results_dir / f"{name}.partial.json")
+    result["ablation"] = {"name": name, "changes": config_diff(cfg, reference), "train_s": train_s,
+                          "steps": cfg.steps, "config": str(path.relative_to(PROJECT_ROOT))}
+    write_json_atomic(target, result)
+    return result
+
+
+def base_result(results_dir: Path = RESULTS) -> dict:
+    """The untrained base model under the same suite (mean and echo pooling, both perplexities)."""
+    target = results_dir / "base.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    model, published = TrainConfig().model, _published_base_rows()
+    result = run_suite(model, poolings=list(BASE_POOLINGS), suite=SUITE, label="base (no training)",
+                       skip=("mmlu", "reconstruction") + (("embedding",) if published else ()),
+                       partial=results_dir / "base.partial.json")
+    if published:
+        result["rows"], result["embedding_rows_from"] = published, "results/base.json"
+    write_json_atomic(target, result)
+    return result
+
+
+def _published_base_rows() -> list[dict] | None:
+    """The base model's mean / echo rows of results/base.json when they were measured with the
+    ablation suite's embedding settings (the same task sizes and max_length), else None."""
+    path = PROJECT_ROOT / "results" / "base.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    suite = (saved.get("provenance") or {}).get("suite") or {}
+    same = (suite.get("sizes") == dataclasses.asdict(SUITE.sizes) and suite.get("max_length") == SUITE.max_length
+            and list(suite.get("tasks", [])) == list(SUITE.tasks))
+    rows = [r for r in saved["rows"] if r["pooling"] in BASE_POOLINGS]
+    return rows if same and len(rows) == len(BASE_POOLINGS) else None
+
+
+def _cell(x, scale: float = 100.0, digits: int = 1) -> str:
+    return "–" if x is None else f"{x * scale:.{digits}f}"
+
+
+def _changes(result: dict) -> str:
+    changes = result.get("ablation", {}).get("changes") or {}
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "(the reduced recipe)"
+
+
+def ablation_table(results: list[dict], base: dict) -> str:
+    """Markdown: one row per base pooling, then one per ablation."""
+    from ..evaluation.tasks import SHORT_NAMES, TASK_NAMES
+
+    head = ["run", "changes", *[SHORT_NAMES[t] for t in TASK_NAMES], "emb. avg", "ppl Wikipedia",
+            "ppl news (Δ % vs base)", "recon. exact @8", "token acc. @16", "train min"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    ppl_news_base = base.get("perplexity_ood")
+    for row in base["rows"]:
+        lines.append("| " + " | ".join([f"base · {row['pooling']}", "no training",
+                                        *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
+                                        _cell(base.get("perplexity"), 1, 2), _cell(ppl_news_base, 1, 2),
+                                        "–", "–", "–"]) + " |")
+    for res in results:
+        row, recon = res["rows"][0], res.get("reconstruction") or {"exact": {}, "token_accuracy": {}}
+        news = res.get("perplexity_ood")
+        delta = f" ({100 * (news / ppl_news_base - 1):+.1f})" if news and ppl_news_base else ""
+        train_s = res["ablation"].get("train_s")
+        lines.append("| " + " | ".join([res["ablation"]["name"], _changes(res),
+                                        *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
+                                        _cell(res.get("perplexity"), 1, 2), _cell(news, 1, 2) + delta,
+                                        _cell(recon["exact"].get("8"), 100, 0), _cell(recon["token_accuracy"].get("16"), 100, 0),
+                                        "–" if train_s is None else f"{train_s / 60:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_figure(results: list[dict], base: dict):
+    """plotly Figure: embedding average (y) vs out-of-domain perplexity (x), one point per
+    ablation; the base model's best pooling as a star."""
+    from ..viz.figures import tradeoff_figure
+
+    points = [{"step": r["ablation"]["name"], "perplexity": r.get("perplexity_ood"),
+               "score": 100 * r["rows"][0]["embedding_avg"]} for r in results]
+    best = max(base["rows"], key=lambda r: r["embedding_avg"])
+    fig = tradeoff_figure(points, {"perplexity": base.get("perplexity_ood"), "score": 100 * best["embedding_avg"],
+                                   "label": f"base · {best['pooling']}"},
+                          title="Ablations at one reduced budget: embedding score vs out-of-domain perplexity")
+    fig.update_traces(mode="markers+text", selector={"name": "GEM during training"})
+    fig.update_traces(name="ablations", selector={"name": "GEM during training"})
+    fig.update_layout(xaxis_title="perplexity on BBC News (out of domain; lower is better)",
+                      yaxis_title="quick embedding average (higher is better)")
+    return fig
+
+
+def write_ablation_report(results: list[dict], base: dict, out: Path = PROJECT_ROOT / "results" / "ablations") -> Path:
+    """`out`.md (the table, with how it was made) and `out`.html (the figure)."""
+    steps = sorted({r["ablation"]["steps"] for r in results})
+    text = ("# Ablations\n\nEvery row trains the same reduced budget "
+            f"({', '.join(map(str, steps))} steps; `configs/ablations/reference.yaml`) and changes one thing "
+            "(the `changes` column), then runs the same evaluation: the quick suite's embedding tasks, "
+            "perplexity on held-out Wikipedia (the training domain) and on BBC News (out of domain), "
+            "reconstruction from S of held-out Wikipedia text cut to 8 and 16 tokens (16 texts each). "
+            "Rerun: `make ablations` (finished rows are reused; delete `results/ablations/NAME.json` to redo one).\n\n"
+            + ablation_table(results, base))
+    with atomic_file(out.with_suffix(".md"), "w") as f:
+        f.write(text)
+    with atomic_file(out.with_suffix(".html"), "w") as f:
+        f.write(ablation_figure(results, base).to_html(include_plotlyjs=True, full_html=True))
+    return out.with_suffix(".md")
+
+
+def run_ablations(only: list[str] | None = None) -> Path:
+    """Run (or reuse) every ablation and the base row, then write the report; returns the .md path."""
+    configs = ablation_configs(only)
+    base = base_result()
+    results = []
+    for name, path in configs.items():
+        log.info("ablation %s (%s)", name, path.name)
+        results.append(run_ablation(name, path))
+    done = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))
+            if p.stem != "base" and not p.name.endswith(".partial.json")]
+    return write_ablation_report(sorted(done, key=lambda r: (r["ablation"]["name"] != REFERENCE, r["ablation"]["name"])), base)

@@ -1,0 +1,168 @@
+"""The attention-sink option (`sink_token`), similarity distillation, and the ablation study's configs
+and table."""
+
+import math
+
+import pytest
+import torch
+
+from lab.gem import GemModel
+from lab.gem.config import GemConfig
+from lab.gem.masks import Role
+from lab.gem.tokens import add_gem_tokens
+from lab.models.tiny import build_tiny
+from lab.training.collate import GemCollator
+from lab.training.config import TrainConfig, config_diff, config_from_args
+from lab.training.losses import LogitScale, similarity_distillation
+from lab.training.objective import GemObjective
+from lab.training.setup import prepare_model
+
+TEXTS = ["the first training text", "second one here, a bit longer", "third text", "fourth text about cats",
+         "fifth about stocks", "a sixth one", "seven", "eight is last"]
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(model="tiny-qwen2", batch_size=8, max_length=48, p_plain=0.0, positive="dropout",
+                output_dir=str(tmp_path), precision="fp32")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_sink_token_starts_every_row_and_the_suffix_sees_it(tmp_path):
+    plain = prepare_model(_cfg(tmp_path), torch.device("cpu"))
+    assert plain.bos == [] and not plain.suffix_sees_bos, "tiny-qwen2, like SmolLM2, adds no BOS"
+    gem = prepare_model(_cfg(tmp_path, sink_token="<s>"), torch.device("cpu"))
+    sink = gem.tokenizer.convert_tokens_to_ids("<s>")
+    assert gem.bos == [sink] and gem.suffix_sees_bos and gem.gem_config.sink_token == "<s>"
+    cfg = _cfg(tmp_path, sink_token="<s>", pack=False)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": t, "index": i} for i, t in enumerate(TEXTS)])
+    assert (batch["input_ids"][:, 0] == sink).all() and (batch["roles"][:, 0] == Role.BOS).all()
+    suffix = batch["roles"] == Role.SUFFIX
+    mask = batch["attention_mask"][:, 0]
+    assert suffix.any() and mask[:, :, 0][suffix].all(), "every suffix token may attend to the sink"
+    prefix_cols = (batch["roles"] == Role.PREFIX)
+    assert not (mask & suffix[:, :, None] & prefix_cols[:, None, :]).any(), "the prefix stays hidden"
+    for view in ("query", "positive"):  # packed views: one sink in front of every view row
+        assert int((batch[view]["input_ids"] == sink).sum()) == len(batch[view]["s_index"])
+        assert (batch[view]["input_ids"][:, 0] == sink).all()
+
+
+def test_sink_token_survives_a_checkpoint_and_encodes_with_it(tmp_path):
+    from lab.models.checkpoints import load_checkpoint, save_checkpoint
+
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 1)
+    gem = GemModel(model, tok, GemConfig(k=1, trained=True, sink_token="<s>", base_model="tiny-qwen2"))
+    save_checkpoint(gem, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.bos == gem.bos and loaded.suffix_sees_bos
+    plan = loaded.plan_rows(["a text"], "gem")[0]
+    assert plan.row.input_ids[0] == tok.convert_tokens_to_ids("<s>")
+    torch.testing.assert_close(torch.as_tensor(loaded.encode(["a text"])), torch.as_tensor(gem.encode(["a text"])))
+
+
+def test_an_unknown_sink_token_is_a_clear_error():
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 1)
+    with pytest.raises(ValueError, match="sink_token '<bos>' is not a token"):
+        GemModel(model, tok, GemConfig(k=1, sink_token="<bos>"))
+
+
+def test_perplexity_scores_the_same_tokens_with_and_without_a_sink():
+    from lab.evaluation.quick import text_perplexity
+
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 1)
+    gem = GemModel(model, tok, GemConfig(k=1, sink_token="<s>"))
+    texts = ["hello there", "a second, longer text"]
+    by_hand_total, by_hand_count = 0.0, 0
+    with torch.no_grad():
+        for t in texts:
+            ids = gem.bos + gem.text_ids(t)
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            # targets: every text token but the first (which no model without BOS can be scored on)
+            for pos in range(2, len(ids)):
+                by_hand_total -= float(torch.log_softmax(logits[pos - 1], -1)[ids[pos]])
+                by_hand_count += 1
+    assert text_perplexity(gem, texts) == pytest.approx(math.exp(by_hand_total / by_hand_count), rel=1e-5)
+
+
+def test_similarity_distillation_is_zero_at_the_teacher_and_pulls_towards_it():
+    torch.manual_seed(0)
+    teacher_q, teacher_d = torch.randn(6, 5), torch.randn(6, 5)
+    assert float(similarity_distillation(teacher_q, teacher_d, teacher_q, teacher_d, 20.0)) == pytest.approx(0, abs=1e-6)
+    q = torch.randn(6, 8, requires_grad=True)
+    d = torch.randn(6, 8)
+    loss = similarity_distillation(q, d, teacher_q, teacher_d, 20.0)
+    assert float(loss.detach()) > 0.1
+    loss.backward()
+    with torch.no_grad():
+        q2 = q - 0.05 * q.grad / q.grad.norm()
+    assert float(similarity_distillation(q2, d, teacher_q, teacher_d, 20.0)) < float(loss), "a gradient step helps"
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    masked = similarity_distillation(q.detach(), d, teacher_q, teacher_d, 20.0, groups_q=groups, groups_d=groups)
+    assert torch.isfinite(masked) and float(masked) != pytest.approx(float(loss.detach()))
+
+
+def _fake_teacher(texts):
+    """A deterministic stand-in teacher: embeddings from each text's byte counts."""
+    out = torch.zeros(len(texts), 16)
+    for i, t in enumerate(texts):
+        for ch in t.encode():
+            out[i, ch % 16] += 1
+    return torch.nn.functional.normalize(out + 1e-3, dim=-1).numpy()
+
+
+def test_objective_adds_the_distillation_term_from_the_collated_teacher(tmp_path):
+    cfg = _cfg(tmp_path, p_plain=0.5, distill_weight=1.0)
+    gem = prepare_model(cfg, torch.device("cpu"))
+    objective = GemObjective(gem.model, LogitScale(), distill_weight=1.0)
+    examples = [{"text": t, "index": i} for i, t in enumerate(TEXTS)]
+    with pytest.raises(ValueError, match="needs the teacher's embeddings"):
+        objective(GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(examples), alpha=0.5)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=_fake_teacher)(examples)
+    assert batch["teacher_query"].shape == (len(TEXTS), 16) == batch["teacher_positive"].shape
+    out = objective(batch, alpha=0.5)
+    assert float(out["kd"]) > 0
+    assert float(out["loss"]) == pytest.approx(0.5 * float(out["ntp"]) + 0.5 * (float(out["cl"]) + float(out["kd"])), rel=1e-5)
+    out["backward"].backward()
+    without = GemObjective(gem.model, LogitScale())(batch, alpha=0.5)
+    assert float(without["kd"]) == 0.0, "distill_weight 0: no distillation term"
+
+
+def test_every_ablation_changes_something_at_the_reference_budget():
+    from lab.experiments.ablations import CONFIG_DIR, REFERENCE, ablation_configs
+
+    configs = ablation_configs()
+    assert next(iter(configs)) == REFERENCE
+    reference = config_from_args(str(CONFIG_DIR / f"{REFERENCE}.yaml"), [])
+    outputs = set()
+    for name, path in configs.items():
+        cfg = config_from_args(str(path), [])
+        changes = config_diff(cfg, reference)
+        assert (name == REFERENCE) == (not changes), f"{name}: {changes}"
+        assert (cfg.steps, cfg.batch_size, cfg.max_length) == (reference.steps, reference.batch_size, reference.max_length)
+        outputs.add(cfg.output_dir)
+    assert len(outputs) == len(configs), "each ablation trains into its own folder"
+    assert list(ablation_configs(["sink", "k2"])) == ["sink", "k2"]
+    with pytest.raises(ValueError, match="no ablation config named"):
+        ablation_configs(["nope"])
+
+
+def _result(name, avg, news, changes=None, exact8=0.25):
+    return {"rows": [{"pooling": "gem", "tasks": {"LocalLee50STS": avg}, "embedding_avg": avg}],
+            "perplexity": 50.0, "perplexity_ood": news,
+            "reconstruction": {"exact": {"8": exact8}, "token_accuracy": {"16": 0.5}},
+            "ablation": {"name": name, "changes": changes or {}, "train_s": 120.0, "steps": 16}}
+
+
+def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
+    from lab.experiments.ablations import ablation_table
+
+    base = {"rows": [{"pooling": "echo", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}],
+            "perplexity": 57.8, "perplexity_ood": 40.0}
+    text = ablation_table([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0, {"sink_token": "<s>"})], base)
+    lines = text.strip().splitlines()
+    assert lines[2].startswith("| base · echo | no training | 50.0")
+    assert "| reference | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
+    assert "| sink | sink_token=<s> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4]
+    assert lines[4].endswith("| 25 | 50 | 2.0 |")
