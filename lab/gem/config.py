@@ -22,6 +22,7 @@ class GemConfig:
     sink_token: a content-free token (e.g. "<|endoftext|>") put in front of every row when the
         tokenizer adds no BOS of its own, and visible to the suffix: an attention sink the suffix
         may park attention on, so that S need not double as the sink. None: no sink (the paper).
+    readout_head: a small trained map on the pooled state (`lab.gem.readout`), for frozen backbones.
     max_length: texts longer than this many tokens are truncated (with one warning per call).
     base_model: registry name, folder or hub id of the backbone.
     trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
@@ -31,6 +32,7 @@ class GemConfig:
     readout: str = "mean"
     suffix_sees_bos: bool = False
     sink_token: str | None = None
+    readout_head: bool = False
     max_length: int = 512
     base_model: str = "smollm2-135m"
     trained: bool = False

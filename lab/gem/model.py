@@ -26,6 +26,7 @@ from .forward import gem_inputs, hidden_states, model_dtype, unwrap
 from .kv_cache import end_past_recording, full_prefill_cache, select_entries
 from .masks import Role
 from .pooling import POOLINGS, RowPlan, collate_plans, plan_row, pool_states, template_overhead, template_piece_ids
+from .readout import ReadoutHead
 from .tokens import Row, add_gem_tokens, gem_token_strings, pad_rows, text_ids
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class GemModel:
         self.bos = self._bos_prefix(tokenizer, gem_config)
         self.sink_ids = [] if self._bos_prefix(tokenizer) else list(self.bos)  # the sink, when it stands in for BOS
         self.pieces = template_piece_ids(tokenizer)
+        self.readout_head = self._readout_head(gem_config)
+
+    def _readout_head(self, gem_config: GemConfig | None) -> ReadoutHead | None:
+        """A fresh (identity) head on the model's device when the config asks for one; loaders fill it."""
+        if gem_config is None or not gem_config.readout_head:
+            return None
+        width = gem_config.k * self.hidden_size if gem_config.readout == "concat" else self.hidden_size
+        return ReadoutHead(width).to(self.device)
 
     @staticmethod
     def _special_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
@@ -154,18 +163,24 @@ class GemModel:
         order = sorted(range(len(plans)), key=lambda i: -len(plans[i].row.input_ids))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         show = len(batches) > 8 if show_progress_bar is None else show_progress_bar
-        readout = self.gem_config.readout if pooling == "gem" else "mean"
         out = torch.empty(len(texts), self.embedding_dim(pooling), dtype=torch.float32)
         for idx in tqdm(batches, desc="encode", disable=not show, unit="batch"):
             batch = collate_plans([plans[i] for i in idx], self.pad_token_id)
             h, _ = hidden_states(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
                                  suffix_sees_bos=self.suffix_sees_bos)
-            emb = pool_states(h, batch["pool"].to(self.device), readout)
-            if normalize:
-                emb = F.normalize(emb, dim=-1)
+            emb = self.pooled(h, batch["pool"].to(self.device), pooling, normalize)
             out[idx] = emb.float().cpu()
         out = out[0] if single else out
         return out.numpy() if convert_to_numpy else out
+
+    def pooled(self, hidden: torch.Tensor, pool: torch.Tensor, pooling: str, normalize: bool = True) -> torch.Tensor:
+        """(B, d') embeddings from last-layer states (B, T, d) and the pooling weights of the row plans:
+        the GEM readout (mean or concat over S, then the readout head if any) or a mean."""
+        readout = self.gem_config.readout if pooling == "gem" else "mean"
+        emb = pool_states(hidden, pool, readout)
+        if pooling == "gem" and self.readout_head is not None:
+            emb = self.readout_head(emb.float())
+        return F.normalize(emb, dim=-1) if normalize else emb
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -262,10 +277,7 @@ class GemModel:
         cache = full_prefill_cache(self.model)
         h, _ = hidden_states(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
                              use_cache=True, cache=cache)
-        readout = self.gem_config.readout if pooling == "gem" else "mean"
-        emb = pool_states(h, batch["pool"].to(self.device), readout)
-        if normalize:
-            emb = F.normalize(emb, dim=-1)
+        emb = self.pooled(h, batch["pool"].to(self.device), pooling, normalize)
         cache.crop(-(len(plan.row.input_ids) - n_doc))  # drop the S entries: the context is the document alone
         end_past_recording(cache)
         full = torch.tensor([plan.row.input_ids[:n_doc] + self.text_ids(prompt)])

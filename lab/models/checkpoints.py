@@ -3,6 +3,7 @@
     gem_config.json          GemConfig (k, readout, base model, ...)
     config.json + weights    only in merged exports (lab.export): the whole model, no base needed
     gem_tokens.safetensors   the k new input-embedding rows (and output rows if the head is untied)
+    readout_head.safetensors optional: the readout head (GemConfig.readout_head; lab.gem.readout)
     adapter/                 optional: a peft LoRA adapter (adapter_config.json + safetensors)
     weights.safetensors      optional: full fine-tuned weights that differ from the base
     MANIFEST.json            written last: a folder without it is unfinished and is never loaded
@@ -67,6 +68,8 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
     with atomic_dir(folder, metadata=metadata) as tmp:
         gem.gem_config.save(tmp)
         save_file(gem_token_tensors(gem), str(tmp / TOKENS_FILE))
+        if gem.readout_head is not None:
+            gem.readout_head.save(tmp)
         if hasattr(gem.model, "peft_config"):
             # The new token rows are in TOKENS_FILE; without save_embedding_layers=False peft would
             # also save the whole resized embedding matrix and LM head (~230 MB for SmolLM2).
@@ -117,7 +120,11 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
             model = model.merge_and_unload()
     model = model.to(device=device, dtype=dtype)
     model.eval()
-    return GemModel(model, tok, cfg, name=str(folder))
+    gem = GemModel(model, tok, cfg, name=str(folder))
+    if gem.readout_head is not None:
+        gem.readout_head.load(folder)
+        gem.readout_head.eval()
+    return gem
 
 
 def resolve_run(path: str | Path) -> Path:

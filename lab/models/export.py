@@ -38,6 +38,25 @@ def _save_merged(gem: GemModel, folder: Path) -> None:
     gem.model.save_pretrained(folder, safe_serialization=True)
     gem.tokenizer.save_pretrained(folder)
     gem.gem_config.save(folder)
+    if gem.readout_head is not None:
+        gem.readout_head.save(folder)
+
+
+def _save_dense_head(gem: GemModel, folder: Path) -> None:
+    """The readout head e = x + W x + b as a stock sentence-transformers Dense layer (weight I + W)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from sentence_transformers.models import Dense
+
+    lin = gem.readout_head.linear
+    dim = lin.weight.shape[0]
+    dense = Dense(dim, dim, bias=True, activation_function=torch.nn.Identity(),
+                  init_weight=(lin.weight.detach().float().cpu() + torch.eye(dim)),
+                  init_bias=lin.bias.detach().float().cpu())
+    folder.mkdir(parents=True, exist_ok=True)
+    dense.save(str(folder))
 
 
 def export_merged(checkpoint: str | Path, out: str | Path) -> Path:
@@ -81,12 +100,15 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Pat
             "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
             "include_prompt": True}, indent=2))
-        (tmp / "2_Normalize").mkdir()
+        modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+        if gem.readout_head is not None:
+            _save_dense_head(gem, tmp / "2_Dense")
+            modules.append(("2_Dense", "Dense"))
+        modules.append((f"{len(modules)}_Normalize", "Normalize"))
+        (tmp / modules[-1][0]).mkdir()
         (tmp / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-        ], indent=2))
+            {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+            for i, (path, kind) in enumerate(modules)], indent=2))
         (tmp / "sentence_bert_config.json").write_text(json.dumps(
             {"max_seq_length": gem.max_length, "do_lower_case": False}, indent=2))
         (tmp / "README.md").write_text(

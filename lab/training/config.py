@@ -85,7 +85,9 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     # what is trained
-    lora_r: int = 16  # 0 = full fine-tune
+    train_backbone: bool = True  # False: the backbone is frozen; only the GEM token rows (+ readout head) train
+    readout_head: bool = False  # a small trained map on the pooled GEM state (lab.gem.readout)
+    lora_r: int = 16  # 0 = full fine-tune (with train_backbone)
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -111,6 +113,8 @@ class TrainConfig:
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
             (self.distill_weight >= 0.0, "distill_weight must be >= 0 (0 = no distillation)"),
             (self.distill_scale > 0.0, "distill_scale must be > 0"),
+            (self.train_backbone or self.p_plain < 1.0, "a frozen backbone (train_backbone: false) learns nothing "
+                                                        "from plain rows: set p_plain below 1"),
         ]
         for ok, msg in checks:
             if not ok:

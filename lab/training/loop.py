@@ -102,7 +102,8 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
     objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, fused_loss=cfg.fused_loss,
                              distill_weight=cfg.distill_weight, distill_scale=cfg.distill_scale,
-                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 else None)
+                             readout_head=gem.readout_head,
+                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 or not cfg.train_backbone else None)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=cfg.weight_decay)
     run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,

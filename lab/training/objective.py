@@ -63,8 +63,9 @@ def fusable_head(model) -> torch.Tensor | None:
 class GemObjective(nn.Module):
     def __init__(self, model: nn.Module, logit_scale: LogitScale, suffix_sees_bos: bool = False,
                  fused_loss: bool = True, trainable_head_rows: list[int] | None = None,
-                 distill_weight: float = 0.0, distill_scale: float = 20.0):
+                 distill_weight: float = 0.0, distill_scale: float = 20.0, readout_head: nn.Module | None = None):
         super().__init__()
+        self.readout_head = readout_head  # trained with the objective (its parameters are the objective's)
         self.distill_weight, self.distill_scale = distill_weight, distill_scale
         self.model = model
         self.logit_scale = logit_scale
@@ -74,12 +75,14 @@ class GemObjective(nn.Module):
         self.trainable_head_rows = None if trainable_head_rows is None else list(trainable_head_rows)
 
     def view_embeddings(self, view: dict) -> torch.Tensor:
-        """(N, d): per row of a view batch, the mean of the last-layer states at its S tokens."""
+        """(N, d): per row of a view batch, the mean of the last-layer states at its S tokens (then
+        the readout head, if any: what `GemModel.encode` returns before normalising)."""
         inputs = gem_inputs(self.model, view["input_ids"], view["roles"], view.get("segment_ids"),
                             suffix_sees_bos=self.suffix_sees_bos)
         hidden = unwrap(self.model).get_decoder()(**inputs).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])
-        return flat[view["s_index"]].float().mean(1)
+        emb = flat[view["s_index"]].float().mean(1)
+        return emb if self.readout_head is None else self.readout_head(emb)
 
     def _ntp_sum(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed NTP cross-entropy, target count) of the training rows."""

@@ -55,14 +55,33 @@ def _wrap_lora(model, cfg: TrainConfig, special_ids: list[int]):
 
 def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     """The base model with k fresh GEM tokens, in training mode; LoRA-wrapped if lora_r > 0. The
-    new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA)."""
+    new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA);
+    with `train_backbone=False` they (and the readout head, if any) are all that trains."""
     base = load(cfg.model, dtype="float32", device="cpu")
     gem = add_new_gem_tokens(base, cfg.k, max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos,
-                             sink_token=cfg.sink_token, base_model=cfg.model)
-    model = _wrap_lora(gem.model, cfg, gem.special_ids) if cfg.lora_r > 0 else gem.model
+                             sink_token=cfg.sink_token, readout_head=cfg.readout_head, base_model=cfg.model)
+    if not cfg.train_backbone:
+        model = _freeze_all_but_gem_rows(gem.model, gem.special_ids)
+    elif cfg.lora_r > 0:
+        model = _wrap_lora(gem.model, cfg, gem.special_ids)
+    else:
+        model = gem.model
     model.to(device=device, dtype=train_dtype(cfg, device))
     model.train()
-    return GemModel(model, gem.tokenizer, gem.gem_config, name=cfg.model)
+    prepared = GemModel(model, gem.tokenizer, gem.gem_config, name=cfg.model)
+    if prepared.readout_head is not None:
+        prepared.readout_head.train()
+    return prepared
+
+
+def _freeze_all_but_gem_rows(model, special_ids: list[int]):
+    """Every weight frozen except the GEM rows of the input embedding: the language model is kept
+    exactly (plain text never meets a GEM row)."""
+    model.requires_grad_(False)
+    emb = unwrap(model).get_input_embeddings().weight
+    emb.requires_grad_(True)
+    emb.register_hook(only_rows_grad_hook(special_ids))
+    return model
 
 
 def load_weights_into(gem: GemModel, ckpt: Path) -> None:
@@ -74,6 +93,8 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
         set_peft_model_state_dict(gem.model, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
     if (ckpt / WEIGHTS_FILE).is_file():
         unwrap(gem.model).load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)
+    if gem.readout_head is not None:
+        gem.readout_head.load(ckpt)
 
 
 def distillation_teacher(cfg: TrainConfig):

@@ -84,7 +84,9 @@ def save_run_checkpoint(accelerator, out: Path, cfg: TrainConfig, gem: GemModel,
         return
     model = accelerator.unwrap_model(gem.model)
     snapshot = GemModel(model, gem.tokenizer, dataclasses.replace(gem.gem_config, trained=True), name=gem.name)
-    full = None if cfg.lora_r > 0 else {k: v for k, v in unwrap(model).state_dict().items()}
+    snapshot.readout_head = gem.readout_head  # the trained head, not a fresh one
+    backbone_changed = cfg.train_backbone and cfg.lora_r == 0
+    full = {k: v for k, v in unwrap(model).state_dict().items()} if backbone_changed else None
     folder = out / f"checkpoint-{step}"
 
     def extra(tmp: Path):
