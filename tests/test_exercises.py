@@ -66,3 +66,48 @@ def test_run_and_timing_exercises(capsys):
     assert not ex.check_resume(rows, [{**r, "loss": r["loss"] + 0.1} for r in rows])
     assert ex.check_one_prefill_faster(1.0, 1.5, 400) and not ex.check_one_prefill_faster(1.0, 1.5, 30)
     assert not ex.check_number("x", None, 1.0) and "your turn" in capsys.readouterr().out
+
+
+def test_map_and_evaluation_exercises(capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = ["a"] * 20 + ["b"] * 20
+    emb = np.concatenate([rng.normal(0, 1, (20, 8)) + 5, rng.normal(0, 1, (20, 8)) - 5])
+    faithful = emb[:, :2]  # keeps the two clusters
+    scrambled = rng.normal(0, 1, (40, 2))  # loses them
+    assert ex.check_map_neighbourhoods(scrambled, faithful, emb, labels, "large")
+    assert not ex.check_map_neighbourhoods(scrambled, faithful, emb, labels, "small")
+    assert not ex.check_map_neighbourhoods(None, faithful, emb, labels, "large")
+
+    q = {str(i): [float(i % 3 == 0), 0.3] for i in range(30)}
+    q_gem = {**q, "1": [1.0, 0.6], "4": [1.0, 0.6]}
+    base_m, gem_m = {"per_question": q}, {"per_question": q_gem}
+    from lab.evaluation.mmlu import paired_difference
+
+    paired = paired_difference(base_m, gem_m)["stderr"]
+    pa, pb = 10 / 30, 12 / 30
+    unpaired = (pa * (1 - pa) / 30 + pb * (1 - pb) / 30) ** 0.5
+    assert paired < unpaired
+    assert ex.check_paired_stderr(paired, unpaired, base_m, gem_m)
+    assert not ex.check_paired_stderr(unpaired, paired, base_m, gem_m), "swapped answers fail"
+
+    rows = [{"pooling": "mean", "tasks": {"LocalLee50STS": 0.5, "LocalBBCClustering": 0.1}},
+            {"pooling": "gem", "tasks": {"LocalLee50STS": 0.55, "LocalBBCClustering": 0.3}}]
+    assert ex.check_biggest_gain("BBC clust", rows) and ex.check_biggest_gain("LocalBBCClustering", rows)
+    assert not ex.check_biggest_gain("Lee50 STS", rows)
+
+    samples = ["the cat sat on the mat", "the cat sat again"]
+    assert ex.distinct_bigrams(samples) == 6 / 8  # "the cat", "cat sat" repeat
+    assert ex.check_distinct_bigrams(samples, 0.75) and not ex.check_distinct_bigrams(samples, 1.0)
+
+
+def test_out_of_domain_exercise_measures_both_models():
+    from lab.corpora.eval_sets import news_texts
+    from lab.evaluation.quick import text_perplexity
+
+    base, gem = tiny_gem("llama"), tiny_gem("qwen2")
+    texts = news_texts(4)
+    truth = 100 * (text_perplexity(gem, texts, max_tokens=128) / text_perplexity(base, texts, max_tokens=128) - 1)
+    assert ex.check_out_of_domain_change(truth, base, gem, n_texts=4)
+    assert not ex.check_out_of_domain_change(truth + 1.0, base, gem, n_texts=4)

@@ -170,3 +170,91 @@ def check_one_prefill_faster(one_s: float, two_s: float, document_tokens: int) -
     ok = document_tokens >= 200 and one_s < two_s
     return _verdict(ok, f"×{two_s / one_s:.2f} on {document_tokens} tokens: the document is read once, not twice",
                     "time both on a document of at least 200 tokens (e.g. doc * 5), after one warm-up call")
+
+
+def check_map_neighbourhoods(coords_small, coords_large, embeddings, labels: list, closer) -> bool:
+    """4.3 — which UMAP map (n_neighbors small or large) keeps the embedding's topic neighbourhoods
+    better? `closer` is "small" or "large"; the check measures the neighbour agreement of both maps
+    and of the embeddings themselves (which UMAP does not touch)."""
+    from ..evaluation.quick import neighbour_agreement
+
+    if not _answered(coords_small, coords_large, embeddings, labels, closer):
+        return False
+    truth = {"small": neighbour_agreement(coords_small, labels), "large": neighbour_agreement(coords_large, labels)}
+    full = neighbour_agreement(embeddings, labels)
+    best = min(truth, key=lambda k: abs(truth[k] - full))
+    summary = (f"agreement: embeddings {full:.3f}, map with small n_neighbors {truth['small']:.3f}, "
+               f"large {truth['large']:.3f}")
+    return _verdict(closer == best, f"{summary}; the {best} one is closer",
+                    f"{summary}: which map's value is nearer the embeddings'? (answer 'small' or 'large')")
+
+
+def check_out_of_domain_change(change_pct: float, base, gem, n_texts: int = 50) -> bool:
+    """5.2 — GEM's perplexity change (%) on BBC News (out of domain), against the base model, on
+    `n_texts` articles cut to 128 tokens: `text_perplexity(model, news_texts(n_texts), max_tokens=128)`."""
+    from ..corpora.eval_sets import news_texts
+    from ..evaluation.quick import text_perplexity
+
+    if not _answered(change_pct, base, gem):
+        return False
+    texts = news_texts(n_texts)
+    b, g = text_perplexity(base, texts, max_tokens=128), text_perplexity(gem, texts, max_tokens=128)
+    truth = 100 * (g / b - 1)
+    return _verdict(abs(change_pct - truth) <= 0.1, f"news perplexity {b:.2f} -> {g:.2f} ({truth:+.1f} %): "
+                    "compare it with the in-domain change in the table",
+                    f"you have {change_pct:+.1f} %; compute 100 * (gem / base - 1) from both models' news perplexity")
+
+
+def check_paired_stderr(paired_se: float, unpaired_se: float, base_mmlu: dict, gem_mmlu: dict) -> bool:
+    """5.3 — the standard error of the MMLU difference, paired (per-question differences) and
+    unpaired (sqrt(p_a(1-p_a)/n + p_b(1-p_b)/n)), both on the questions the two results share."""
+    from ..evaluation.mmlu import paired_difference
+
+    if not _answered(paired_se, unpaired_se, base_mmlu, gem_mmlu):
+        return False
+    paired = paired_difference(base_mmlu, gem_mmlu, "acc")
+    if paired is None:
+        return _verdict(False, "", "both results need per-question scores (results/mmlu-*.json or gem.json)")
+    shared = base_mmlu["per_question"].keys() & gem_mmlu["per_question"].keys()
+    n = len(shared)
+    pa = sum(base_mmlu["per_question"][k][0] for k in shared) / n
+    pb = sum(gem_mmlu["per_question"][k][0] for k in shared) / n
+    unpaired = (pa * (1 - pa) / n + pb * (1 - pb) / n) ** 0.5
+    ok = abs(paired_se - paired["stderr"]) <= 1e-3 and abs(unpaired_se - unpaired) <= 1e-3
+    return _verdict(ok, f"paired {100 * paired['stderr']:.1f} vs unpaired {100 * unpaired:.1f} points on {n} "
+                    "questions: shared right and wrong answers cancel in the pairs",
+                    f"expected paired {paired['stderr']:.4f} and unpaired {unpaired:.4f} (you have "
+                    f"{paired_se:.4f}, {unpaired_se:.4f}); use the questions both results answered")
+
+
+def check_biggest_gain(task: str, rows: list[dict], pooling: str = "mean") -> bool:
+    """5.4 — the task where GEM gains most over the base model's `pooling`, from report rows
+    (`lab.evaluation.report.table_rows`); `task` may be the long or the short name."""
+    from ..evaluation.tasks import SHORT_NAMES
+
+    if not _answered(task, rows):
+        return False
+    gem = next((r for r in rows if r["pooling"] == "gem"), None)
+    base = next((r for r in rows if r["pooling"] == pooling), None)
+    if gem is None or base is None:
+        return _verdict(False, "", f"the rows need a gem row and a base row with pooling {pooling!r}")
+    gains = {t: gem["tasks"][t] - base["tasks"][t] for t in gem["tasks"] if t in base["tasks"]}
+    best = max(gains, key=gains.get)
+    ok = task in (best, SHORT_NAMES.get(best))
+    listing = ", ".join(f"{SHORT_NAMES.get(t, t)} {100 * g:+.1f}" for t, g in sorted(gains.items(), key=lambda kv: -kv[1]))
+    return _verdict(ok, f"{SHORT_NAMES.get(best, best)} ({listing})", f"compare GEM with {pooling} task by task")
+
+
+def distinct_bigrams(texts: list[str]) -> float:
+    """Share of distinct word bigrams among all word bigrams of `texts` (distinct-2: 1 = no repeats)."""
+    grams = [(a, b) for t in texts for a, b in zip(t.split(), t.split()[1:])]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def check_distinct_bigrams(samples: list[str], answer: float) -> bool:
+    """6.3 — distinct-2 of a set of sampled continuations (compare base and GEM with it)."""
+    if not _answered(samples, answer):
+        return False
+    truth = distinct_bigrams(samples)
+    return _verdict(abs(answer - truth) <= 1e-3, f"distinct-2 = {truth:.3f} over {len(samples)} samples",
+                    f"you have {answer:.3f}: count distinct (word, next word) pairs over all pairs of all samples")
