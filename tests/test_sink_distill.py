@@ -166,3 +166,16 @@ def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
     assert "| reference | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
     assert "| sink | sink_token=<s> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4]
     assert lines[4].endswith("| 25 | 50 | 2.0 |")
+
+
+def test_leak_check_and_the_s_cache_keep_the_sink():
+    from lab.gem.leak import leak_check
+
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 2)
+    gem = GemModel(model, tok, GemConfig(k=2, trained=True, sink_token="<s>"))
+    report = leak_check(gem, "The tower is in Paris.", " It was built", other_prefix="A cat sat on a mat.")
+    assert report["cached_entries"] == 3, "the two S entries and the sink: all the suffix saw in training"
+    assert report["max_diff_from_s_cache"] < 1e-4, report
+    assert report["max_change_other_prefix"] > 1e-3, "the suffix still reads the prefix, through S"
+    assert len(gem.reconstruct_ids("a short text", max_new_tokens=4)) <= 4

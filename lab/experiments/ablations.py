@@ -51,16 +51,19 @@ def ablation_configs(only: list[str] | None = None, config_dir: Path = CONFIG_DI
 
 
 def trained_checkpoint(cfg: TrainConfig) -> tuple[Path, float | None]:
-    """(final checkpoint, training wall seconds or None when it was already trained); trains or
-    resumes the run in `cfg.output_dir` as needed."""
+    """(final checkpoint, training wall seconds or None when unknown); trains or resumes the run in
+    `cfg.output_dir` as needed (the wall time is kept in the run folder, `train_wall_s.json`)."""
     out = PROJECT_ROOT / cfg.output_dir
     last = latest_checkpoint(out)
+    wall = out / "train_wall_s.json"
     if last is not None and int(last.name.split("-")[1]) >= cfg.steps:
-        return last, None
+        return last, (json.loads(wall.read_text())["train_s"] if wall.is_file() else None)
     cfg = dataclasses.replace(cfg, output_dir=str(out))
     t0 = time.perf_counter()
     ckpt = train(cfg, resume=last is not None)
-    return Path(ckpt), time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    write_json_atomic(wall, {"train_s": seconds, "resumed": last is not None})
+    return Path(ckpt), seconds
 
 
 def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
@@ -75,6 +78,7 @@ def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
     result["ablation"] = {"name": name, "changes": config_diff(cfg, reference), "train_s": train_s,
                           "steps": cfg.steps, "config": str(path.relative_to(PROJECT_ROOT))}
     write_json_atomic(target, result)
+    (results_dir / f"{name}.partial.json").unlink(missing_ok=True)
     return result
 
 
@@ -90,6 +94,7 @@ def base_result(results_dir: Path = RESULTS) -> dict:
     if published:
         result["rows"], result["embedding_rows_from"] = published, "results/base.json"
     write_json_atomic(target, result)
+    (results_dir / "base.partial.json").unlink(missing_ok=True)
     return result
 
 

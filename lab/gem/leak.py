@@ -3,7 +3,8 @@
     report = leak_check(gem, "The Eiffel Tower is in Paris.", " It was built")
 
 Runs `BOS prefix | S_1..S_k | suffix` once under the full GEM mask, then recomputes the suffix
-logits from the S tokens' key/value cache alone (the prefix removed). Equal logits (up to float
+logits from the S tokens' key/value cache alone (the prefix removed; a BOS or sink token the
+suffix may see, `suffix_sees_bos`, is kept: it is content-free). Equal logits (up to float
 noise) mean nothing leaked past S. A second prefix shows the suffix still *does* depend on the
 prefix, through S.
 """
@@ -26,7 +27,8 @@ def _suffix_logits_full(gem, prefix: str, suffix: str, mask_fn=None) -> tuple[to
     with torch.inference_mode():
         roles = batch["roles"].to(gem.device)
         mask = None if mask_fn is None else mask_fn(roles)
-        out = forward.logits(gem.model, batch["input_ids"].to(gem.device), roles, mask=mask)
+        out = forward.logits(gem.model, batch["input_ids"].to(gem.device), roles, mask=mask,
+                             suffix_sees_bos=gem.suffix_sees_bos)
     at = (batch["roles"][0] == Role.SUFFIX).nonzero().squeeze(-1).to(gem.device)
     return out[0, at].float().cpu(), suf
 
@@ -41,7 +43,7 @@ def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None, m
     gem.require_gem_tokens("the leak check")
     full, suf = _suffix_logits_full(gem, prefix, suffix, mask_fn)
     cache, next_pos, _ = gem.special_cache(prefix)
-    n_cached = cache.get_seq_length()  # k: the S entries, all the suffix will see
+    n_cached = cache.get_seq_length()  # k S entries (+ BOS / the sink when the suffix may see it): all the suffix sees
     with torch.inference_mode():
         from_cache = gem.continue_from_cache(cache, suf, next_pos).float().cpu()
     report = {"max_diff_from_s_cache": float((full - from_cache).abs().max()), "suffix_tokens": len(suf),

@@ -294,7 +294,8 @@ class GemModel:
     @torch.inference_mode()
     def special_cache(self, text: str) -> tuple[DynamicCache, int, torch.Tensor]:
         """Run `BOS + text | S_1..S_k` under the GEM mask and keep only the S entries of the KV
-        cache (all layers). Returns (cache of k entries, next position id, logits at the last S)."""
+        cache (all layers), plus BOS / the sink when the suffix may see it (`suffix_sees_bos`).
+        Returns (cache of k (+1) entries, next position id, logits at the last S)."""
         self.require_gem_tokens("special_cache")
         plan = self.plan_rows([text], "gem")[0]
         batch = collate_plans([plan], self.pad_token_id)
@@ -302,7 +303,10 @@ class GemModel:
         inputs = gem_inputs(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
                             suffix_sees_bos=self.suffix_sees_bos)
         out = unwrap(self.model)(**inputs, use_cache=True, cache=full, logits_to_keep=1)
-        keep = batch["pool"][0].nonzero().squeeze(-1).to(self.device)
+        keep = batch["pool"][0] != 0
+        if self.suffix_sees_bos:  # the suffix was trained to see BOS / the sink as well: keep its entries
+            keep |= batch["roles"][0] == Role.BOS
+        keep = keep.nonzero().squeeze(-1).to(self.device)
         return select_entries(full, keep, unwrap(self.model).config), len(plan.row.input_ids), out.logits[:, -1]
 
     @torch.inference_mode()
