@@ -152,7 +152,7 @@ def _result(name, avg, news, changes=None, exact8=0.25):
     return {"rows": [{"pooling": "gem", "tasks": {"LocalLee50STS": avg}, "embedding_avg": avg}],
             "perplexity": 50.0, "perplexity_ood": news,
             "reconstruction": {"exact": {"8": exact8}, "token_accuracy": {"16": 0.5}},
-            "ablation": {"name": name, "changes": changes or {}, "train_s": 120.0, "steps": 16}}
+            "suffix_attention": {"special": 0.12}, "ablation": {"name": name, "changes": changes or {}, "train_s": 120.0, "steps": 16}}
 
 
 def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
@@ -165,7 +165,7 @@ def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
     assert lines[2].startswith("| base · echo | no training | 50.0")
     assert "| reference | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
     assert "| sink | sink_token=<s> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4]
-    assert lines[4].endswith("| 25 | 50 | 2.0 |")
+    assert lines[4].endswith("| 25 | 50 | 12.0 | 2.0 |")
 
 
 def test_leak_check_and_the_s_cache_keep_the_sink():
@@ -179,3 +179,18 @@ def test_leak_check_and_the_s_cache_keep_the_sink():
     assert report["max_diff_from_s_cache"] < 1e-4, report
     assert report["max_change_other_prefix"] > 1e-3, "the suffix still reads the prefix, through S"
     assert len(gem.reconstruct_ids("a short text", max_new_tokens=4)) <= 4
+
+
+def test_suffix_attention_shares_cover_everything_the_suffix_may_see():
+    from lab.evaluation.language import suffix_attention
+    from lab.storage import PROJECT_ROOT
+
+    heldout = str(PROJECT_ROOT / "data/sample/wiki_heldout_sample.jsonl")
+    for sink in (None, "<s>"):
+        model, tok = build_tiny("qwen2")
+        add_gem_tokens(model, tok, 1)
+        shares = suffix_attention(GemModel(model, tok, GemConfig(k=1, trained=True, sink_token=sink)), heldout, n_texts=3)
+        assert (shares["bos"] is None) == (sink is None)
+        total = shares["special"] + (shares["bos"] or 0.0) + shares["suffix"]
+        assert total == pytest.approx(1.0, abs=1e-4), shares  # the prefix gets nothing
+        assert 0 < shares["special"] < 1

@@ -20,7 +20,7 @@ from .quick import heldout_perplexity, text_perplexity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["heldout_perplexity", "reconstruction_by_length", "text_perplexity"]
+__all__ = ["heldout_perplexity", "reconstruction_by_length", "suffix_attention", "text_perplexity"]
 
 
 def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[list[int]]:
@@ -57,3 +57,23 @@ def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_len
         if seqs:
             exact[n], tok_acc[n], count[n] = hits / len(seqs), matched / max(total, 1), len(seqs)
     return {"exact": exact, "token_accuracy": tok_acc, "count": count}
+
+
+def suffix_attention(gem, heldout: str, n_texts: int = 12, min_tokens: int = 16) -> dict:
+    """Where suffix tokens look under the GEM mask: {"special", "bos", "suffix"} shares of their
+    attention (mean over layers, heads and suffix tokens after the first), on `n_texts` held-out
+    texts of at least `min_tokens` tokens, each split in the middle into `prefix | S | suffix`.
+
+    Reconstruction and continuation need the suffix to read S; a small "special" share with a
+    large "suffix" share means an early suffix token took over as the attention sink.
+    """
+    gem.require_gem_tokens("suffix attention")
+    texts = [r["text"] for r in read_jsonl(heldout) if len(gem.text_ids(r["text"])) >= min_tokens][:n_texts]
+    shares = {"special": [], "bos": [], "suffix": []}
+    for text in tqdm(texts, desc="suffix attention", leave=False):
+        n = min(len(gem.text_ids(text)), 64)
+        view = gem.attention(gem.tokenizer.decode(gem.text_ids(text)[:n]), split=n // 2)
+        for key in shares:
+            shares[key].append(view.share_on("suffix", key, skip_first_query=True))
+    means = {k: [x for x in v if x == x] for k, v in shares.items()}  # NaN: no such key (e.g. no BOS)
+    return {k: float(sum(v) / len(v)) if v else None for k, v in means.items()}

@@ -70,16 +70,29 @@ def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
     """Train and evaluate one ablation; its result file is reused when it exists."""
     target = results_dir / f"{name}.json"
     if target.is_file():
-        return json.loads(target.read_text())
+        result = json.loads(target.read_text())
+        if "suffix_attention" not in result:  # a row from before this measurement: add it
+            result["suffix_attention"] = _suffix_attention(result["model"])
+            write_json_atomic(target, result)
+        return result
     cfg = config_from_args(str(path), [])
     reference = config_from_args(str(path.parent / f"{REFERENCE}.yaml"), [])
     ckpt, train_s = trained_checkpoint(cfg)
     result = run_suite(str(ckpt), suite=SUITE, label=name, skip=("mmlu",), partial=results_dir / f"{name}.partial.json")
+    result["suffix_attention"] = _suffix_attention(str(ckpt))
     result["ablation"] = {"name": name, "changes": config_diff(cfg, reference), "train_s": train_s,
                           "steps": cfg.steps, "config": str(path.relative_to(PROJECT_ROOT))}
     write_json_atomic(target, result)
     (results_dir / f"{name}.partial.json").unlink(missing_ok=True)
     return result
+
+
+def _suffix_attention(checkpoint: str) -> dict:
+    """Where the trained model's suffix tokens look (`lab.evaluation.language.suffix_attention`)."""
+    from ..evaluation.language import suffix_attention
+    from ..models.loading import load
+
+    return suffix_attention(load(checkpoint), str(PROJECT_ROOT / TrainConfig().heldout))
 
 
 def base_result(results_dir: Path = RESULTS) -> dict:
@@ -126,14 +139,14 @@ def ablation_table(results: list[dict], base: dict) -> str:
     from ..evaluation.tasks import SHORT_NAMES, TASK_NAMES
 
     head = ["run", "changes", *[SHORT_NAMES[t] for t in TASK_NAMES], "emb. avg", "ppl Wikipedia",
-            "ppl news (Δ % vs base)", "recon. exact @8", "token acc. @16", "train min"]
+            "ppl news (Δ % vs base)", "recon. exact @8", "token acc. @16", "suffix→S attn", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     ppl_news_base = base.get("perplexity_ood")
     for row in base["rows"]:
         lines.append("| " + " | ".join([f"base · {row['pooling']}", "no training",
                                         *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
                                         _cell(base.get("perplexity"), 1, 2), _cell(ppl_news_base, 1, 2),
-                                        "–", "–", "–"]) + " |")
+                                        "–", "–", "–", "–"]) + " |")
     for res in results:
         row, recon = res["rows"][0], res.get("reconstruction") or {"exact": {}, "token_accuracy": {}}
         news = res.get("perplexity_ood")
@@ -143,6 +156,7 @@ def ablation_table(results: list[dict], base: dict) -> str:
                                         *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
                                         _cell(res.get("perplexity"), 1, 2), _cell(news, 1, 2) + delta,
                                         _cell(recon["exact"].get("8"), 100, 0), _cell(recon["token_accuracy"].get("16"), 100, 0),
+                                        _cell((res.get("suffix_attention") or {}).get("special"), 100, 1),
                                         "–" if train_s is None else f"{train_s / 60:.1f}"]) + " |")
     return "\n".join(lines) + "\n"
 
