@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu ablations notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity ablations notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ eval-report: install data
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
 	$(BIN)/python -m lab report results/base.json results/gem.json results/minilm.json --out results/report
+
+# Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
+eval-perplexity: install data
+	$(BIN)/python -m lab eval --model smollm2-135m --skip embedding,mmlu,reconstruction --label SmolLM2-135M --output results/perplexity-base.json --force
+	$(BIN)/python -m lab eval --model gem-smollm2-135m --skip embedding,mmlu,reconstruction --label GEM-SmolLM2-135M --output results/perplexity-gem.json --force
+	$(BIN)/python -m lab report results/perplexity-base.json results/perplexity-gem.json --out results/perplexity
 
 # The ablation study (configs/ablations/*.yaml, one reduced budget each) -> results/ablations.md + .html.
 # Finished rows are reused (delete results/ablations/NAME.json to redo one); ~10 min per row on 2 cores.

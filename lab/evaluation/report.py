@@ -76,11 +76,11 @@ def language_cost_table(results: list[dict]) -> str:
     """Each decoder's MMLU and perplexity change against the first decoder result (the base model).
 
     MMLU differences are paired (the same questions, see `mmlu.paired_difference`), +- one standard
-    error, in points; perplexity change in %. Empty when fewer than two results have MMLU.
+    error, in points; perplexity change in %. Empty when fewer than two results have MMLU or perplexity.
     """
     from .mmlu import paired_difference
 
-    have = [r for r in results if r.get("mmlu")]
+    have = [r for r in results if r.get("mmlu") or r.get("perplexity")]
     if len(have) < 2:
         return ""
     base = have[0]
