@@ -158,3 +158,13 @@ def test_cli_demo_generates_with_a_tiny_model():
                           "hello"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "loaded tiny-qwen2" in out.stdout and "> hello" in out.stdout
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    from lab.storage.atomic import atomic_file
+
+    with atomic_file(tmp_path / "atomic.json", "w") as f:
+        f.write("{}")
+    (tmp_path / "plain.json").write_text("{}")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("atomic.json") == mode("plain.json"), "the same mode as open(path, 'w'), not mkstemp's 0600"

@@ -30,6 +30,20 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import, before any thread starts
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def _default_file_mode() -> int:
+    """0o666 less the process umask: the mode `open(path, "w")` would give a new file."""
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
     """Open a temporary sibling of `path` for writing; on success it replaces `path` atomically.
@@ -41,6 +55,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; a written file gets the usual mode
         with open(tmp, mode, **open_kwargs) as f:
             yield f
             f.flush()
