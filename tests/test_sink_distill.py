@@ -160,11 +160,11 @@ def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
 
     base = {"rows": [{"pooling": "echo", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}],
             "perplexity": 57.8, "perplexity_ood": 40.0}
-    text = ablation_table([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0, {"sink_token": "<s>"})], base)
+    text = ablation_table([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0, {"sink_token": "<|s|>"})], base)
     lines = text.strip().splitlines()
     assert lines[2].startswith("| base · echo | no training | 50.0")
     assert "| reference | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
-    assert "| sink | sink_token=<s> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4]
+    assert "| sink | sink_token=<\\|s\\|> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4], "pipes escaped"
     assert lines[4].endswith("| 25 | 50 | 12.0 | 2.0 |")
 
 

@@ -81,9 +81,11 @@ def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
     cfg = config_from_args(str(path), [])
     reference = config_from_args(str(path.parent / f"{REFERENCE}.yaml"), [])
     ckpt, train_s = trained_checkpoint(cfg)
+    wall = PROJECT_ROOT / cfg.output_dir / "train_wall_s.json"
+    note = json.loads(wall.read_text()).get("note") if wall.is_file() else None
     result = run_suite(str(ckpt), suite=SUITE, label=name, skip=("mmlu",), partial=results_dir / f"{name}.partial.json")
     result["suffix_attention"] = _suffix_attention(str(ckpt))
-    result["ablation"] = {"name": name, "changes": config_diff(cfg, reference), "train_s": train_s,
+    result["ablation"] = {"name": name, "changes": config_diff(cfg, reference), "train_s": train_s, "train_note": note,
                           "steps": cfg.steps, "config": str(path.relative_to(PROJECT_ROOT))}
     write_json_atomic(target, result)
     (results_dir / f"{name}.partial.json").unlink(missing_ok=True)
@@ -134,7 +136,8 @@ def _cell(x, scale: float = 100.0, digits: int = 1) -> str:
 
 def _changes(result: dict) -> str:
     changes = result.get("ablation", {}).get("changes") or {}
-    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "(the reduced recipe)"
+    text = ", ".join(f"{k}={v}" for k, v in changes.items()) or "(the reduced recipe)"
+    return text.replace("|", "\\|")  # a literal pipe would split the Markdown cell
 
 
 def ablation_table(results: list[dict], base: dict) -> str:
@@ -154,14 +157,15 @@ def ablation_table(results: list[dict], base: dict) -> str:
         row, recon = res["rows"][0], res.get("reconstruction") or {"exact": {}, "token_accuracy": {}}
         news = res.get("perplexity_ood")
         delta = f" ({100 * (news / ppl_news_base - 1):+.1f})" if news and ppl_news_base else ""
-        train_s = res["ablation"].get("train_s")
+        train_s, note = res["ablation"].get("train_s"), res["ablation"].get("train_note")
         lines.append("| " + " | ".join([res["ablation"]["name"], _changes(res),
                                         *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
                                         _cell(res.get("perplexity"), 1, 2), _cell(news, 1, 2) + delta,
                                         _cell(recon["exact"].get("8"), 100, 0), _cell(recon["token_accuracy"].get("16"), 100, 0),
                                         _cell((res.get("suffix_attention") or {}).get("special"), 100, 1),
-                                        "–" if train_s is None else f"{train_s / 60:.1f}"]) + " |")
-    return "\n".join(lines) + "\n"
+                                        ("–" if train_s is None else f"{train_s / 60:.1f}") + ("*" if note else "")]) + " |")
+    notes = [f"{r['ablation']['name']}: {r['ablation']['train_note']}" for r in results if r["ablation"].get("train_note")]
+    return "\n".join(lines) + "\n" + ("".join(f"\n\\* {n}" for n in notes) + "\n" if notes else "")
 
 
 def ablation_figure(results: list[dict], base: dict):
@@ -194,6 +198,10 @@ def write_ablation_report(results: list[dict], base: dict, out: Path = PROJECT_R
             "to 8 and 16 tokens (16 texts each), and the share of the suffix's attention that lands on S "
             "(12 held-out texts split in the middle). Training wall time on a 2-core CPU. "
             "Rerun: `make ablations` (finished rows are reused; delete `results/ablations/NAME.json` to redo one).\n\n"
+            "Reading it: the `seed-1` row is the reference trained again with another seed, so a difference "
+            "smaller than theirs is noise. Rows with `sink_token` also read the sink in front of the "
+            "perplexity texts (it is part of their input format), so part of their perplexity change is "
+            "that token's, not training's.\n\n"
             + ablation_table(results, base))
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(text)
