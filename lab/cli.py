@@ -165,7 +165,7 @@ def _cmd_ablate(args) -> int:
     from .experiments.ablations import run_ablations
 
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    print(f"table: {run_ablations(only)}")
+    print(f"table: {run_ablations(only, report_only=args.report_only)}")
     return 0
 
 
@@ -260,6 +260,7 @@ def _add_report_export_train(sub) -> None:
 
     s = sub.add_parser("ablate", help="run the ablations (configs/ablations/*.yaml) -> results/ablations.md")
     s.add_argument("--only", default=None, help="comma list of ablation names (default: all)")
+    s.add_argument("--report-only", action="store_true", help="only rewrite results/ablations.md/.html from finished rows")
     s.set_defaults(func=_cmd_ablate)
 
 

@@ -194,3 +194,25 @@ def test_suffix_attention_shares_cover_everything_the_suffix_may_see():
         total = shares["special"] + (shares["bos"] or 0.0) + shares["suffix"]
         assert total == pytest.approx(1.0, abs=1e-4), shares  # the prefix gets nothing
         assert 0 < shares["special"] < 1
+
+
+def test_report_only_rewrites_the_table_from_finished_rows(tmp_path, monkeypatch):
+    import json
+
+    from lab.experiments import ablations
+
+    results = tmp_path / "ablations"
+    monkeypatch.setattr(ablations, "RESULTS", results)
+    with pytest.raises(FileNotFoundError, match="run the ablations first"):
+        ablations.run_ablations(report_only=True)
+    results.mkdir()
+    base = {"rows": [{"pooling": "mean", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}],
+            "perplexity": 50.0, "perplexity_ood": 40.0}
+    (results / "base.json").write_text(json.dumps(base))
+    (results / "sink.json").write_text(json.dumps(_result("sink", 0.6, 40.0, {"sink_token": "<s>"})))
+    (results / "reference.json").write_text(json.dumps(_result("reference", 0.55, 42.0)))
+    (results / "sink.partial.json").write_text("{}")  # an unfinished row is left out
+    md = ablations.run_ablations(report_only=True)
+    assert md == tmp_path / "ablations.md" and (tmp_path / "ablations.html").is_file()
+    rows = [line.split(" | ")[0] for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| base · mean", "| reference", "| sink"]

@@ -210,14 +210,16 @@ def write_ablation_report(results: list[dict], base: dict, out: Path = PROJECT_R
     return out.with_suffix(".md")
 
 
-def run_ablations(only: list[str] | None = None) -> Path:
-    """Run (or reuse) every ablation and the base row, then write the report; returns the .md path."""
-    configs = ablation_configs(only)
-    base = base_result()
-    results = []
-    for name, path in configs.items():
+def run_ablations(only: list[str] | None = None, report_only: bool = False) -> Path:
+    """Run (or reuse) every ablation and the base row, then write the report from every finished
+    row; returns the .md path. report_only: train and evaluate nothing, only rewrite the report."""
+    if report_only and not (RESULTS / "base.json").is_file():
+        raise FileNotFoundError(f"no {RESULTS / 'base.json'} yet: run the ablations first (make ablations)")
+    base = json.loads((RESULTS / "base.json").read_text()) if report_only else base_result()
+    for name, path in ({} if report_only else ablation_configs(only)).items():
         log.info("ablation %s (%s)", name, path.name)
-        results.append(run_ablation(name, path))
+        run_ablation(name, path)
     done = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))
             if p.stem != "base" and not p.name.endswith(".partial.json")]
-    return write_ablation_report(sorted(done, key=lambda r: (r["ablation"]["name"] != REFERENCE, r["ablation"]["name"])), base)
+    done = sorted(done, key=lambda r: (r["ablation"]["name"] != REFERENCE, r["ablation"]["name"]))
+    return write_ablation_report(done, base, RESULTS.parent / "ablations")
