@@ -55,3 +55,16 @@ def test_lab_imports_as_a_regular_package_from_any_folder(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("lab/__init__.py")
+
+
+def test_shipped_checkpoints_are_complete():
+    """Every file of a shipped checkpoint has the size its manifest records: editing the model card
+    (or anything else) without resealing the manifest would make `lab.load` refuse the model."""
+    from lab.gem.config import GemConfig
+    from lab.storage.atomic import folder_problem
+
+    shipped = [p for p in (ROOT / "checkpoints").iterdir() if p.is_dir()]
+    assert shipped, "the shipped GEM model is missing from checkpoints/"
+    for folder in shipped:
+        assert folder_problem(folder) is None, folder_problem(folder)
+        assert GemConfig.load(folder).trained
