@@ -216,3 +216,16 @@ def test_report_only_rewrites_the_table_from_finished_rows(tmp_path, monkeypatch
     assert md == tmp_path / "ablations.md" and (tmp_path / "ablations.html").is_file()
     rows = [line.split(" | ")[0] for line in md.read_text().splitlines() if line.startswith("| ")]
     assert rows[1:] == ["| base · mean", "| reference", "| sink"]
+
+
+def test_an_interrupted_ablation_run_is_not_evaluated(tmp_path, monkeypatch):
+    from lab.experiments import ablations
+
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=16, ntp_steps=6)
+    monkeypatch.setattr(ablations, "train", lambda cfg, resume: tmp_path / "run" / "checkpoint-7")  # stopped early
+    with pytest.raises(KeyboardInterrupt, match="stopped at checkpoint-7 of 16 steps"):
+        ablations.trained_checkpoint(cfg)
+    assert not (tmp_path / "run" / "train_wall_s.json").exists()
+    monkeypatch.setattr(ablations, "train", lambda cfg, resume: tmp_path / "run" / "checkpoint-16")
+    ckpt, seconds = ablations.trained_checkpoint(cfg)
+    assert ckpt.name == "checkpoint-16" and seconds >= 0 and (tmp_path / "run" / "train_wall_s.json").is_file()

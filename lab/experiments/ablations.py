@@ -63,10 +63,15 @@ def trained_checkpoint(cfg: TrainConfig) -> tuple[Path, float | None]:
         return last, (json.loads(wall.read_text())["train_s"] if wall.is_file() else None)
     cfg = dataclasses.replace(cfg, output_dir=str(out))
     t0 = time.perf_counter()
-    ckpt = train(cfg, resume=last is not None)
+    ckpt = Path(train(cfg, resume=last is not None))
     seconds = time.perf_counter() - t0
-    write_json_atomic(wall, {"train_s": seconds, "resumed": last is not None})
-    return Path(ckpt), seconds
+    if int(ckpt.name.split("-")[1]) < cfg.steps:  # Ctrl-C / SIGTERM: train() saved and returned early
+        raise KeyboardInterrupt(f"{cfg.output_dir}: training stopped at {ckpt.name} of {cfg.steps} steps; "
+                                f"run the ablations again to resume it (nothing was evaluated)")
+    resumed = last is not None
+    write_json_atomic(wall, {"train_s": seconds, "resumed": resumed,
+                             **({"note": "resumed: the wall time of the last part only"} if resumed else {})})
+    return ckpt, seconds
 
 
 def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
