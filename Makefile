@@ -27,7 +27,7 @@ install: $(STAMP)
 TORCH_INDEX ?=
 $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing into $(VENV) (first time: ~2-3 min) ..."
+	@echo "installing into $(VENV) (first time: ~5 min on a fast link) ..."
 	$(PIP) install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(QUIET)
 	$(PIP) install -c constraints.txt -e '.[dev]' $(QUIET)
 	$(PIP) install --no-deps -r requirements-assets.txt $(QUIET)
