@@ -34,9 +34,8 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = PROJECT_ROOT / "configs" / "ablations"
 RESULTS = PROJECT_ROOT / "results" / "ablations"
 REFERENCE = "reference"
-# The quick suite's tasks and sizes with texts cut to 64 tokens (a third of the quick suite's embedding
-# time), 100 Wikipedia perplexity rows, reconstruction at 8 and 16 tokens; the base rows are measured
-# under the same suite.
+# The quick suite's tasks and sizes with texts cut to 64 tokens, 100 Wikipedia perplexity rows,
+# reconstruction at 8 and 16 tokens; the base rows are measured under the same suite.
 SUITE = dataclasses.replace(SUITES["quick"], name="ablation", max_length=64, mmlu_limit=0, perplexity_rows=100,
                             reconstruction_lengths=(8, 16), reconstruction_per_length=16)
 BASE_POOLINGS = ("mean", "echo")
