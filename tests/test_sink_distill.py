@@ -229,3 +229,12 @@ def test_an_interrupted_ablation_run_is_not_evaluated(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "train", lambda cfg, resume: tmp_path / "run" / "checkpoint-16")
     ckpt, seconds = ablations.trained_checkpoint(cfg)
     assert ckpt.name == "checkpoint-16" and seconds >= 0 and (tmp_path / "run" / "train_wall_s.json").is_file()
+
+
+def test_ablation_figure_labels_each_run_by_name():
+    from lab.experiments.ablations import ablation_figure
+
+    base = {"rows": [{"pooling": "echo", "tasks": {}, "embedding_avg": 0.5}], "perplexity_ood": 40.0}
+    fig = ablation_figure([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0)], base)
+    assert tuple(fig.data[0].text) == ("reference", "sink") and fig.data[0].mode == "markers+text"
+    assert tuple(fig.data[1].text) == ("base · echo",)

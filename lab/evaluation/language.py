@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from itertools import islice
 
 import torch
 from tqdm.auto import tqdm
@@ -68,11 +69,11 @@ def suffix_attention(gem, heldout: str, n_texts: int = 12, min_tokens: int = 16)
     large "suffix" share means an early suffix token took over as the attention sink.
     """
     gem.require_gem_tokens("suffix attention")
-    texts = [r["text"] for r in read_jsonl(heldout) if len(gem.text_ids(r["text"])) >= min_tokens][:n_texts]
+    rows = (gem.text_ids(r["text"])[:64] for r in read_jsonl(heldout))
+    texts = list(islice((ids for ids in rows if len(ids) >= min_tokens), n_texts))
     shares = {"special": [], "bos": [], "suffix": []}
-    for text in tqdm(texts, desc="suffix attention", leave=False):
-        n = min(len(gem.text_ids(text)), 64)
-        view = gem.attention(gem.tokenizer.decode(gem.text_ids(text)[:n]), split=n // 2)
+    for ids in tqdm(texts, desc="suffix attention", leave=False):
+        view = gem.attention(gem.tokenizer.decode(ids), split=len(ids) // 2)
         for key in shares:
             shares[key].append(view.share_on("suffix", key, skip_first_query=True))
     means = {k: [x for x in v if x == x] for k, v in shares.items()}  # NaN: no such key (e.g. no BOS)

@@ -109,29 +109,11 @@ def base_result(results_dir: Path = RESULTS) -> dict:
     target = results_dir / "base.json"
     if target.is_file():
         return json.loads(target.read_text())
-    model, published = TrainConfig().model, _published_base_rows()
-    result = run_suite(model, poolings=list(BASE_POOLINGS), suite=SUITE, label="base (no training)",
-                       skip=("mmlu", "reconstruction") + (("embedding",) if published else ()),
-                       partial=results_dir / "base.partial.json")
-    if published:
-        result["rows"], result["embedding_rows_from"] = published, "results/base.json"
+    result = run_suite(TrainConfig().model, poolings=list(BASE_POOLINGS), suite=SUITE, label="base (no training)",
+                       skip=("mmlu", "reconstruction"), partial=results_dir / "base.partial.json")
     write_json_atomic(target, result)
     (results_dir / "base.partial.json").unlink(missing_ok=True)
     return result
-
-
-def _published_base_rows() -> list[dict] | None:
-    """The base model's mean / echo rows of results/base.json when they were measured with the
-    ablation suite's embedding settings (the same task sizes and max_length), else None."""
-    path = PROJECT_ROOT / "results" / "base.json"
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    suite = (saved.get("provenance") or {}).get("suite") or {}
-    same = (suite.get("sizes") == dataclasses.asdict(SUITE.sizes) and suite.get("max_length") == SUITE.max_length
-            and list(suite.get("tasks", [])) == list(SUITE.tasks))
-    rows = [r for r in saved["rows"] if r["pooling"] in BASE_POOLINGS]
-    return rows if same and len(rows) == len(BASE_POOLINGS) else None
 
 
 def _cell(x, scale: float = 100.0, digits: int = 1) -> str:
@@ -177,14 +159,13 @@ def ablation_figure(results: list[dict], base: dict):
     ablation; the base model's best pooling as a star."""
     from ..viz.figures import tradeoff_figure
 
-    points = [{"step": r["ablation"]["name"], "perplexity": r.get("perplexity_ood"),
+    points = [{"label": r["ablation"]["name"], "perplexity": r.get("perplexity_ood"),
                "score": 100 * r["rows"][0]["embedding_avg"]} for r in results]
     best = max(base["rows"], key=lambda r: r["embedding_avg"])
     fig = tradeoff_figure(points, {"perplexity": base.get("perplexity_ood"), "score": 100 * best["embedding_avg"],
                                    "label": f"base · {best['pooling']}"},
-                          title="Ablations at one reduced budget: embedding score vs out-of-domain perplexity")
-    fig.update_traces(mode="markers+text", selector={"name": "GEM during training"})
-    fig.update_traces(name="ablations", selector={"name": "GEM during training"})
+                          title="Ablations at one reduced budget: embedding score vs out-of-domain perplexity",
+                          series="ablations", lines=False)
     fig.update_layout(xaxis_title="perplexity on BBC News (out of domain; lower is better)",
                       yaxis_title="quick embedding average (higher is better)")
     return fig

@@ -48,8 +48,9 @@ class GemModel:
         self.max_length = gem_config.max_length if gem_config else 512
         self.special_ids = self._special_ids(tokenizer, gem_config)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.bos = self._bos_prefix(tokenizer, gem_config)
-        self.sink_ids = [] if self._bos_prefix(tokenizer) else list(self.bos)  # the sink, when it stands in for BOS
+        tokenizer_bos = self._bos_prefix(tokenizer)
+        self.sink_ids = [] if tokenizer_bos else self._sink_ids(tokenizer, gem_config)
+        self.bos = tokenizer_bos or self.sink_ids  # a sink stands in for a missing BOS
         self.pieces = template_piece_ids(tokenizer)
         self.readout_head = self._readout_head(gem_config)
 
@@ -72,13 +73,15 @@ class GemModel:
         return tokenizer.convert_tokens_to_ids(strings)
 
     @staticmethod
-    def _bos_prefix(tokenizer, gem_config: GemConfig | None = None) -> list[int]:
-        """[bos_id] if the tokenizer prepends BOS to every text; else [sink id] if the GEM config
-        names a sink token; else []."""
+    def _bos_prefix(tokenizer) -> list[int]:
+        """[bos_id] if the tokenizer prepends BOS to every text, else []."""
         with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
         bos = tokenizer.bos_token_id
-        if bos is not None and with_special and with_special[0] == bos:
-            return [bos]
+        return [bos] if bos is not None and with_special and with_special[0] == bos else []
+
+    @staticmethod
+    def _sink_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
+        """[id of the GEM config's sink token], or [] when it names none."""
         sink = gem_config.sink_token if gem_config else None
         if sink is None:
             return []

@@ -30,6 +30,18 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(0.0, self.max_log).exp()
 
 
+def _in_batch_logits(q: torch.Tensor, d: torch.Tensor, scale, offset: int = 0, groups_q: torch.Tensor | None = None,
+                     groups_d: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N) scale * cos(q_i, d_j); d_j of q_i's group other than its own positive d[offset + i]
+    set to -inf (left out of any softmax over the row)."""
+    sim = scale * (F.normalize(q.float(), dim=-1) @ F.normalize(d.float(), dim=-1).T)
+    if groups_q is not None:
+        same = groups_q[:, None] == groups_d[None, :]
+        same[torch.arange(q.shape[0]), offset + torch.arange(q.shape[0], device=q.device)] = False
+        sim = sim.masked_fill(same, float("-inf"))
+    return sim
+
+
 def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int = 0,
              groups_q: torch.Tensor | None = None, groups_d: torch.Tensor | None = None) -> torch.Tensor:
     """-mean_i log softmax_j(scale * cos(q_i, d_j))[offset + i]: in-batch negatives.
@@ -39,13 +51,8 @@ def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int 
     groups_q (B,), groups_d (N,): optional source ids (e.g. article); d_j of q_i's group other than
     its own positive is not a negative (it is left out of the softmax).
     """
-    sim = scale * (F.normalize(q.float(), dim=-1) @ F.normalize(d.float(), dim=-1).T)
     target = offset + torch.arange(q.shape[0], device=q.device)
-    if groups_q is not None:
-        same = groups_q[:, None] == groups_d[None, :]
-        same[torch.arange(q.shape[0]), target] = False
-        sim = sim.masked_fill(same, float("-inf"))
-    return F.cross_entropy(sim, target)
+    return F.cross_entropy(_in_batch_logits(q, d, scale, offset, groups_q, groups_d), target)
 
 
 def similarity_distillation(q: torch.Tensor, d: torch.Tensor, teacher_q: torch.Tensor, teacher_d: torch.Tensor,
@@ -58,15 +65,8 @@ def similarity_distillation(q: torch.Tensor, d: torch.Tensor, teacher_q: torch.T
     student learns the teacher's whole ranking of the batch, not only which one is the positive.
     Same-group entries other than the positive are left out of both softmaxes (as in `info_nce`).
     """
-    def log_probs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        sim = scale * (F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T)
-        if groups_q is not None:
-            same = groups_q[:, None] == groups_d[None, :]
-            same[torch.arange(a.shape[0]), offset + torch.arange(a.shape[0])] = False
-            sim = sim.masked_fill(same, float("-inf"))
-        return F.log_softmax(sim, dim=-1)
-
-    student, teacher = log_probs(q, d), log_probs(teacher_q, teacher_d).detach()
+    student = F.log_softmax(_in_batch_logits(q, d, scale, offset, groups_q, groups_d), dim=-1)
+    teacher = F.log_softmax(_in_batch_logits(teacher_q, teacher_d, scale, offset, groups_q, groups_d), dim=-1).detach()
     kl = teacher.exp() * (teacher - student)
     return kl.nan_to_num(0.0).sum(-1).mean()  # -inf - -inf (left-out entries) -> 0
 

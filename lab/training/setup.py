@@ -47,6 +47,11 @@ def _wrap_lora(model, cfg: TrainConfig, special_ids: list[int]):
                          f"{sorted(present)[:20]}...")
     model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                              lora_dropout=cfg.lora_dropout, target_modules=targets))
+    return _train_gem_rows(model, special_ids)  # after peft, which freezes every non-adapter weight
+
+
+def _train_gem_rows(model, special_ids: list[int]):
+    """Make the input embedding trainable, its gradient kept to the GEM rows only."""
     emb = unwrap(model).get_input_embeddings().weight
     emb.requires_grad_(True)
     emb.register_hook(only_rows_grad_hook(special_ids))
@@ -78,10 +83,7 @@ def _freeze_all_but_gem_rows(model, special_ids: list[int]):
     """Every weight frozen except the GEM rows of the input embedding: the language model is kept
     exactly (plain text never meets a GEM row)."""
     model.requires_grad_(False)
-    emb = unwrap(model).get_input_embeddings().weight
-    emb.requires_grad_(True)
-    emb.register_hook(only_rows_grad_hook(special_ids))
-    return model
+    return _train_gem_rows(model, special_ids)
 
 
 def load_weights_into(gem: GemModel, ckpt: Path) -> None:

@@ -154,15 +154,17 @@ def lines_figure(x: list, series: dict[str, list], title: str, x_title: str, y_t
 
 
 def tradeoff_figure(points: list[dict], base: dict | None = None,
-                    title: str = "embedding quality vs language quality"):
-    """The trade-off as one curve: x = perplexity (lower is better), y = embedding score (higher is
-    better), one point per evaluated step (labelled), and the base model as a star.
+                    title: str = "embedding quality vs language quality", series: str = "GEM during training",
+                    lines: bool = True):
+    """The trade-off: x = perplexity (lower is better), y = embedding score (higher is better), one
+    point per evaluated step or run (labelled; joined by a line when `lines`), the base model as a star.
 
-    points: [{"step", "perplexity", "score"}]; base: {"perplexity", "score", "label"}."""
+    points: [{"step" or "label", "perplexity", "score"}]; base: {"perplexity", "score", "label"}."""
     go = _go()
     fig = go.Figure()
-    fig.add_scatter(x=[p["perplexity"] for p in points], y=[p["score"] for p in points], mode="lines+markers+text",
-                    text=[f"step {p['step']}" for p in points], textposition="top center", name="GEM during training")
+    fig.add_scatter(x=[p["perplexity"] for p in points], y=[p["score"] for p in points],
+                    mode="lines+markers+text" if lines else "markers+text",
+                    text=[p.get("label", f"step {p.get('step')}") for p in points], textposition="top center", name=series)
     if base is not None:
         fig.add_scatter(x=[base["perplexity"]], y=[base["score"]], mode="markers+text", text=[base.get("label", "base")],
                         textposition="bottom center", name="base model",
