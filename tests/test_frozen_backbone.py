@@ -82,10 +82,11 @@ def test_a_frozen_backbone_needs_gem_rows():
         TrainConfig(train_backbone=False, p_plain=1.0)
 
 
-def _gem_with_head(seed: int = 0) -> GemModel:
+def _gem_with_head(seed: int = 0, readout_dim: int = 0) -> GemModel:
     model, tok = build_tiny("llama")
     add_gem_tokens(model, tok, 1)
-    gem = GemModel(model, tok, GemConfig(k=1, trained=True, readout_head=True, base_model="tiny-llama"))
+    gem = GemModel(model, tok, GemConfig(k=1, trained=True, readout_head=True, readout_dim=readout_dim,
+                                         base_model="tiny-llama"))
     torch.manual_seed(seed)
     with torch.no_grad():
         gem.readout_head.linear.weight.normal_(std=0.1)
@@ -93,16 +94,19 @@ def _gem_with_head(seed: int = 0) -> GemModel:
     return gem
 
 
-def test_head_changes_the_embedding_and_survives_save_and_exports(tmp_path):
+@pytest.mark.parametrize("readout_dim", [0, 7], ids=["residual-head", "projection-head"])
+def test_head_changes_the_embedding_and_survives_save_and_exports(tmp_path, readout_dim):
     from sentence_transformers import SentenceTransformer
 
     from lab.models.export import export_merged, export_sentence_transformers
 
-    gem = _gem_with_head()
+    gem = _gem_with_head(readout_dim=readout_dim)
     texts = ["the first text", "a second, longer text"]
     with_head = gem.encode(texts)
-    plain = GemModel(gem.model, gem.tokenizer, dataclasses.replace(gem.gem_config, readout_head=False))
-    assert not torch.allclose(torch.as_tensor(with_head), torch.as_tensor(plain.encode(texts)), atol=1e-3)
+    assert with_head.shape == (2, readout_dim or gem.hidden_size) and gem.embedding_dim() == with_head.shape[1]
+    if not readout_dim:
+        plain = GemModel(gem.model, gem.tokenizer, dataclasses.replace(gem.gem_config, readout_head=False))
+        assert not torch.allclose(torch.as_tensor(with_head), torch.as_tensor(plain.encode(texts)), atol=1e-3)
     save_checkpoint(gem, tmp_path / "ckpt")
     torch.testing.assert_close(torch.as_tensor(load_checkpoint(tmp_path / "ckpt").encode(texts)), torch.as_tensor(with_head))
     merged = load_checkpoint(export_merged(tmp_path / "ckpt", tmp_path / "merged"))

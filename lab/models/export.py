@@ -43,18 +43,16 @@ def _save_merged(gem: GemModel, folder: Path) -> None:
 
 
 def _save_dense_head(gem: GemModel, folder: Path) -> None:
-    """The readout head e = x + W x + b as a stock sentence-transformers Dense layer (weight I + W)."""
+    """The readout head as a stock sentence-transformers Dense layer (weight I + W for the residual head)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from sentence_transformers.models import Dense
 
-    lin = gem.readout_head.linear
-    dim = lin.weight.shape[0]
-    dense = Dense(dim, dim, bias=True, activation_function=torch.nn.Identity(),
-                  init_weight=(lin.weight.detach().float().cpu() + torch.eye(dim)),
-                  init_bias=lin.bias.detach().float().cpu())
+    weight, bias = gem.readout_head.as_matrix()
+    dense = Dense(weight.shape[1], weight.shape[0], bias=True, activation_function=torch.nn.Identity(),
+                  init_weight=weight, init_bias=bias)
     folder.mkdir(parents=True, exist_ok=True)
     dense.save(str(folder))
 

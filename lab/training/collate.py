@@ -185,6 +185,16 @@ class GemCollator:
             out[i] = ids
         return out
 
+    def views_of(self, texts: list[str]) -> tuple[dict, list[str]]:
+        """(a view batch of `texts`, each `BOS text | S` cut as the training views are; the texts
+        as cut, decoded: what a teacher embeds)."""
+        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
+        ids = [i[:budget] for i in self._ids(texts) if i]
+        bos_id = self.bos[0] if self.bos else None
+        rows = [Row.build(self.bos + i, self.special_ids, bos_token_id=bos_id) for i in ids]
+        pack_to = self.cfg.max_length if self.cfg.pack_views else None
+        return view_batch(rows, self.pad_token_id, pack_to), [self.tokenizer.decode(i) for i in ids]
+
     def __call__(self, examples: list[dict]) -> dict:
         stats = RowStats()
         all_ids = self._ids([e["text"] for e in examples])

@@ -74,6 +74,7 @@ class TrainConfig:
     distill_weight: float = 0.0  # > 0: add weight x KL(teacher || student) over in-batch similarities (contrastive phase)
     teacher: str = "minilm"  # the distillation teacher: an offline sentence encoder (lab.models.encoders)
     distill_scale: float = 20.0  # 1 / temperature of both similarity distributions in the distillation term
+    distill_embedding_weight: float = 0.0  # > 0: add weight x (1 - cos(embedding, teacher's embedding)); needs readout_dim = teacher width
     logit_scale_init: float = 20.0
     logit_scale_max: float = 100.0
     lr_ntp: float = 1e-4
@@ -87,6 +88,11 @@ class TrainConfig:
     # what is trained
     train_backbone: bool = True  # False: the backbone is frozen; only the GEM token rows (+ readout head) train
     readout_head: bool = False  # a small trained map on the pooled GEM state (lab.gem.readout)
+    readout_dim: int = 0  # the head's output width (0 = hidden width, residual); e.g. 384 = all-MiniLM-L6-v2's space
+    head_lr_scale: float = 1.0  # the readout head's learning rate, as a multiple of the schedule's
+    head_init: str = "default"  # default | ridge: a projection head starts at the least-squares map to the teacher (lab.training.head_init)
+    head_init_texts: int = 512  # training texts the ridge fit reads
+    head_refit: bool = False  # ridge heads: fit again before the last step (the states moved while the head trained slowly)
     lora_r: int = 16  # 0 = full fine-tune (with train_backbone)
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -113,6 +119,18 @@ class TrainConfig:
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
             (self.distill_weight >= 0.0, "distill_weight must be >= 0 (0 = no distillation)"),
             (self.distill_scale > 0.0, "distill_scale must be > 0"),
+            (self.distill_embedding_weight >= 0.0, "distill_embedding_weight must be >= 0"),
+            (self.readout_dim >= 0 and (self.readout_head or not self.readout_dim),
+             "readout_dim > 0 needs readout_head: true (0 = no projection)"),
+            (self.distill_embedding_weight == 0.0 or self.readout_head,
+             "distill_embedding_weight > 0 compares the embedding with the teacher's: set readout_head: true and "
+             "readout_dim to the teacher's width (384 for minilm)"),
+            (self.head_lr_scale > 0.0, "head_lr_scale must be > 0"),
+            (self.head_init in ("default", "ridge"), "head_init must be default or ridge"),
+            (not self.head_refit or self.head_init == "ridge", "head_refit needs head_init: ridge"),
+            (self.head_init == "default" or (self.readout_dim > 0 and self.teacher),
+             "head_init: ridge fits a projection head to the teacher: set readout_head: true, readout_dim "
+             "(the teacher's width) and teacher"),
             (self.train_backbone or self.p_plain < 1.0, "a frozen backbone (train_backbone: false) learns nothing "
                                                         "from plain rows: set p_plain below 1"),
         ]

@@ -33,6 +33,7 @@ from ..storage import read_jsonl
 from .collate import GemCollator
 from .config import TrainConfig
 from .data_order import article_partners, example_indices, training_example
+from .head_init import fit_head_to_teacher, head_init_texts
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
 from .setup import distillation_teacher, load_weights_into, prepare_model
@@ -40,7 +41,7 @@ from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_s
 
 log = logging.getLogger(__name__)
 
-LOSS_PARTS = ("loss", "ntp", "cl", "kd")
+LOSS_PARTS = ("loss", "ntp", "cl", "kd", "ke")
 
 
 class StopRequested(Exception):
@@ -102,10 +103,11 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
     objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, fused_loss=cfg.fused_loss,
                              distill_weight=cfg.distill_weight, distill_scale=cfg.distill_scale,
+                             distill_embedding_weight=cfg.distill_embedding_weight,
                              readout_head=gem.readout_head,
                              trainable_head_rows=gem.special_ids if cfg.lora_r > 0 or not cfg.train_backbone else None)
     params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(objective, cfg), lr=1.0, weight_decay=cfg.weight_decay)
     run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,
               GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=distillation_teacher(cfg)), [r["text"] for r in rows],
               article_partners(rows, cfg.seed) if cfg.positive == "article" else None, params)
@@ -115,12 +117,31 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     return run
 
 
+def _param_groups(objective: GemObjective, cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters; the readout head's (if any) in a group of its own whose learning
+    rate is `cfg.head_lr_scale` times the schedule's (a fresh projection needs a larger step than
+    LoRA's)."""
+    head = set(map(id, objective.readout_head.parameters())) if objective.readout_head is not None else set()
+    rest = [p for p in objective.parameters() if p.requires_grad and id(p) not in head]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if head:
+        groups.append({"params": [p for p in objective.readout_head.parameters() if p.requires_grad],
+                       "lr_scale": cfg.head_lr_scale})
+    return groups
+
+
 def train_step(run: Run) -> tuple[dict, int]:
     """One optimizer step at `run.step`: ({loss, ntp, cl, lr, alpha}, real tokens seen by all processes)."""
     cfg, acc = run.cfg, run.accelerator
+    if cfg.head_init == "ridge" and (run.step == cfg.ntp_steps or (cfg.head_refit and run.step == cfg.steps - 1)):
+        unwrapped = acc.unwrap_model(run.objective)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        fit_head_to_teacher(unwrapped, run.collator, head_init_texts(run.corpus, cfg.head_init_texts, cfg.seed))
+        unwrapped.train(was_training)
     alpha, lr = alpha_at(run.step, cfg), lr_at(run.step, cfg)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     run.collator.contrastive = alpha > 0
     parts, tokens = dict.fromkeys(LOSS_PARTS, 0.0), 0
     for micro in range(cfg.grad_accum):
@@ -184,7 +205,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
             row = {"step": run.step, **row, "scale": float(run.logit_scale().detach()),
                    "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}
             _log_row(run, row, evaluate, on_log)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}",
+            distill = {k: f"{row[k]:.3f}" for k in ("kd", "ke") if row[k]}
+            bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}", **distill,
                             lr=f"{row['lr']:.1e}", a=row["alpha"], tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             stop_now = stop["now"] or (stop_after is not None and run.step - start >= stop_after)

@@ -15,7 +15,7 @@ from ..gem.lm_loss import IGNORE_INDEX, ntp_loss, ntp_loss_sum
 from .config import TrainConfig
 
 __all__ = ["IGNORE_INDEX", "LogitScale", "alpha_at", "info_nce", "lr_at", "ntp_loss", "ntp_loss_sum",
-           "similarity_distillation"]
+           "similarity_distillation", "embedding_distillation"]
 
 
 class LogitScale(nn.Module):
@@ -55,20 +55,43 @@ def info_nce(q: torch.Tensor, d: torch.Tensor, scale: torch.Tensor, offset: int 
     return F.cross_entropy(_in_batch_logits(q, d, scale, offset, groups_q, groups_d), target)
 
 
-def similarity_distillation(q: torch.Tensor, d: torch.Tensor, teacher_q: torch.Tensor, teacher_d: torch.Tensor,
-                            scale: float, offset: int = 0, groups_q: torch.Tensor | None = None,
-                            groups_d: torch.Tensor | None = None) -> torch.Tensor:
-    """mean_i KL(p_teacher,i || p_student,i): each query's distribution over the in-batch positives.
+def similarity_distillation(student: torch.Tensor, teacher: torch.Tensor, scale: float,
+                            rows: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i KL(p_teacher,i || p_student,i): each view's distribution over every other view.
 
-    p_.,i = softmax_j(scale * cos(q_i, d_j)), from the student's views (q (B, dim), d (N, dim)) and
-    from a teacher's embeddings of the same texts (teacher_q (B, t), teacher_d (N, t)). The
-    student learns the teacher's whole ranking of the batch, not only which one is the positive.
-    Same-group entries other than the positive are left out of both softmaxes (as in `info_nce`).
+    student (M, dim) and teacher (M, t): the two models' embeddings of the same M texts (all views
+    of the batch: queries and positives). p_.,i = softmax_{j != i}(scale * cos(x_i, x_j)). Every
+    text is a row and every other text a candidate, so one batch of B pairs gives 2B rows of
+    2B - 1 graded targets: the student learns the teacher's whole similarity structure (which
+    texts are close, how close, which are far), not only which one is the positive.
+    rows: optional (R,) indices of the rows this process owns (across processes: the others'
+    views are gathered as candidates); default all M.
     """
-    student = F.log_softmax(_in_batch_logits(q, d, scale, offset, groups_q, groups_d), dim=-1)
-    teacher = F.log_softmax(_in_batch_logits(teacher_q, teacher_d, scale, offset, groups_q, groups_d), dim=-1).detach()
-    kl = teacher.exp() * (teacher - student)
-    return kl.nan_to_num(0.0).sum(-1).mean()  # -inf - -inf (left-out entries) -> 0
+    def log_probs(x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(x.float(), dim=-1)
+        sel = x if rows is None else x[rows]
+        sim = scale * (sel @ x.T)
+        own = torch.arange(x.shape[0], device=x.device) if rows is None else rows
+        sim[torch.arange(sel.shape[0], device=x.device), own] = float("-inf")
+        return F.log_softmax(sim, dim=-1)
+
+    s, t = log_probs(student), log_probs(teacher).detach()
+    kl = t.exp() * (t - s)
+    return kl.nan_to_num(0.0).sum(-1).mean()  # -inf - -inf (a view against itself) -> 0
+
+
+def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """mean_i (1 - cos(student_i, teacher_i)): each text's embedding pulled onto the teacher's.
+
+    student (M, t), teacher (M, t): the same M texts, in the same space (the student's readout
+    head maps into the teacher's width, `readout_dim`). Denser than `similarity_distillation`:
+    t targets per text instead of one distribution over the batch.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"embedding distillation needs the student's embeddings in the teacher's space: got "
+                         f"{tuple(student.shape)} vs the teacher's {tuple(teacher.shape)}; set readout_head: true "
+                         f"and readout_dim: {teacher.shape[-1]}")
+    return (1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
 
 
 def alpha_at(step: int, cfg: TrainConfig) -> float:

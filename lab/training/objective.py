@@ -7,9 +7,10 @@
 NTP runs the full causal LM under the GEM mask on the training rows; the contrastive term reads
 the last-layer states at S for the two views (query, positive) without the LM head. Only the
 terms with non-zero weight are computed (alpha = 0: NTP only; alpha = 1: contrastive only). With
-`distill_weight` > 0 the contrastive phase adds a distillation term: the student's in-batch
-similarity distribution is pulled to a teacher's (`similarity_distillation`; the collator puts the
-teacher's embeddings of the same view texts in the batch).
+`distill_weight` > 0 the contrastive phase adds a distillation term: over all views of the batch
+(queries and positives), each view's similarity distribution over the others is pulled to a
+teacher's (`similarity_distillation`; the collator puts the teacher's embeddings of the same view
+texts in the batch).
 
 Across processes (DDP / FSDP) the result equals one process with the same global batch: the NTP
 sum is divided by the token count of the *global* batch, and the positives of every process are
@@ -25,7 +26,7 @@ from torch import nn
 from ..gem.forward import gem_inputs, unwrap
 from ..gem.lm_loss import ntp_loss_sum, ntp_loss_sum_from_hidden
 from ..gem.masks import model_attention_mask
-from .losses import LogitScale, info_nce, similarity_distillation
+from .losses import LogitScale, embedding_distillation, info_nce, similarity_distillation
 
 
 def _world() -> tuple[int, int]:
@@ -63,8 +64,10 @@ def fusable_head(model) -> torch.Tensor | None:
 class GemObjective(nn.Module):
     def __init__(self, model: nn.Module, logit_scale: LogitScale, suffix_sees_bos: bool = False,
                  fused_loss: bool = True, trainable_head_rows: list[int] | None = None,
-                 distill_weight: float = 0.0, distill_scale: float = 20.0, readout_head: nn.Module | None = None):
+                 distill_weight: float = 0.0, distill_scale: float = 20.0, readout_head: nn.Module | None = None,
+                 distill_embedding_weight: float = 0.0):
         super().__init__()
+        self.distill_embedding_weight = distill_embedding_weight
         self.readout_head = readout_head  # trained with the objective (its parameters are the objective's)
         self.distill_weight, self.distill_scale = distill_weight, distill_scale
         self.model = model
@@ -75,14 +78,18 @@ class GemObjective(nn.Module):
         self.trainable_head_rows = None if trainable_head_rows is None else list(trainable_head_rows)
 
     def view_embeddings(self, view: dict) -> torch.Tensor:
-        """(N, d): per row of a view batch, the mean of the last-layer states at its S tokens (then
-        the readout head, if any: what `GemModel.encode` returns before normalising)."""
+        """(N, e): per row of a view batch, the mean of the last-layer states at its S tokens, then
+        the readout head, if any: what `GemModel.encode` returns before normalising."""
+        emb = self.pooled_states(view)
+        return emb if self.readout_head is None else self.readout_head(emb)
+
+    def pooled_states(self, view: dict) -> torch.Tensor:
+        """(N, d) float32: per row of a view batch, the mean of the last-layer states at its S tokens."""
         inputs = gem_inputs(self.model, view["input_ids"], view["roles"], view.get("segment_ids"),
                             suffix_sees_bos=self.suffix_sees_bos)
         hidden = unwrap(self.model).get_decoder()(**inputs).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])
-        emb = flat[view["s_index"]].float().mean(1)
-        return emb if self.readout_head is None else self.readout_head(emb)
+        return flat[view["s_index"]].float().mean(1)
 
     def _ntp_sum(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed NTP cross-entropy, target count) of the training rows."""
@@ -110,25 +117,31 @@ class GemObjective(nn.Module):
                 total = total * world
             ntp = total / count.clamp(min=1)
         scale = self.logit_scale()
-        kd = zero
+        kd = ke = zero
         if alpha > 0.0:
-            cl, kd = self._contrastive(batch, scale)
-        loss = (1.0 - alpha) * ntp + alpha * (cl + self.distill_weight * kd)
-        reports = [ntp.detach().clone(), cl.detach().clone(), kd.detach().clone()]
+            cl, kd, ke = self._contrastive(batch, scale)
+        loss = (1.0 - alpha) * ntp + alpha * (cl + self.distill_weight * kd + self.distill_embedding_weight * ke)
+        reports = [ntp.detach().clone(), cl.detach().clone(), kd.detach().clone(), ke.detach().clone()]
         _, world = _world()
         if world > 1:  # report the global-batch values: what one process would print
             for t in reports:
                 dist.all_reduce(t)
                 t /= world
-        ntp_report, cl_report, kd_report = reports
-        return {"backward": loss, "loss": (1.0 - alpha) * ntp_report + alpha * (cl_report + self.distill_weight * kd_report),
-                "ntp": ntp_report, "cl": cl_report, "kd": kd_report, "scale": scale.detach()}
+        ntp_report, cl_report, kd_report, ke_report = reports
+        total = (1.0 - alpha) * ntp_report + alpha * (cl_report + self.distill_weight * kd_report
+                                                      + self.distill_embedding_weight * ke_report)
+        return {"backward": loss, "loss": total, "ntp": ntp_report, "cl": cl_report, "kd": kd_report,
+                "ke": ke_report, "scale": scale.detach()}
 
-    def _contrastive(self, batch: dict, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(InfoNCE, distillation KL or 0) of the two views; across processes the positives (and
-        the teacher's positives) of the whole global batch are the candidates."""
+    def _contrastive(self, batch: dict, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(InfoNCE, similarity distillation KL or 0, embedding distillation or 0) of the two views;
+        across processes the positives (and the teacher's views) of the whole global batch are the
+        candidates."""
         q = self.view_embeddings(batch["query"])
         d = self.view_embeddings(batch["positive"])
+        ke = q.new_zeros(())
+        if self.distill_embedding_weight > 0:
+            ke = embedding_distillation(torch.cat([q, d]), self._teacher_views(batch))
         groups, teacher_d = batch.get("groups"), batch.get("teacher_positive")
         rank, world = _world()
         offset, all_groups = 0, groups
@@ -139,12 +152,27 @@ class GemObjective(nn.Module):
         cl = info_nce(q, d, scale, offset=offset, groups_q=groups, groups_d=all_groups)
         kd = cl.new_zeros(())
         if self.distill_weight > 0:
-            if teacher_d is None:
+            teacher_q = batch.get("teacher_query")
+            if teacher_q is None:
                 raise ValueError("distill_weight > 0 needs the teacher's embeddings in the batch "
                                  "(GemCollator(teacher=...); the training loop sets it from cfg.teacher)")
-            kd = similarity_distillation(q, d, batch["teacher_query"], teacher_d, self.distill_scale, offset,
-                                         groups, all_groups)
-        return cl, kd
+            student, teacher, rows = torch.cat([q, d]), torch.cat([teacher_q, batch["teacher_positive"]]), None
+            if world > 1:  # every process's views are candidates; this process's are the rows
+                b = q.shape[0]
+                all_q, all_tq = _all_gather_with_grad(q), _all_gather(teacher_q)
+                student, teacher = torch.cat([all_q, d]), torch.cat([all_tq, teacher_d])
+                own = torch.arange(b, device=q.device) + rank * b
+                rows = torch.cat([own, own + all_q.shape[0]])
+            kd = similarity_distillation(student, teacher, self.distill_scale, rows)
+        return cl, kd, ke
+
+    @staticmethod
+    def _teacher_views(batch: dict) -> torch.Tensor:
+        """(2B, t) the teacher's embeddings of this process's query then positive views."""
+        if batch.get("teacher_query") is None:
+            raise ValueError("distillation needs the teacher's embeddings in the batch "
+                             "(GemCollator(teacher=...); the training loop sets it from cfg.teacher)")
+        return torch.cat([batch["teacher_query"], batch["teacher_positive"]])
 
 
 @torch.no_grad()

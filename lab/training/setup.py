@@ -64,7 +64,8 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     with `train_backbone=False` they (and the readout head, if any) are all that trains."""
     base = load(cfg.model, dtype="float32", device="cpu")
     gem = add_new_gem_tokens(base, cfg.k, max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos,
-                             sink_token=cfg.sink_token, readout_head=cfg.readout_head, base_model=cfg.model)
+                             sink_token=cfg.sink_token, readout_head=cfg.readout_head, readout_dim=cfg.readout_dim,
+                             base_model=cfg.model)
     if not cfg.train_backbone:
         model = _freeze_all_but_gem_rows(gem.model, gem.special_ids)
     elif cfg.lora_r > 0:
@@ -102,7 +103,7 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
 def distillation_teacher(cfg: TrainConfig):
     """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
     `cfg.teacher` (an offline sentence encoder, run on the CPU in inference mode)."""
-    if cfg.distill_weight <= 0:
+    if cfg.distill_weight <= 0 and cfg.distill_embedding_weight <= 0:
         return None
     from ..models.encoders import load_encoder
 

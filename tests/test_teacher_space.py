@@ -1,0 +1,140 @@
+"""Distillation into a teacher's space: a projection readout head (readout_dim), its closed-form
+start (ridge regression to the teacher), the embedding distillation term, and their config checks."""
+
+import json
+
+import pytest
+import torch
+
+from lab.gem.readout import ReadoutHead
+from lab.models.checkpoints import load_checkpoint
+from lab.storage import PROJECT_ROOT as ROOT
+from lab.training import loop
+from lab.training.collate import GemCollator
+from lab.training.config import TrainConfig
+from lab.training.head_init import chosen_ridge, fit_head_to_teacher, ridge_map
+from lab.training.losses import LogitScale, embedding_distillation
+from lab.training.objective import GemObjective
+from lab.training.setup import prepare_model
+
+TEACHER_DIM = 16
+
+
+def _fake_teacher(texts):
+    """A deterministic stand-in teacher: unit embeddings from each text's byte counts."""
+    out = torch.zeros(len(texts), TEACHER_DIM)
+    for i, t in enumerate(texts):
+        for ch in t.encode():
+            out[i, ch % TEACHER_DIM] += 1
+    return torch.nn.functional.normalize(out + 1e-3, dim=-1).numpy()
+
+
+def _cfg(tmp_path, **kw):
+    return TrainConfig(**{**dict(model="tiny-llama", corpus=str(ROOT / "data/sample/wiki_train_sample.jsonl"),
+                                 heldout=str(ROOT / "data/sample/wiki_heldout_sample.jsonl"), batch_size=8,
+                                 max_length=48, steps=4, ntp_steps=2, warmup_steps=1, save_every=2, eval_every=0,
+                                 log_every=1, p_plain=0.5, lr_ntp=1e-3, lr_cl=1e-3, alpha_cl=0.5,
+                                 readout_head=True, readout_dim=TEACHER_DIM, distill_embedding_weight=1.0,
+                                 head_init="ridge", head_init_texts=48, output_dir=str(tmp_path / "run"),
+                                 precision="fp32"), **kw})
+
+
+def test_a_projection_head_maps_into_its_own_width_and_round_trips(tmp_path):
+    head = ReadoutHead(8, 5)
+    x = torch.randn(3, 8)
+    assert head(x).shape == (3, 5) and head.out_dim == 5 and not head.residual
+    w, b = head.as_matrix()
+    torch.testing.assert_close(x @ w.T + b, head(x))
+    head.save(tmp_path)
+    other = ReadoutHead(8, 5)
+    other.load(tmp_path)
+    torch.testing.assert_close(other(x), head(x))
+    residual = ReadoutHead(8)
+    with torch.no_grad():
+        residual.linear.weight.normal_()
+    w, b = residual.as_matrix()
+    torch.testing.assert_close(x @ w.T + b, residual(x)), "the residual head as one affine map: I + W"
+
+
+def test_ridge_map_recovers_an_affine_map_whatever_the_feature_scales():
+    torch.manual_seed(0)
+    x = torch.randn(400, 12) * torch.linspace(0.01, 100.0, 12)  # outlier dimensions, as hidden states have
+    w_true, b_true = torch.randn(3, 12), torch.randn(3)
+    w, b = ridge_map(x, x @ w_true.T + b_true, ridge=1e-8)
+    torch.testing.assert_close(w, w_true, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(b, b_true, rtol=1e-3, atol=1e-3)
+
+
+def test_the_chosen_ridge_is_small_for_a_clean_map_and_large_for_noise():
+    torch.manual_seed(0)
+    x = torch.randn(300, 40)
+    clean = x @ torch.randn(4, 40).T
+    assert chosen_ridge(x, clean) == 0.01
+    noise = torch.randn(300, 4)
+    assert chosen_ridge(x, noise) >= 0.1, "nothing to learn: the fit should be shrunk"
+
+
+def test_embedding_distillation_is_zero_at_the_teacher_and_names_a_width_mismatch():
+    t = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    assert float(embedding_distillation(3.0 * t, t)) == pytest.approx(0.0, abs=1e-6), "scale-free: cosine"
+    assert float(embedding_distillation(-t, t)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="readout_dim: 4"):
+        embedding_distillation(torch.randn(5, 6), t)
+
+
+def test_config_names_what_teacher_space_distillation_needs(tmp_path):
+    with pytest.raises(ValueError, match="readout_head: true"):
+        _cfg(tmp_path, readout_head=False, readout_dim=0)
+    with pytest.raises(ValueError, match="readout_dim > 0 needs readout_head"):
+        _cfg(tmp_path, readout_head=False, distill_embedding_weight=0.0, head_init="default")
+    with pytest.raises(ValueError, match="head_init: ridge"):
+        _cfg(tmp_path, readout_dim=0, distill_embedding_weight=0.0)
+
+
+def test_fitted_head_brings_the_embedding_close_to_the_teacher(tmp_path):
+    cfg = _cfg(tmp_path)
+    gem = prepare_model(cfg, torch.device("cpu"))
+    objective = GemObjective(gem.model, LogitScale(), readout_head=gem.readout_head, distill_embedding_weight=1.0)
+    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=_fake_teacher)
+    texts = [json.loads(r)["text"] for r in (ROOT / "data/sample/wiki_train_sample.jsonl").read_text().splitlines()][:64]
+    examples = [{"text": t, "index": i} for i, t in enumerate(texts[:8])]
+    before = float(objective(collator(examples), alpha=1.0)["ke"])
+    fit = fit_head_to_teacher(objective.eval(), collator, texts)
+    after = float(objective(collator(examples), alpha=1.0)["ke"])
+    assert fit > 0.5 and after < before, (fit, before, after)
+
+
+def test_a_teacher_space_run_fits_the_head_when_the_contrastive_phase_starts_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: _fake_teacher)
+    fitted = []
+    real_fit = loop.fit_head_to_teacher
+    monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
+    cfg = _cfg(tmp_path)
+    straight = loop.train(cfg)
+    assert len(fitted) == 1, "fitted once, at step ntp_steps"
+    gem = load_checkpoint(straight)
+    assert gem.embedding_dim() == TEACHER_DIM and gem.encode(["a text"]).shape == (1, TEACHER_DIM)
+    rows = [r for r in gem_metrics(straight.parent) if r["alpha"] > 0]
+    assert rows and all(r["ke"] > 0 for r in rows)
+    # stopped after the fit and resumed: the same head as the straight run
+    cfg2 = _cfg(tmp_path, output_dir=str(tmp_path / "run2"))
+    loop.train(cfg2, stop_after=3)
+    resumed = load_checkpoint(loop.train(cfg2, resume=True))
+    torch.testing.assert_close(resumed.readout_head.linear.weight, gem.readout_head.linear.weight)
+    assert len(fitted) == 2, "a resumed run past the fit does not refit"
+
+
+def gem_metrics(ckpt):
+    import json
+    return [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_head_refit_fits_again_before_the_last_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: _fake_teacher)
+    steps = []
+    real_fit = loop.fit_head_to_teacher
+    monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: steps.append(1) or real_fit(*a, **k))
+    loop.train(_cfg(tmp_path, steps=5, head_refit=True))
+    assert len(steps) == 2, "at the start of the contrastive phase and before the last step"
+    with pytest.raises(ValueError, match="head_refit needs head_init: ridge"):
+        _cfg(tmp_path, head_refit=True, head_init="default")
