@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity ablations notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -71,7 +71,7 @@ eval-report: install data
 	$(BIN)/python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
-	$(BIN)/python -m lab report results/base.json results/gem.json results/minilm.json --out results/report
+	$(BIN)/python -m lab report results/base.json results/gem.json results/gem-only.json results/minilm.json --out results/report
 
 # Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
 eval-perplexity: install data
@@ -88,6 +88,10 @@ ablations: install data
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
 # to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.
 MMLU_N ?= 400
+# Transfer tasks outside the suite (word similarity, sentiment; gensim's data): results/transfer.md
+eval-transfer: install data
+	$(BIN)/python -m lab.evaluation.transfer --out results/transfer
+
 eval-mmlu: install data
 	$(BIN)/python -m lab eval --model smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label SmolLM2-135M --output results/mmlu-base.json --force
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label GEM-SmolLM2-135M --output results/mmlu-gem.json --force

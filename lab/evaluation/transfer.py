@@ -1,0 +1,125 @@
+"""Transfer tasks outside the suite: does an embedding's quality carry beyond the lab's news and
+Wikipedia tasks? Three sets from the gensim wheel, never used for training or for choosing a recipe:
+
+    WordSim-353   353 word pairs, human relatedness      Spearman of cos(word_1, word_2)
+    SimLex-999    999 word pairs, human similarity       Spearman of cos(word_1, word_2)
+    Pang & Lee    200 movie-review sentences, pos / neg  5-fold logistic-regression accuracy
+
+    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM, MiniLM
+
+Scores are x100 like the suite's. The sentences are short and the words single tokens or two, so
+all of it runs in about a minute per model and pooling on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import lru_cache
+
+import numpy as np
+
+from ..corpora.eval_sets import require_package
+from .embedders import Embedder
+
+log = logging.getLogger(__name__)
+
+TRANSFER_TASKS = ("WordSim-353", "SimLex-999", "Pang-Lee sentiment")
+
+
+@lru_cache(maxsize=1)
+def transfer_data() -> dict:
+    """{"WordSim-353": [(w1, w2, score)], "SimLex-999": [...], "Pang-Lee sentiment": ([text], [0/1])}."""
+    root = require_package("gensim") / "test" / "test_data"
+
+    def pairs(name: str) -> list[tuple[str, str, float]]:
+        out = []
+        for line in open(root / name, encoding="utf-8"):
+            if line.startswith("#") or not line.strip():
+                continue
+            a, b, s = line.rstrip("\n").split("\t")[:3]
+            out.append((a, b, float(s)))
+        return out
+
+    texts, labels = [], []
+    for line in open(root / "pang_lee_polarity.cor", encoding="cp1252", errors="replace"):  # Windows-1252 text
+        label, _, text = line.strip().partition(" ")
+        if text:
+            texts.append(text)
+            labels.append(int(label == "__label__pos"))
+    return {"WordSim-353": pairs("wordsim353.tsv"), "SimLex-999": pairs("simlex999.txt"),
+            "Pang-Lee sentiment": (texts, labels)}
+
+
+def word_similarity(embedder: Embedder, pairs: list[tuple[str, str, float]]) -> float:
+    """Spearman correlation between cos(e(w1), e(w2)) and the human scores."""
+    from scipy.stats import spearmanr
+
+    a = embedder.embed([p[0] for p in pairs])
+    b = embedder.embed([p[1] for p in pairs])
+    return float(spearmanr((a * b).sum(-1), [p[2] for p in pairs]).statistic)
+
+
+def sentiment_accuracy(embedder: Embedder, texts: list[str], labels: list[int], folds: int = 5, seed: int = 0) -> float:
+    """Mean accuracy of a logistic regression on the embeddings, stratified `folds`-fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x = embedder.embed(texts)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(LogisticRegression(max_iter=2000), x, np.asarray(labels), cv=cv)))
+
+
+def transfer_scores(embedder: Embedder) -> dict[str, float]:
+    """{task: score in [0, 1]} for one embedder."""
+    data = transfer_data()
+    return {"WordSim-353": word_similarity(embedder, data["WordSim-353"]),
+            "SimLex-999": word_similarity(embedder, data["SimLex-999"]),
+            "Pang-Lee sentiment": sentiment_accuracy(embedder, *data["Pang-Lee sentiment"])}
+
+
+def transfer_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
+    """Markdown: one row per (model, pooling, scores), with the average."""
+    head = "| model | pooling | " + " | ".join(TRANSFER_TASKS) + " | avg |\n|---|---|" + "---:|" * (len(TRANSFER_TASKS) + 1)
+    lines = [head]
+    for model, pooling, scores in rows:
+        vals = [100 * scores[t] for t in TRANSFER_TASKS]
+        lines.append(f"| {model} | {pooling} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..models.encoders import ENCODERS
+    from ..models.loading import load
+    from ..storage import atomic_file, write_json_atomic
+    from .embedders import gem_embedder, sentence_transformer_embedder
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,minilm:encoder",
+                   help="comma-separated MODEL:POOLING (an encoder name takes 'encoder')")
+    p.add_argument("--out", default="results/transfer", help="writes OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    rows, loaded = [], {}
+    for spec in args.models.split(","):
+        name, _, pooling = spec.partition(":")
+        if name in ENCODERS:
+            embedder = sentence_transformer_embedder(name)
+        else:
+            gem = loaded.setdefault(name, load(name))
+            embedder = gem_embedder(gem, pooling or None)
+        scores = transfer_scores(embedder)
+        log.info("%s %s: %s", name, pooling, scores)
+        print(name, pooling, {k: round(100 * v, 1) for k, v in scores.items()}, flush=True)
+        rows.append((name, pooling, scores))
+    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s} for m, p, s in rows])
+    md = ("## Transfer tasks outside the suite (x100; `python -m lab.evaluation.transfer`)\n\n"
+          "Word similarity (Spearman) and sentiment (5-fold logistic regression accuracy), from the gensim "
+          "wheel; never used for training or for choosing the recipe.\n\n" + transfer_table(rows))
+    with atomic_file(f"{args.out}.md", "w", encoding="utf-8") as f:
+        f.write(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Transfer tasks outside the suite (gensim's WordSim-353, SimLex-999, Pang & Lee polarity)."""
+
+import numpy as np
+import pytest
+
+from lab.evaluation.embedders import Embedder
+from lab.evaluation.transfer import sentiment_accuracy, transfer_data, transfer_table, word_similarity
+
+
+def test_the_sets_load_whole():
+    data = transfer_data()
+    assert len(data["WordSim-353"]) == 353 and len(data["SimLex-999"]) == 999
+    texts, labels = data["Pang-Lee sentiment"]
+    assert len(texts) == 200 and sum(labels) == 100, "100 positive, 100 negative sentences"
+    assert not any(t.startswith("__label__") for t in texts)
+
+
+def test_a_label_reading_embedder_is_perfect_and_a_random_one_is_not():
+    texts, labels = transfer_data()["Pang-Lee sentiment"]
+    truth = dict(zip(texts, labels))
+    rng = np.random.default_rng(0)
+    oracle = Embedder("oracle", "x", lambda ts: np.array([[truth[t], 1 - truth[t], 0.1] for t in ts], float))
+    noise = Embedder("noise", "x", lambda ts: rng.normal(size=(len(ts), 8)))
+    assert sentiment_accuracy(oracle, texts, labels) == 1.0
+    assert sentiment_accuracy(noise, texts, labels) < 0.7
+
+
+def test_word_similarity_is_the_rank_correlation_with_the_human_scores():
+    pairs = [("a", "b", 1.0), ("c", "d", 2.0), ("e", "f", 3.0)]
+    angle = {"a": 0.0, "b": 1.5, "c": 0.0, "d": 1.0, "e": 0.0, "f": 0.2}  # closer pairs: higher score
+    emb = Embedder("toy", "x", lambda ws: np.array([[np.cos(angle[w]), np.sin(angle[w])] for w in ws]))
+    assert word_similarity(emb, pairs) == pytest.approx(1.0)
+    assert "| toy | x | 10.0 | 20.0 | 30.0 | 20.0 |" in transfer_table(
+        [("toy", "x", {"WordSim-353": 0.1, "SimLex-999": 0.2, "Pang-Lee sentiment": 0.3})])
