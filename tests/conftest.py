@@ -29,6 +29,15 @@ def tiny_gem(arch: str, k: int = 1, attn_implementation: str = "sdpa", **config)
     return gem
 
 
+def fake_teacher(texts: list[str], dim: int = 16):
+    """A deterministic stand-in distillation teacher: (n, dim) unit embeddings from each text's bytes."""
+    out = torch.zeros(len(texts), dim)
+    for i, t in enumerate(texts):
+        for ch in t.encode():
+            out[i, ch % dim] += 1
+    return torch.nn.functional.normalize(out + 1e-3, dim=-1).numpy()
+
+
 @pytest.fixture(params=ARCHS)
 def arch(request):
     return request.param

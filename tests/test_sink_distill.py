@@ -16,6 +16,7 @@ from lab.training.config import TrainConfig, config_diff, config_from_args
 from lab.training.losses import LogitScale, similarity_distillation
 from lab.training.objective import GemObjective
 from lab.training.setup import prepare_model
+from .conftest import fake_teacher
 
 TEXTS = ["the first training text", "second one here, a bit longer", "third text", "fourth text about cats",
          "fifth about stocks", "a sixth one", "seven", "eight is last"]
@@ -111,13 +112,6 @@ def test_similarity_distillation_over_some_rows_averages_those_rows():
     assert float(sum(halves) / 2) == pytest.approx(float(whole), rel=1e-6)
 
 
-def _fake_teacher(texts):
-    """A deterministic stand-in teacher: embeddings from each text's byte counts."""
-    out = torch.zeros(len(texts), 16)
-    for i, t in enumerate(texts):
-        for ch in t.encode():
-            out[i, ch % 16] += 1
-    return torch.nn.functional.normalize(out + 1e-3, dim=-1).numpy()
 
 
 def test_objective_adds_the_distillation_term_from_the_collated_teacher(tmp_path):
@@ -127,7 +121,7 @@ def test_objective_adds_the_distillation_term_from_the_collated_teacher(tmp_path
     examples = [{"text": t, "index": i} for i, t in enumerate(TEXTS)]
     with pytest.raises(ValueError, match="needs the teacher's embeddings"):
         objective(GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(examples), alpha=0.5)
-    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=_fake_teacher)(examples)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=fake_teacher)(examples)
     assert batch["teacher_query"].shape == (len(TEXTS), 16) == batch["teacher_positive"].shape
     out = objective(batch, alpha=0.5)
     assert float(out["kd"]) > 0

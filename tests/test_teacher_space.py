@@ -12,21 +12,16 @@ from lab.storage import PROJECT_ROOT as ROOT
 from lab.training import loop
 from lab.training.collate import GemCollator
 from lab.training.config import TrainConfig
-from lab.training.head_init import chosen_ridge, fit_head_to_teacher, ridge_map
+from lab.training.head_init import chosen_ridge, fit_head_to_teacher, head_init_texts, ridge_map
 from lab.training.losses import LogitScale, embedding_distillation
 from lab.training.objective import GemObjective
 from lab.training.setup import prepare_model
+from lab.training.spans import SPAN_WORDS, span_words
+from .conftest import fake_teacher
 
 TEACHER_DIM = 16
 
 
-def _fake_teacher(texts):
-    """A deterministic stand-in teacher: unit embeddings from each text's byte counts."""
-    out = torch.zeros(len(texts), TEACHER_DIM)
-    for i, t in enumerate(texts):
-        for ch in t.encode():
-            out[i, ch % TEACHER_DIM] += 1
-    return torch.nn.functional.normalize(out + 1e-3, dim=-1).numpy()
 
 
 def _cfg(tmp_path, **kw):
@@ -95,7 +90,7 @@ def test_fitted_head_brings_the_embedding_close_to_the_teacher(tmp_path):
     cfg = _cfg(tmp_path)
     gem = prepare_model(cfg, torch.device("cpu"))
     objective = GemObjective(gem.model, LogitScale(), readout_head=gem.readout_head, distill_embedding_weight=1.0)
-    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=_fake_teacher)
+    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=fake_teacher)
     texts = [json.loads(r)["text"] for r in (ROOT / "data/sample/wiki_train_sample.jsonl").read_text().splitlines()][:64]
     examples = [{"text": t, "index": i} for i, t in enumerate(texts[:8])]
     before = float(objective(collator(examples), alpha=1.0)["ke"])
@@ -105,7 +100,7 @@ def test_fitted_head_brings_the_embedding_close_to_the_teacher(tmp_path):
 
 
 def test_a_teacher_space_run_fits_the_head_when_the_contrastive_phase_starts_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: _fake_teacher)
+    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: fake_teacher)
     fitted = []
     real_fit = loop.fit_head_to_teacher
     monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
@@ -130,7 +125,7 @@ def gem_metrics(ckpt):
 
 
 def test_head_refit_fits_again_before_the_last_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: _fake_teacher)
+    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: fake_teacher)
     steps = []
     real_fit = loop.fit_head_to_teacher
     monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: steps.append(1) or real_fit(*a, **k))
@@ -138,3 +133,13 @@ def test_head_refit_fits_again_before_the_last_step(tmp_path, monkeypatch):
     assert len(steps) == 2, "at the start of the contrastive phase and before the last step"
     with pytest.raises(ValueError, match="head_refit needs head_init: ridge"):
         _cfg(tmp_path, head_refit=True, head_init="default")
+
+
+def test_ridge_texts_with_spans_are_the_same_draw_cut_to_words():
+    corpus = [f"text number {i} has a few words, and some punctuation." for i in range(100)]
+    whole = head_init_texts(corpus, 20, seed=3)
+    assert whole == head_init_texts(corpus, 20, seed=3, span_share=0.0) and len(set(whole)) == 20
+    cut = head_init_texts(corpus, 20, seed=3, span_share=1.0)
+    assert all(c in " ".join(span_words(w)) and len(c.split()) <= max(SPAN_WORDS) for c, w in zip(cut, whole))
+    half = head_init_texts(corpus, 20, seed=3, span_share=0.5)
+    assert 0 < sum(h in corpus for h in half) < 20

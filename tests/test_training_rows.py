@@ -1,17 +1,20 @@
 """Collator invariants per row mode, loss values on hand-made cases, and the schedules."""
 
 import math
+import random
 
 import pytest
 import torch
 
 from lab.gem.lm_loss import IGNORE_INDEX as IGNORE
 from lab.gem.masks import Role
+from lab.gem.tokens import text_ids
 from lab.training.collate import GemCollator
 from lab.training.config import TrainConfig
 from lab.training.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
+from lab.training.spans import SPAN_WORDS, random_span, span_words
 
-from .conftest import tiny_gem
+from .conftest import fake_teacher, tiny_gem
 
 TEXTS = ["the first training text", "second one here, a bit longer than the first", "third",
          "fourth text about cats", "fifth about stocks and bonds"]
@@ -215,3 +218,40 @@ def test_packed_batch_has_the_same_loss_as_unpacked(arch):
     assert int(c0) == int(c1)
     assert float(s1) == pytest.approx(float(s0), rel=1e-4)
     assert n1 < n0 * 0.75, "packing removes padding"
+
+
+def test_random_span_is_a_few_consecutive_words_of_the_text():
+    text = "The '''Eiffel Tower''' was completed in 1889, for the World's Fair."
+    words = span_words(text)
+    assert words == ["The", "Eiffel", "Tower", "was", "completed", "in", "1889", "for", "the", "World's", "Fair"]
+    joined = " ".join(words)
+    for seed in range(50):
+        span = random_span(text, random.Random(seed))
+        assert 1 <= len(span.split()) <= max(SPAN_WORDS) and span in joined
+    assert random_span("two words", random.Random(0)) in ("two", "words", "two words")
+    assert random_span(" ... ", random.Random(0)) == ""
+    assert random_span(text, random.Random(3)) == random_span(text, random.Random(3))
+
+
+def test_span_views_cut_queries_to_spans_and_leave_the_rest_unchanged():
+    texts = TEXTS + ["a sixth text with several words in it", "the seventh and last one of them"]
+    examples = [{"text": t, "index": i} for i, t in enumerate(texts)]
+    seen: list[list[str]] = []
+
+    def teacher(batch_texts):
+        seen.append(list(batch_texts))
+        return fake_teacher(batch_texts)
+
+    gem = tiny_gem("llama")
+    batches = {share: GemCollator(gem.tokenizer, gem.special_ids, gem.bos, TrainConfig(span_views=share, batch_size=7),
+                                  teacher=teacher)(examples) for share in (0.0, 1.0)}
+    plain_q, span_q = seen[0], seen[2]
+    assert plain_q == [gem.tokenizer.decode(text_ids(gem.tokenizer, [t])[0][0]) for t in texts]
+    assert all(q in " ".join(span_words(t)) and len(q.split()) <= max(SPAN_WORDS) for q, t in zip(span_q, texts))
+    assert sum(len(q) for q in span_q) < sum(len(q) for q in plain_q)
+    no, yes = batches[0.0], batches[1.0]
+    assert torch.equal(no["input_ids"], yes["input_ids"]) and torch.equal(no["labels"], yes["labels"])
+    assert torch.equal(no["positive"]["input_ids"], yes["positive"]["input_ids"]), "positives are not cut"
+    assert seen[1] == seen[3], "the teacher embeds the same positives"
+    n_query = int((yes["query"]["roles"] == Role.PREFIX).sum())
+    assert n_query < int((no["query"]["roles"] == Role.PREFIX).sum())

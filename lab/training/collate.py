@@ -10,6 +10,7 @@ always becomes the same row, whatever the batch, worker or resume point.
 
 Contrastive views (gem-method.md §4): q = `BOS text | S`, d+ = the same with each text token
 dropped with probability `drop_rate` (at least one kept); other rows of the batch are negatives.
+With `span_views`, a share of the queries is a few words of the text instead (`lab.training.spans`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..gem.lm_loss import IGNORE_INDEX
 from ..gem.masks import ROLE_NAMES, Role, gem_mask, position_ids_from_roles
 from ..gem.tokens import Row, pad_rows, text_ids
 from .config import TrainConfig
+from .spans import random_span
 
 
 @dataclass
@@ -185,15 +187,29 @@ class GemCollator:
             out[i] = ids
         return out
 
+    def _view_row(self, ids: list[int]) -> Row:
+        """`BOS text | S` for a text's ids, cut to the view budget (max_length - BOS - k)."""
+        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
+        return Row.build(self.bos + ids[:budget], self.special_ids, bos_token_id=self.bos[0] if self.bos else None)
+
     def views_of(self, texts: list[str]) -> tuple[dict, list[str]]:
         """(a view batch of `texts`, each `BOS text | S` cut as the training views are; the texts
         as cut, decoded: what a teacher embeds)."""
         budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
         ids = [i[:budget] for i in self._ids(texts) if i]
-        bos_id = self.bos[0] if self.bos else None
-        rows = [Row.build(self.bos + i, self.special_ids, bos_token_id=bos_id) for i in ids]
         pack_to = self.cfg.max_length if self.cfg.pack_views else None
-        return view_batch(rows, self.pad_token_id, pack_to), [self.tokenizer.decode(i) for i in ids]
+        return view_batch([self._view_row(i) for i in ids], self.pad_token_id, pack_to), [self.tokenizer.decode(i) for i in ids]
+
+    def _query_ids(self, kept: list[tuple[dict, list[int], random.Random]]) -> list[list[int]]:
+        """The query view's text ids of each kept example: the text itself, or (with probability
+        `cfg.span_views`, drawn from the example's rng) a few words of it (`lab.training.spans`)."""
+        if self.cfg.span_views <= 0:
+            return [ids for _, ids, _ in kept]
+        spans = {j: random_span(e["text"], rng) for j, (e, _, rng) in enumerate(kept)
+                 if rng.random() < self.cfg.span_views}
+        spans = {j: t for j, t in spans.items() if t}
+        span_ids = dict(zip(spans, self._ids(list(spans.values()))))
+        return [span_ids.get(j) or ids for j, (_, ids, _) in enumerate(kept)]
 
     def __call__(self, examples: list[dict]) -> dict:
         stats = RowStats()
@@ -211,14 +227,11 @@ class GemCollator:
             has_partner = "positive_text" in kept[0][0]
             others = self._ids([e["positive_text"] for e, _, _ in kept]) if has_partner else [ids for _, ids, _ in kept]
             groups = [int(e["group"]) for e, _, _ in kept] if has_partner else None
-            bos_id = self.bos[0] if self.bos else None
-            for (e, ids, rng), other in zip(kept, others):
-                views_q.append(Row.build(self.bos + ids[:budget], self.special_ids, bos_token_id=bos_id))
-                dropped = drop_tokens(other[:budget], self.cfg.drop_rate, rng)
-                views_d.append(Row.build(self.bos + dropped, self.special_ids, bos_token_id=bos_id))
-                if self.teacher is not None:
-                    texts_q.append(self.tokenizer.decode(ids[:budget]))
-                    texts_d.append(self.tokenizer.decode(dropped))
+            dropped = [drop_tokens(other[:budget], self.cfg.drop_rate, rng) for (_, _, rng), other in zip(kept, others)]
+            query = [ids[:budget] for ids in self._query_ids(kept)]
+            views_q, views_d = [self._view_row(i) for i in query], [self._view_row(i) for i in dropped]
+            if self.teacher is not None:
+                texts_q, texts_d = [self.tokenizer.decode(i) for i in query], [self.tokenizer.decode(i) for i in dropped]
         self.stats.add(stats)
         if not rows:
             return {"empty": True, "stats": stats}

@@ -70,6 +70,7 @@ class TrainConfig:
     ntp_steps: int = 100
     drop_rate: float = 0.2
     alpha_cl: float = 1.0  # weight of the contrastive loss after the NTP phase (paper: 1, NTP off)
+    span_views: float = 0.0  # share of query views cut to a few words of their text (lab.training.spans): words and phrases, not only sentences
     positive: str = "dropout"  # dropout: the row itself, tokens dropped (paper) | article: another row of the same article, tokens dropped
     distill_weight: float = 0.0  # > 0: add weight x KL(teacher || student) over in-batch similarities (contrastive phase)
     teacher: str = "minilm"  # the distillation teacher: an offline sentence encoder (lab.models.encoders)
@@ -109,6 +110,7 @@ class TrainConfig:
             (0.0 <= self.p_plain <= 1.0, "p_plain must be in [0, 1]"),
             (0.0 <= self.reconstruction_share <= 1.0, "reconstruction_share must be in [0, 1]"),
             (0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)"),
+            (0.0 <= self.span_views <= 1.0, "span_views must be in [0, 1] (the share of query views cut to a span)"),
             (0.0 < self.alpha_cl <= 1.0, "alpha_cl must be in (0, 1]"),
             (self.k >= 1, "k must be >= 1"),
             (0 <= self.ntp_steps <= self.steps, "ntp_steps must be between 0 and steps"),

@@ -22,6 +22,8 @@ import random
 
 import torch
 
+from .spans import random_span
+
 log = logging.getLogger(__name__)
 
 RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -81,7 +83,12 @@ def fit_head_to_teacher(objective, collator, texts: list[str], batch_size: int =
     return float(fit.mean())
 
 
-def head_init_texts(corpus: list[str], n: int, seed: int) -> list[str]:
-    """n corpus texts drawn with `seed` (the same on every process and on resume)."""
-    idx = random.Random(seed).sample(range(len(corpus)), min(n, len(corpus)))
-    return [corpus[i] for i in idx]
+def head_init_texts(corpus: list[str], n: int, seed: int, span_share: float = 0.0) -> list[str]:
+    """n corpus texts drawn with `seed` (the same on every process and on resume); a share
+    `span_share` of them cut to a few words (`lab.training.spans`), as the training queries are
+    with `span_views`, so that the head is fitted on words and phrases too."""
+    rng = random.Random(seed)
+    idx = rng.sample(range(len(corpus)), min(n, len(corpus)))
+    if span_share <= 0:
+        return [corpus[i] for i in idx]
+    return [(random_span(corpus[i], rng) if rng.random() < span_share else "") or corpus[i] for i in idx]

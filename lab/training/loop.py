@@ -137,7 +137,7 @@ def train_step(run: Run) -> tuple[dict, int]:
         unwrapped = acc.unwrap_model(run.objective)
         was_training = unwrapped.training
         unwrapped.eval()
-        fit_head_to_teacher(unwrapped, run.collator, head_init_texts(run.corpus, cfg.head_init_texts, cfg.seed))
+        fit_head_to_teacher(unwrapped, run.collator, head_init_texts(run.corpus, cfg.head_init_texts, cfg.seed, cfg.span_views))
         unwrapped.train(was_training)
     alpha, lr = alpha_at(run.step, cfg), lr_at(run.step, cfg)
     for group in run.optimizer.param_groups:
