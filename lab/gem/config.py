@@ -12,6 +12,12 @@ from ..storage import write_json_atomic
 READOUTS = ("mean", "concat")
 
 
+def suffix_attends_bos(suffix_sees_bos: bool, sink_token: str | None) -> bool:
+    """Whether the suffix may see BOS: the mask option, or implied by a sink token (a sink is put
+    in front of every row to be seen). The one rule for the training masks and the model's."""
+    return bool(suffix_sees_bos or sink_token)
+
+
 @dataclass
 class GemConfig:
     """How a model reads out GEM embeddings (gem-method.md §2, §5).
@@ -49,6 +55,10 @@ class GemConfig:
             raise ValueError(f"GemConfig.readout_dim must be 0, or > 0 with readout_head=True; got {self.readout_dim}")
         if self.max_length < 8:
             raise ValueError(f"GemConfig.max_length must be >= 8, got {self.max_length}")
+
+    @property
+    def suffix_attends_bos(self) -> bool:
+        return suffix_attends_bos(self.suffix_sees_bos, self.sink_token)
 
     FILENAME = "gem_config.json"
 

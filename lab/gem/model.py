@@ -197,7 +197,7 @@ class GemModel:
     # -- generation -------------------------------------------------------------------------------
     @property
     def suffix_sees_bos(self) -> bool:
-        return bool(self.gem_config and (self.gem_config.suffix_sees_bos or self.gem_config.sink_token))
+        return bool(self.gem_config and self.gem_config.suffix_attends_bos)
 
     def generate_ids(self, input_ids: torch.Tensor, attention_mask=None, cache=None, **kw) -> torch.Tensor:
         """New token ids (B, n) greedy-generated (unless do_sample=True) after `input_ids` (B, T) by

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..gem.config import suffix_attends_bos
+
 ROW_MODES = ("reconstruction", "continuation")
 POSITIVES = ("dropout", "article")
 
@@ -144,7 +146,7 @@ class TrainConfig:
     @property
     def suffix_attends_bos(self) -> bool:
         """Whether the suffix may see BOS / the sink token (the mask option, implied by a sink)."""
-        return self.suffix_sees_bos or self.sink_token is not None
+        return suffix_attends_bos(self.suffix_sees_bos, self.sink_token)
 
 
 def read_config_file(path: str | Path) -> dict:

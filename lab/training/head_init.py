@@ -65,10 +65,10 @@ def fit_head_to_teacher(objective, collator, texts: list[str], batch_size: int =
     collator's teacher's embeddings (ridge: None = chosen on held-out texts); returns the mean
     cosine (head output vs teacher) it reaches on the texts."""
     head = objective.readout_head
+    device = head.linear.weight.device
     states, targets = [], []
     for i in range(0, len(texts), batch_size):
         view, cut = collator.views_of(texts[i:i + batch_size])
-        device = next(head.parameters()).device
         states.append(objective.pooled_states({k: v.to(device) for k, v in view.items()}).cpu())
         targets.append(torch.as_tensor(collator.teacher(cut), dtype=torch.float32))
     x, y = torch.cat(states), torch.cat(targets)
@@ -78,7 +78,7 @@ def fit_head_to_teacher(objective, collator, texts: list[str], batch_size: int =
     w, b = ridge_map(x, y, chosen_ridge(x, y) if ridge is None else ridge)
     head.linear.weight.copy_(w.to(head.linear.weight.dtype))
     head.linear.bias.copy_(b.to(head.linear.bias.dtype))
-    fit = torch.nn.functional.cosine_similarity(head(x.to(head.linear.weight.device)).float().cpu(), y, dim=-1)
+    fit = torch.nn.functional.cosine_similarity(head(x.to(device)).float().cpu(), y, dim=-1)
     log.info("readout head fitted to the teacher on %d texts: mean cosine %.3f", len(x), float(fit.mean()))
     return float(fit.mean())
 
