@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -273,3 +274,32 @@ def test_an_interrupted_evaluation_resumes_from_its_partial_file(tmp_path, tiny_
     run_suite(str(tiny_checkpoint), ["gem"], TINY, seed=1, data_dir=data, heldout=HELDOUT, partial=partial,
               skip=("mmlu", "perplexity", "reconstruction"))
     assert calls, "a partial file made with other settings (seed) is not reused"
+
+
+def test_a_reexported_model_does_not_resume_the_old_ones_partial_results(tmp_path, tiny_checkpoint, monkeypatch):
+    """The resume key holds the weights' fingerprint: same folder, new weights -> computed again."""
+    import shutil
+
+    import lab.evaluation.language as language
+    from lab.models.loading import weights_fingerprint
+
+    ckpt = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    assert weights_fingerprint(str(ckpt)) == weights_fingerprint(str(ckpt)) != weights_fingerprint(str(tiny_checkpoint))
+    assert weights_fingerprint("tiny-llama") == "tiny-llama", "a registry name is its own fingerprint"
+    data, partial = _tiny_eval_dir(tmp_path), tmp_path / "r.json.partial"
+    calls = []
+    real = language.heldout_perplexity
+    monkeypatch.setattr(language, "heldout_perplexity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    only_ppl = dict(data_dir=data, heldout=HELDOUT, partial=partial,
+                    skip=("embedding", "mmlu", "perplexity_ood", "reconstruction"))
+    run_suite(str(ckpt), ["gem"], TINY, **only_ppl)
+    run_suite(str(ckpt), ["gem"], TINY, **only_ppl)
+    assert len(calls) == 1, "same weights: the saved part is reused"
+    before = weights_fingerprint(str(ckpt))
+    weights = next(ckpt.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # re-exported: same name, new file
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000_000))
+    assert weights_fingerprint(str(ckpt)) != before
+    run_suite(str(ckpt), ["gem"], TINY, **only_ppl)
+    assert len(calls) == 2, "new weights behind the same name: computed again, not resumed"

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.loading import load
+from ..models.loading import load, weights_fingerprint
 from ..storage import PROJECT_ROOT, write_json_atomic
 from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
 
@@ -114,7 +114,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
               "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None}
-    key = json.dumps([model, dataclasses.asdict(suite), seed], sort_keys=True, default=str)  # parts are per pooling
+    key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed], sort_keys=True,
+                     default=str)  # parts are per pooling; another model's (or a re-export's) partial is ignored
     progress = _Progress(partial, key)
     if "embedding" not in skip:
         rows = rows if rows is not None else task_rows(suite.sizes, data_dir)

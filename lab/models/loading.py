@@ -18,6 +18,26 @@ from .dtypes import as_dtype, default_dtype
 from .registry import DEFAULT_MODEL, SHIPPED_GEM, shipped_gem_path
 
 
+def weights_fingerprint(name_or_path: str) -> str:
+    """A short digest that changes when the weights behind a name change: for a local folder (a GEM
+    checkpoint, a run, a shipped name, an HF folder) each file's path, size and modification time;
+    for anything else (a registry or hub name) the name itself. Used to key resumable results, so
+    that a re-trained or re-exported model never resumes another model's partial results."""
+    import hashlib
+
+    name = str(name_or_path)
+    if name in SHIPPED_GEM:
+        name = str(SHIPPED_GEM[name])
+    path = Path(name).expanduser()
+    if not path.exists():
+        return name
+    path = resolve_run(path).resolve()
+    files = sorted(f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file())
+    stats = [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
+             for f in files]
+    return hashlib.sha256(repr((str(path), stats)).encode()).hexdigest()[:16]
+
+
 def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
          attn_implementation: str = "sdpa") -> GemModel:
     """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder
