@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from lab.evaluation.embedders import Embedder
 from lab.evaluation.transfer import sentiment_accuracy, transfer_data, transfer_table, word_similarity
+
+from .conftest import tiny_gem
 
 
 def test_the_sets_load_whole():
@@ -32,3 +35,21 @@ def test_word_similarity_is_the_rank_correlation_with_the_human_scores():
     assert word_similarity(emb, pairs) == pytest.approx(1.0)
     assert "| toy | x | 10.0 | 20.0 | 30.0 | 20.0 |" in transfer_table(
         [("toy", "x", {"WordSim-353": 0.1, "SimLex-999": 0.2, "Pang-Lee sentiment": 0.3})])
+
+
+def test_sink_probe_pools_only_the_words_tokens_whatever_the_padding():
+    from lab.experiments.sink_words import sink_word_similarity, word_states
+
+    gem = tiny_gem("llama")
+    words = ["cat", "a much longer word", "dog"]
+    for sink in (None, "<s>"):
+        batch = word_states(gem, words, sink, layers=(-1, 1))
+        alone = [word_states(gem, [w], sink, layers=(-1, 1)) for w in words]
+        for layer in (-1, 1):
+            assert batch[layer].shape == (3, gem.hidden_size)
+            assert torch.allclose(batch[layer], torch.cat([a[layer] for a in alone]), atol=1e-5), "padding leaks"
+    assert not torch.allclose(word_states(gem, words, None, (-1,))[-1], word_states(gem, words, "<s>", (-1,))[-1])
+    pairs = {"toy": [("cat", "dog", 3.0), ("cat", "a much longer word", 1.0), ("dog", "a much longer word", 2.0)]}
+    rows = sink_word_similarity(gem, pairs, layers=(-1,), sink="<s>")
+    assert [(r["sink"], r["layer"]) for r in rows] == [(False, -1), (True, -1)]
+    assert all(-1.0 <= r["spearman"] <= 1.0 for r in rows)
