@@ -71,7 +71,7 @@ eval-report: install data
 	$(BIN)/python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
-	$(BIN)/python -m lab report results/base.json results/gem.json results/gem-only.json results/minilm.json --out results/report
+	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-only.json results/minilm.json --out results/report
 
 # Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
 eval-perplexity: install data

@@ -303,3 +303,26 @@ def test_a_reexported_model_does_not_resume_the_old_ones_partial_results(tmp_pat
     assert weights_fingerprint(str(ckpt)) != before
     run_suite(str(ckpt), ["gem"], TINY, **only_ppl)
     assert len(calls) == 2, "new weights behind the same name: computed again, not resumed"
+
+
+def test_one_models_results_split_over_files_are_merged_into_one_row(tmp_path):
+    """A later perplexity-only run fills what the main run lacks; other models stay separate."""
+    def result(label, model, **kw):
+        base = {"model": model, "label": label, "suite": "quick", "seed": 0, "rows": [], "mmlu": None,
+                "perplexity": None, "perplexity_ood": None, "reconstruction": None}
+        return {**base, **kw}
+
+    rows = [{"pooling": "mean", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}]
+    files = {"main": result("Base", "base-model", rows=rows, perplexity=57.8, mmlu={"acc": 0.25, "acc_macro": 0.24}),
+             "ppl": result("Base", "base-model", perplexity=99.0, perplexity_ood=34.9),
+             "other": result("Other", "base-model", rows=rows, perplexity_ood=12.0)}
+    for name, res in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(res))
+    merged = load_results([tmp_path / f"{n}.json" for n in ("main", "ppl", "other")])
+    assert [r["label"] for r in merged] == ["Base", "Other"], "same model, other label: its own row"
+    assert merged[0]["perplexity"] == 57.8 and merged[0]["perplexity_ood"] == 34.9, "first value kept, gap filled"
+    assert merged[0]["rows"] == rows and merged[0]["mmlu"]["acc"] == 0.25
+    assert merged[0]["merged_from"] == [f"{tmp_path / 'ppl.json'}: perplexity_ood"]
+    assert merged[1]["perplexity_ood"] == 12.0 and "merged_from" not in merged[1]
+    table = [r for r in table_rows(merged) if r["model"] == "Base"]
+    assert len(table) == 1 and table[0]["perplexity_ood"] == 34.9

@@ -21,10 +21,26 @@ from .tasks import SHORT_NAMES, TASK_NAMES
 
 
 def load_results(paths) -> list[dict]:
-    out = []
+    """The result files, in order. Files with the same model and label are one model's results
+    split over several runs (e.g. `make eval-perplexity` after `make eval-report`): they become one
+    result, the first file's values kept and each value it lacks (None or empty) taken from the
+    next file that has it; `merged_from` lists the files."""
+    out: list[dict] = []
+    by_key: dict[tuple, dict] = {}
     for p in paths:
         with open(p, encoding="utf-8") as f:
-            out.append(json.load(f))
+            res = json.load(f)
+        key = (res.get("model"), res.get("label"))
+        if key not in by_key:
+            by_key[key] = res
+            out.append(res)
+            continue
+        first = by_key[key]
+        first.setdefault("merged_from", [])
+        for field, value in res.items():
+            if first.get(field) in (None, [], {}) and value not in (None, [], {}):
+                first[field] = value
+                first["merged_from"].append(f"{p}: {field}")
     return out
 
 

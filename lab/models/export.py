@@ -124,7 +124,6 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> P
     """Copy a training checkpoint without its optimizer state, with the run's metrics log (atomically)."""
     import shutil
 
-
     checkpoint, out = Path(checkpoint).resolve(), Path(out)
     problem = folder_problem(checkpoint)
     if problem:
