@@ -34,10 +34,12 @@ def _suffix_logits_full(gem, prefix: str, suffix: str, mask_fn=None) -> tuple[to
 
 
 def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None, mask_fn=None) -> dict:
-    """{"max_diff_from_s_cache": float, "max_change_other_prefix": float | None, "suffix_tokens": n}.
+    """{"max_diff_from_s_cache": float, "relative_diff": float, "max_change_other_prefix": float | None,
+    "suffix_tokens": n, "cached_entries": n}.
 
-    max_diff_from_s_cache ~ 1e-5 (float noise): no leak. max_change_other_prefix >> 0: the suffix
-    still reads the prefix, through S. mask_fn: roles (B, T) -> (B, 1, T, T) bool mask for the full
+    max_diff_from_s_cache ~ 1e-5 of the logits' size (float noise: the two paths sum in different
+    orders; `relative_diff` = max_diff / max |logit|, ~1e-5 in fp32; a leak gives ~0.1-1): no leak.
+    max_change_other_prefix >> 0: the suffix still reads the prefix, through S. mask_fn: roles (B, T) -> (B, 1, T, T) bool mask for the full
     forward instead of `gem_mask` (e.g. a broken mask, to see the check catch the leak).
     """
     gem.require_gem_tokens("the leak check")
@@ -46,7 +48,9 @@ def leak_check(gem, prefix: str, suffix: str, other_prefix: str | None = None, m
     n_cached = cache.get_seq_length()  # k S entries (+ BOS / the sink when the suffix may see it): all the suffix sees
     with torch.inference_mode():
         from_cache = gem.continue_from_cache(cache, suf, next_pos).float().cpu()
-    report = {"max_diff_from_s_cache": float((full - from_cache).abs().max()), "suffix_tokens": len(suf),
+    diff = float((full - from_cache).abs().max())
+    report = {"max_diff_from_s_cache": diff, "relative_diff": diff / max(float(full.abs().max()), 1e-12),
+              "suffix_tokens": len(suf),
               "cached_entries": n_cached, "max_change_other_prefix": None}
     if other_prefix is not None:
         other, _ = _suffix_logits_full(gem, other_prefix, suffix)
