@@ -18,27 +18,29 @@ import argparse
 
 import torch
 
+from ..gem.masks import Role
+from ..gem.pooling import collate_plans, plan_row, pool_states
+
 SINK = "<|endoftext|>"
 
 
 @torch.no_grad()
 def word_states(gem, words: list[str], sink: str | None, layers: tuple[int, ...], batch_size: int = 64) -> dict:
-    """{layer: (n, d) unit vectors}: each word's hidden states at `layer`, averaged over its own
-    tokens (right-padded batches; the sink, when given, is in front and never pooled)."""
+    """{layer: (n, d) unit vectors}: each word's hidden states at `layer`, mean-pooled over its own
+    tokens by the lab's mean readout (`lab.gem.pooling`: the sink, when given, takes the BOS place
+    in front and is never pooled), on right-padded batches of plain causal rows."""
     tok = gem.tokenizer
     pre = [tok.convert_tokens_to_ids(sink)] if sink else []
     out: dict[int, list] = {layer: [] for layer in layers}
     for i in range(0, len(words), batch_size):
-        rows = [pre + tok(w, add_special_tokens=False)["input_ids"] for w in words[i:i + batch_size]]
-        T = max(map(len, rows))
-        input_ids = torch.tensor([r + [tok.eos_token_id] * (T - len(r)) for r in rows], device=gem.device)
-        attention_mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows], device=gem.device)
-        pooled = attention_mask.clone()
-        pooled[:, :len(pre)] = 0
-        hidden = gem.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
-        w = pooled[..., None].to(hidden[0].dtype)
+        plans = [plan_row("mean", tok(w, add_special_tokens=False)["input_ids"], pre, [], {})
+                 for w in words[i:i + batch_size]]
+        batch = collate_plans(plans, tok.eos_token_id)
+        attention_mask = (batch["roles"] != int(Role.PAD)).long()
+        hidden = gem.model(input_ids=batch["input_ids"].to(gem.device), attention_mask=attention_mask.to(gem.device),
+                           output_hidden_states=True).hidden_states
         for layer in layers:
-            out[layer].append(((hidden[layer] * w).sum(1) / w.sum(1)).float().cpu())
+            out[layer].append(pool_states(hidden[layer].cpu(), batch["pool"]))
     return {layer: torch.nn.functional.normalize(torch.cat(v), dim=-1) for layer, v in out.items()}
 
 

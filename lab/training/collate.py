@@ -187,16 +187,22 @@ class GemCollator:
             out[i] = ids
         return out
 
+    @property
+    def view_budget(self) -> int:
+        """Text tokens one view (or training row) may hold: max_length minus BOS and the k S tokens."""
+        return self.cfg.max_length - len(self.bos) - len(self.special_ids)
+
     def _view_row(self, ids: list[int]) -> Row:
-        """`BOS text | S` for a text's ids, cut to the view budget (max_length - BOS - k)."""
-        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
-        return Row.build(self.bos + ids[:budget], self.special_ids, bos_token_id=self.bos[0] if self.bos else None)
+        """`BOS text | S` for text ids already cut to `view_budget` (the cut ids are also what the
+        teacher's text is decoded from, so the cut happens once, in the caller)."""
+        if len(ids) > self.view_budget:
+            raise ValueError(f"a view holds at most {self.view_budget} text tokens, got {len(ids)}: cut the ids first")
+        return Row.build(self.bos + ids, self.special_ids, bos_token_id=self.bos[0] if self.bos else None)
 
     def views_of(self, texts: list[str]) -> tuple[dict, list[str]]:
         """(a view batch of `texts`, each `BOS text | S` cut as the training views are; the texts
         as cut, decoded: what a teacher embeds)."""
-        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
-        ids = [i[:budget] for i in self._ids(texts) if i]
+        ids = [i[:self.view_budget] for i in self._ids(texts) if i]
         pack_to = self.cfg.max_length if self.cfg.pack_views else None
         return view_batch([self._view_row(i) for i in ids], self.pad_token_id, pack_to), [self.tokenizer.decode(i) for i in ids]
 
@@ -214,7 +220,7 @@ class GemCollator:
     def __call__(self, examples: list[dict]) -> dict:
         stats = RowStats()
         all_ids = self._ids([e["text"] for e in examples])
-        budget = self.cfg.max_length - len(self.bos) - len(self.special_ids)
+        budget = self.view_budget
         rows, kept = [], []  # kept: (example, text ids, its rng after the row was drawn)
         for e, ids in zip(examples, all_ids):
             rng = example_rng(self.cfg.seed, int(e["index"]))
