@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -84,6 +84,12 @@ eval-perplexity: install data
 ablations: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab ablate
+
+# Reconstruction vs training budget (configs/experiments/reconstruction-budget.yaml: reconstruction rows
+# only, every checkpoint tested on held-out text) -> results/reconstruction_budget.md + .html. ~15 min.
+reconstruction-curve: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m lab.experiments.reconstruction_budget
 
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
 # to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.

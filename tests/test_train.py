@@ -167,7 +167,7 @@ def test_prepared_model_is_in_training_mode(tmp_path):
 
 
 def test_every_shipped_config_parses():
-    paths = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
+    paths = [p for sub in ("", "ablations", "experiments") for p in sorted((ROOT / "configs" / sub).glob("*.yaml"))]
     assert len(paths) >= 12
     for path in paths:
         cfg = config_from_args(str(path), [])

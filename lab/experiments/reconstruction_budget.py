@@ -1,0 +1,147 @@
+"""How reconstruction grows with training: one run on reconstruction rows only, every checkpoint
+evaluated on held-out text.
+
+    python -m lab.experiments.reconstruction_budget [--config configs/experiments/reconstruction-budget.yaml]
+    make reconstruction-curve
+
+The run (`configs/experiments/reconstruction-budget.yaml`) trains GEM's reconstruction rows
+(`text | S | text`) and nothing else, on texts short enough that the 8- and 16-token tests are
+inside what it trains on, saving a checkpoint every few steps (an interrupted run resumes). Each
+checkpoint gets the reconstruction test of the quick suite (`lab.evaluation.language`: exact match
+and token accuracy at 8 and 16 held-out tokens) and the share of the suffix's attention on S.
+Points are saved one by one (atomically) to `results/reconstruction_budget.json`, so a stopped
+evaluation resumes too; then `results/reconstruction_budget.md` (the table) and `.html` (the curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
+from ..training.config import config_from_args
+from .ablations import trained_checkpoint
+
+log = logging.getLogger(__name__)
+
+CONFIG = PROJECT_ROOT / "configs" / "experiments" / "reconstruction-budget.yaml"
+OUT = PROJECT_ROOT / "results" / "reconstruction_budget"
+LENGTHS = (8, 16)
+PER_LENGTH = 16
+
+
+def checkpoints_by_step(output_dir: Path) -> list[tuple[int, Path]]:
+    """[(step, folder)] of a run's `checkpoint-N` folders, by step."""
+    found = [(int(p.name.split("-")[1]), p) for p in Path(output_dir).glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    return sorted(found)
+
+
+def curve_point(checkpoint: Path, heldout: str, lengths=LENGTHS, per_length: int = PER_LENGTH) -> dict:
+    """{"reconstruction": {...}, "suffix_attention": {...}} of one checkpoint on held-out text."""
+    from ..evaluation.language import reconstruction_by_length, suffix_attention
+    from ..models.loading import load
+
+    gem = load(str(checkpoint))
+    return {"reconstruction": reconstruction_by_length(gem, heldout, lengths, per_length),
+            "suffix_attention": suffix_attention(gem, heldout)}
+
+
+def _train_loss_at(metrics: list[dict], step: int) -> float | None:
+    """The last logged NTP loss at or before `step` (metrics.jsonl rows)."""
+    seen = [m["ntp"] for m in metrics if m.get("step", 0) <= step and m.get("ntp") is not None]
+    return seen[-1] if seen else None
+
+
+def reconstruction_curve(config: Path = CONFIG, out: Path = OUT, lengths=LENGTHS, per_length: int = PER_LENGTH,
+                         evaluate=curve_point) -> dict:
+    """Train (or resume, or reuse) the run of `config`, evaluate every checkpoint not yet in
+    `out`.json, write the table and figure; returns the results dict."""
+    cfg = config_from_args(str(config), [])
+    _, train_s = trained_checkpoint(cfg)
+    run_dir = PROJECT_ROOT / cfg.output_dir
+    target = out.with_suffix(".json")
+    settings = {"config": str(Path(config).resolve().relative_to(PROJECT_ROOT)) if Path(config).resolve().is_relative_to(PROJECT_ROOT) else str(config),
+                "lengths": list(lengths), "per_length": per_length, "heldout": cfg.heldout}
+    result = json.loads(target.read_text()) if target.is_file() else {}
+    if result.get("settings") != settings:  # another run or test: start over rather than mix them
+        result = {"settings": settings, "points": {}}
+    result["train_s"], result["steps"], result["rows_per_step"] = train_s, cfg.steps, cfg.batch_size * cfg.grad_accum
+    metrics_file = run_dir / "metrics.jsonl"
+    metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] if metrics_file.is_file() else []
+    for step, ckpt in checkpoints_by_step(run_dir):
+        if str(step) in result["points"]:
+            continue
+        log.info("reconstruction curve: evaluating %s", ckpt.name)
+        point = json.loads(json.dumps(evaluate(ckpt, str(PROJECT_ROOT / cfg.heldout), lengths, per_length)))  # str keys, as reloaded
+        point["train_ntp_loss"] = _train_loss_at(metrics, step)
+        result["points"][str(step)] = point
+        write_json_atomic(target, result)  # after every point: an interrupt loses at most one
+    write_json_atomic(target, result)
+    write_curve_report(result, out)
+    return result
+
+
+def curve_table(result: dict) -> str:
+    """Markdown: one row per checkpoint."""
+    lengths = result["settings"]["lengths"]
+    head = ["step", "rows seen", "train NTP loss",
+            *[f"{kind} @{n}" for n in lengths for kind in ("exact", "token acc.")], "suffix→S attn"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for step in sorted(result["points"], key=int):
+        p = result["points"][step]
+        rec = p["reconstruction"]
+        loss = p.get("train_ntp_loss")
+        cells = [step, str(int(step) * result["rows_per_step"]), "–" if loss is None else f"{loss:.2f}"]
+        for n in lengths:
+            cells += [f"{100 * rec['exact'].get(str(n), 0):.0f}", f"{100 * rec['token_accuracy'].get(str(n), 0):.1f}"]
+        share = (p.get("suffix_attention") or {}).get("special")
+        cells.append("–" if share is None else f"{100 * share:.1f}")
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_curve_report(result: dict, out: Path = OUT) -> Path:
+    """`out`.md (table and how it was made) and `out`.html (token accuracy and exact match by step)."""
+    from ..viz.figures import lines_figure
+
+    s = result["settings"]
+    train = result.get("train_s")
+    text = ("# Reconstruction vs training budget\n\n"
+            f"One run of `{s['config']}`: GEM's reconstruction rows only (`text | S | text`), "
+            f"{result['steps']} steps of {result['rows_per_step']} rows"
+            + (f", {train / 60:.1f} min of training on this machine" if train else "")
+            + ". Each checkpoint reconstructs held-out Wikipedia text from S alone "
+            f"({', '.join(map(str, s['lengths']))} tokens, {s['per_length']} texts each; greedy; exact = the whole "
+            "text back, token acc. = share of positions right) and reports the share of the suffix's attention "
+            "on S (mean over layers and heads). Rerun: `make reconstruction-curve` (finished points are reused).\n\n"
+            + curve_table(result))
+    with atomic_file(out.with_suffix(".md"), "w") as f:
+        f.write(text)
+    steps = sorted(result["points"], key=int)
+    series = {}
+    for n in s["lengths"]:
+        for kind, key in (("token acc.", "token_accuracy"), ("exact", "exact")):
+            series[f"{kind} @{n}"] = [100 * result["points"][st]["reconstruction"][key].get(str(n), 0) for st in steps]
+    fig = lines_figure([int(st) for st in steps], series, "Reconstruction from S vs training steps",
+                       "training step", "% on held-out text")
+    with atomic_file(out.with_suffix(".html"), "w") as f:
+        f.write(fig.to_html(include_plotlyjs=True, full_html=True))
+    return out.with_suffix(".md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--out", default=str(OUT), help="results path without suffix (.json, .md, .html)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    result = reconstruction_curve(Path(args.config), Path(args.out))
+    print(curve_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The reconstruction budget curve: every checkpoint of one run evaluated, points resumed, never mixed."""
+
+import json
+from pathlib import Path
+
+from lab.experiments.reconstruction_budget import checkpoints_by_step, curve_point, reconstruction_curve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "recon.yaml"
+    path.write_text(f"base: {ROOT / 'configs' / 'tiny.yaml'}\noutput_dir: {tmp_path / 'run'}\n"
+                    "p_plain: 0.0\nreconstruction_share: 1.0\nsteps: 4\nntp_steps: 4\nsave_every: 2\n")
+    return path
+
+
+def test_curve_evaluates_every_checkpoint_once_and_resumes(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "curve"
+    result = reconstruction_curve(config, out, lengths=(4,), per_length=2)
+    assert [s for s, _ in checkpoints_by_step(tmp_path / "run")] == [2, 4]
+    assert sorted(result["points"], key=int) == ["2", "4"]
+    for point in result["points"].values():
+        assert point["reconstruction"]["count"] == {"4": 2}
+        assert 0.0 <= point["reconstruction"]["token_accuracy"]["4"] <= 1.0
+        assert point["train_ntp_loss"] is not None
+    table = out.with_suffix(".md").read_text()
+    assert "| 2 | 8 |" in table and "| 4 | 16 |" in table  # rows seen = step x batch 4
+    assert out.with_suffix(".html").is_file()
+
+    # an evaluation stopped after step 2: only step 4 is evaluated again, training is not redone
+    saved = json.loads(out.with_suffix(".json").read_text())
+    del saved["points"]["4"]
+    out.with_suffix(".json").write_text(json.dumps(saved))
+    calls = []
+
+    def counting(ckpt, heldout, lengths, per_length):
+        calls.append(ckpt.name)
+        return curve_point(ckpt, heldout, lengths, per_length)
+
+    again = reconstruction_curve(config, out, lengths=(4,), per_length=2, evaluate=counting)
+    assert calls == ["checkpoint-4"]
+    assert again["points"]["2"] == result["points"]["2"]
+
+    # other settings (here: another length) never reuse points measured under the old ones
+    calls.clear()
+    other = reconstruction_curve(config, out, lengths=(3,), per_length=2, evaluate=counting)
+    assert calls == ["checkpoint-2", "checkpoint-4"]
+    assert all(p["reconstruction"]["count"] == {"3": 2} for p in other["points"].values())
