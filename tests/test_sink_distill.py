@@ -240,3 +240,19 @@ def test_ablation_figure_labels_each_run_by_name():
     fig = ablation_figure([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0)], base)
     assert tuple(fig.data[0].text) == ("reference", "sink") and fig.data[0].mode == "markers+text"
     assert tuple(fig.data[1].text) == ("base · echo",)
+
+
+def test_mmlu_harness_reads_the_sink_in_front_and_splits_context_from_answer():
+    from lab.evaluation.mmlu import harness_lm
+
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 1)
+    sink = tok.convert_tokens_to_ids("<s>")
+    with_sink = harness_lm(GemModel(model, tok, GemConfig(k=1, trained=True, sink_token="<s>")))
+    without = harness_lm(GemModel(model, tok, GemConfig(k=1, trained=True)))
+    text = "Question: the cat sat\nAnswer:"
+    assert with_sink.tok_encode(text) == [sink] + without.tok_encode(text)
+    assert sink not in without.tok_encode(text)
+    context, answer = with_sink._encode_pair(text, " B")
+    assert context[0] == sink and sink not in answer
+    assert answer == without._encode_pair(text, " B")[1], "the scored answer tokens are the same"

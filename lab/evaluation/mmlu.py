@@ -3,7 +3,8 @@
 The task is a local YAML (multiple choice A-D, the standard MMLU prompt) written next to a run's
 results; lm-eval reads `mmlu.jsonl` (shuffled with seed 0 at build time, so `limit` takes a spread
 of subjects) and draws the few-shot examples from the same file with a fixed seed. The model runs
-as the plain LM: no special tokens are appended (the paper's protocol).
+as the plain LM: no special tokens are appended (the paper's protocol); a model trained with a sink
+token reads the sink in front of every text (`harness_lm`), as it does everywhere else.
 
 Scores: `acc` over all questions asked, and `acc_macro`, the mean of per-subject accuracies (the
 paper's MMLU number), with lm-eval's standard error for `acc`; `p_correct`, the mean probability
@@ -62,12 +63,9 @@ def mmlu(gem, num_fewshot: int = 5, limit: int | None = None, batch_size: int = 
          data_dir=None) -> dict:
     """{"acc", "acc_stderr", "acc_macro", "n", "subjects", "num_fewshot"} for a GemModel's plain LM."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-
-    lm = HFLM(pretrained=unwrap(gem.model), tokenizer=gem.tokenizer, batch_size=batch_size,
-              device=str(gem.device), max_length=2048)
+    lm = harness_lm(gem, batch_size)
     with tempfile.TemporaryDirectory(prefix="gem-lab-lmeval-") as tmp:
         manager = TaskManager(include_path=str(write_task(Path(tmp), data_dir)))
         out = lm_eval.simple_evaluate(
@@ -86,6 +84,23 @@ def mmlu(gem, num_fewshot: int = 5, limit: int | None = None, batch_size: int = 
             "acc_macro": macro, "p_correct": sum(p_correct) / max(len(p_correct), 1),
             "n": sum(len(v) for v in by_subject.values()), "subjects": len(by_subject),
             "num_fewshot": num_fewshot, "per_question": per_question}
+
+
+def harness_lm(gem, batch_size: int = 4):
+    """lm-eval's HF model around a GemModel's plain LM. A model trained with a sink token
+    (`GemConfig.sink_token`) reads every text with the sink in front, as in training and in the
+    lab's perplexity; lm-eval would not add it (it is not the tokenizer's BOS), so here it does."""
+    from lm_eval.models.huggingface import HFLM
+
+    sink = list(gem.sink_ids)
+
+    class _HFLM(HFLM):
+        def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+            ids = sink + super().tok_encode(string, add_special_tokens=add_special_tokens, **kwargs)
+            return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    return (_HFLM if sink else HFLM)(pretrained=unwrap(gem.model), tokenizer=gem.tokenizer, batch_size=batch_size,
+                                    device=str(gem.device), max_length=2048)
 
 
 def letter_probability(filtered_resps, target: int) -> float:
