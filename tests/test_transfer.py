@@ -53,3 +53,22 @@ def test_sink_probe_pools_only_the_words_tokens_whatever_the_padding():
     rows = sink_word_similarity(gem, pairs, layers=(-1,), sink="<s>")
     assert [(r["sink"], r["layer"]) for r in rows] == [(False, -1), (True, -1)]
     assert all(-1.0 <= r["spearman"] <= 1.0 for r in rows)
+
+
+def test_with_sink_reads_texts_as_a_model_trained_with_the_sink_does():
+    from lab.evaluation.language import text_perplexity
+    from lab.experiments.sink_words import with_sink
+    from lab.gem import GemModel
+    from lab.gem.config import GemConfig
+    from lab.gem.tokens import add_gem_tokens
+    from lab.models.tiny import build_tiny
+
+    model, tok = build_tiny("qwen2")
+    add_gem_tokens(model, tok, 1)
+    plain = GemModel(model, tok, GemConfig(k=1, trained=True))
+    native = GemModel(model, tok, GemConfig(k=1, trained=True, sink_token="<s>"))
+    texts = ["the cat sat on the mat", "stocks fell sharply on monday", "a short one"]
+    probe = with_sink(plain, "<s>")
+    assert probe.bos == native.bos and plain.bos == [], "a copy: the model it came from is unchanged"
+    assert text_perplexity(probe, texts) == pytest.approx(text_perplexity(native, texts), rel=1e-6)
+    assert text_perplexity(plain, texts) != pytest.approx(text_perplexity(probe, texts), rel=1e-3)

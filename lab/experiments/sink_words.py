@@ -6,6 +6,7 @@ text it is the whole text. Mean pooling over a word's tokens, with and without a
 token (`<|endoftext|>`) in front of it, on the word-similarity transfer tasks:
 
     python -m lab.experiments.sink_words [--model smollm2-135m] [--layers -1,15]
+    python -m lab.experiments.sink_words --perplexity   # the sink's own effect on perplexity
 
 Measured on SmolLM2-135M (Spearman x100; the sink is never pooled): WordSim-353 5.1 -> 20.2 at
 the last layer (49.6 at layer 15), SimLex-999 -1.8 -> 5.6 (29.5). This is what the `sink_token`
@@ -61,6 +62,35 @@ def sink_word_similarity(gem, pairs_by_task: dict, layers: tuple[int, ...] = (-1
     return rows
 
 
+def with_sink(gem, sink: str = SINK):
+    """A shallow copy of a GemModel (same weights) that reads every text with `sink` in front, as a
+    model trained with `sink_token` does: how much of such a model's perplexity is the token's alone."""
+    import copy
+
+    out = copy.copy(gem)
+    out.sink_ids = [gem.tokenizer.convert_tokens_to_ids(sink)]
+    out.bos = out.sink_ids
+    return out
+
+
+def sink_perplexity(gem, heldout: str, sink: str = SINK) -> list[dict]:
+    """One dict per (text set, sink or not): the plain LM's perplexity, measured as the evaluation
+    suite does (held-out Wikipedia: 200 rows; news: 100 articles cut to 128 tokens)."""
+    from ..corpora.eval_sets import news_texts
+    from ..evaluation.language import heldout_perplexity, text_perplexity
+    from ..evaluation.suite import SUITES
+
+    suite = SUITES["quick"]
+    rows = []
+    for use_sink in (False, True):
+        model = with_sink(gem, sink) if use_sink else gem
+        rows.append({"texts": "Wikipedia (held out)", "sink": use_sink,
+                     "perplexity": heldout_perplexity(model, heldout, max_rows=suite.perplexity_rows)})
+        rows.append({"texts": "BBC News", "sink": use_sink,
+                     "perplexity": text_perplexity(model, news_texts(suite.news_rows), max_tokens=suite.news_max_tokens)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..evaluation.transfer import transfer_data
     from ..models.loading import load
@@ -68,7 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--layers", default="-1,15", help="comma-separated hidden-state layers (-1 = last)")
+    p.add_argument("--perplexity", action="store_true",
+                   help="instead: the plain LM's perplexity without / with the sink in front (no training)")
     args = p.parse_args(argv)
+    if args.perplexity:
+        from ..storage import PROJECT_ROOT
+        from ..training.config import TrainConfig
+
+        rows = sink_perplexity(load(args.model), str(PROJECT_ROOT / TrainConfig().heldout))
+        print("| texts | first token | perplexity |\n|---|---|---:|")
+        for r in rows:
+            print(f"| {r['texts']} | {'after ' + SINK if r['sink'] else 'the text itself'} | {r['perplexity']:.2f} |")
+        return 0
     data = transfer_data()
     rows = sink_word_similarity(load(args.model), {t: data[t] for t in ("WordSim-353", "SimLex-999")},
                                 tuple(int(x) for x in args.layers.split(",")))
