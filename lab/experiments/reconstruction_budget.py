@@ -20,7 +20,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
+from ..storage import PROJECT_ROOT, atomic_file, read_jsonl, write_json_atomic
 from ..training.config import config_from_args
 from .ablations import trained_checkpoint
 
@@ -63,14 +63,15 @@ def reconstruction_curve(config: Path = CONFIG, out: Path = OUT, lengths=LENGTHS
     _, train_s = trained_checkpoint(cfg)
     run_dir = PROJECT_ROOT / cfg.output_dir
     target = out.with_suffix(".json")
-    settings = {"config": str(Path(config).resolve().relative_to(PROJECT_ROOT)) if Path(config).resolve().is_relative_to(PROJECT_ROOT) else str(config),
+    path = Path(config).resolve()
+    settings = {"config": str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path),
                 "lengths": list(lengths), "per_length": per_length, "heldout": cfg.heldout}
     result = json.loads(target.read_text()) if target.is_file() else {}
     if result.get("settings") != settings:  # another run or test: start over rather than mix them
         result = {"settings": settings, "points": {}}
     result["train_s"], result["steps"], result["rows_per_step"] = train_s, cfg.steps, cfg.batch_size * cfg.grad_accum
     metrics_file = run_dir / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] if metrics_file.is_file() else []
+    metrics = read_jsonl(metrics_file) if metrics_file.is_file() else []
     for step, ckpt in checkpoints_by_step(run_dir):
         if str(step) in result["points"]:
             continue
