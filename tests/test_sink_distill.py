@@ -132,10 +132,11 @@ def test_objective_adds_the_distillation_term_from_the_collated_teacher(tmp_path
 
 
 def test_every_ablation_changes_something_at_the_reference_budget():
-    from lab.experiments.ablations import CONFIG_DIR, REFERENCE, ablation_configs
+    from lab.experiments.ablations import CONFIG_DIR, QUESTIONS, REFERENCE, ablation_configs
 
     configs = ablation_configs()
     assert next(iter(configs)) == REFERENCE
+    assert set(QUESTIONS) == set(configs), "every committed ablation says which question its row answers"
     reference = config_from_args(str(CONFIG_DIR / f"{REFERENCE}.yaml"), [])
     outputs = set()
     for name, path in configs.items():
@@ -162,12 +163,15 @@ def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
 
     base = {"rows": [{"pooling": "echo", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}],
             "perplexity": 57.8, "perplexity_ood": 40.0}
-    text = ablation_table([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0, {"sink_token": "<|s|>"})], base)
+    runs = [_result("sink", 0.6, 40.0, {"sink_token": "<|s|>"}), _result("zz-mine", 0.4, 41.0, {"k": 3}),
+            _result("reference", 0.55, 42.0)]
+    text = ablation_table(runs, base)
     lines = text.strip().splitlines()
-    assert lines[2].startswith("| base · echo | no training | 50.0")
-    assert "| reference | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
-    assert "| sink | sink_token=<\\|s\\|> | 60.0" in lines[4] and "40.00 (+0.0)" in lines[4], "pipes escaped"
-    assert lines[4].endswith("| 25 | 50 | 12.0 | 2.0 |")
+    assert lines[2].startswith("| base · echo | the untrained model | no training | 50.0")
+    assert "| reference | the GEM-only recipe, reduced | (the reduced recipe) | 55.0" in lines[3] and "42.00 (+5.0)" in lines[3]
+    assert "| sink | attention sink (beyond the paper) | sink_token=<\\|s\\|> | 60.0" in lines[4], "pipes escaped"
+    assert "40.00 (+0.0)" in lines[4] and lines[4].endswith("| 25 | 50 | 12.0 | 2.0 |")
+    assert lines[5].startswith("| zz-mine |  | k=3 | 40.0"), "a row QUESTIONS does not name comes last, with no question"
 
 
 def test_leak_check_and_the_s_cache_keep_the_sink():

@@ -39,6 +39,25 @@ REFERENCE = "reference"
 SUITE = dataclasses.replace(SUITES["quick"], name="ablation", max_length=64, mmlu_limit=0, perplexity_rows=100,
                             reconstruction_lengths=(8, 16), reconstruction_per_length=16)
 BASE_POOLINGS = ("mean", "echo")
+# What each row asks, in the order the table shows them (rows not named here follow, by name).
+QUESTIONS = {
+    "reference": "the GEM-only recipe, reduced",
+    "seed-1": "run-to-run noise",
+    "k2": "how many special tokens",
+    "k5": "how many special tokens",
+    "plain-0.5": "share of plain NTP rows",
+    "plain-0.95": "share of plain NTP rows",
+    "continuation": "continuation vs reconstruction rows",
+    "mixed-rows": "continuation vs reconstruction rows",
+    "no-contrastive": "with / without the contrastive phase",
+    "lr-cl-2e-4": "contrastive learning rate",
+    "alpha-1": "α schedule",
+    "paper-positive": "dropout vs article positives",
+    "frozen-head": "frozen backbone + readout head",
+    "sink": "attention sink (beyond the paper)",
+    "distill": "distillation from MiniLM (beyond the paper)",
+    "distill-embedding": "distillation from MiniLM (beyond the paper)",
+}
 
 
 def ablation_configs(only: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> dict[str, Path]:
@@ -126,25 +145,32 @@ def _changes(result: dict) -> str:
     return text.replace("|", "\\|")  # a literal pipe would split the Markdown cell
 
 
+def table_order(name: str) -> tuple[int, str]:
+    """Sort key: the rows of `QUESTIONS` in its order, then any other ablation by name."""
+    order = list(QUESTIONS)
+    return (order.index(name) if name in order else len(order), name)
+
+
 def ablation_table(results: list[dict], base: dict) -> str:
-    """Markdown: one row per base pooling, then one per ablation."""
+    """Markdown: one row per base pooling, then one per ablation (in `table_order`)."""
     from ..evaluation.tasks import SHORT_NAMES, TASK_NAMES
 
-    head = ["run", "changes", *[SHORT_NAMES[t] for t in TASK_NAMES], "emb. avg", "ppl Wikipedia",
+    head = ["run", "question", "changes", *[SHORT_NAMES[t] for t in TASK_NAMES], "emb. avg", "ppl Wikipedia",
             "ppl news (Δ % vs base)", "recon. exact @8", "token acc. @16", "suffix→S attn", "train min"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     ppl_news_base = base.get("perplexity_ood")
     for row in base["rows"]:
-        lines.append("| " + " | ".join([f"base · {row['pooling']}", "no training",
+        lines.append("| " + " | ".join([f"base · {row['pooling']}", "the untrained model", "no training",
                                         *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
                                         _cell(base.get("perplexity"), 1, 2), _cell(ppl_news_base, 1, 2),
                                         "–", "–", "–", "–"]) + " |")
-    for res in results:
+    for res in sorted(results, key=lambda r: table_order(r["ablation"]["name"])):
         row, recon = res["rows"][0], res.get("reconstruction") or {"exact": {}, "token_accuracy": {}}
         news = res.get("perplexity_ood")
         delta = f" ({100 * (news / ppl_news_base - 1):+.1f})" if news and ppl_news_base else ""
         train_s, note = res["ablation"].get("train_s"), res["ablation"].get("train_note")
-        lines.append("| " + " | ".join([res["ablation"]["name"], _changes(res),
+        name = res["ablation"]["name"]
+        lines.append("| " + " | ".join([name, QUESTIONS.get(name, ""), _changes(res),
                                         *[_cell(row["tasks"].get(t)) for t in TASK_NAMES], _cell(row["embedding_avg"]),
                                         _cell(res.get("perplexity"), 1, 2), _cell(news, 1, 2) + delta,
                                         _cell(recon["exact"].get("8"), 100, 0), _cell(recon["token_accuracy"].get("16"), 100, 0),
@@ -206,5 +232,5 @@ def run_ablations(only: list[str] | None = None, report_only: bool = False) -> P
         run_ablation(name, path)
     done = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))
             if p.stem != "base" and not p.name.endswith(".partial.json")]
-    done = sorted(done, key=lambda r: (r["ablation"]["name"] != REFERENCE, r["ablation"]["name"]))
+    done = sorted(done, key=lambda r: table_order(r["ablation"]["name"]))
     return write_ablation_report(done, base, RESULTS.parent / "ablations")
