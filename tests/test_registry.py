@@ -168,3 +168,14 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     (tmp_path / "plain.json").write_text("{}")
     mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
     assert mode("atomic.json") == mode("plain.json"), "the same mode as open(path, 'w'), not mkstemp's 0600"
+
+
+def test_committed_release_folders_are_complete():
+    """Every checkpoint committed under checkpoints/ matches its manifest: a card or config edited by
+    hand without updating MANIFEST.json would make `lab.load` refuse the shipped model."""
+    from lab.storage import PROJECT_ROOT
+
+    releases = [p for p in sorted((PROJECT_ROOT / "checkpoints").iterdir()) if (p / "MANIFEST.json").is_file()]
+    assert releases, "the shipped model's release folder is committed"
+    for folder in releases:
+        assert folder_problem(folder) is None, folder_problem(folder)
