@@ -67,9 +67,11 @@ def with_sink(gem, sink: str = SINK):
     model trained with `sink_token` does: how much of such a model's perplexity is the token's alone."""
     import copy
 
+    from ..gem import GemModel
+    from ..gem.config import GemConfig
+
     out = copy.copy(gem)
-    out.sink_ids = [gem.tokenizer.convert_tokens_to_ids(sink)]
-    out.bos = out.sink_ids
+    out.sink_ids, out.bos = GemModel.prefix_ids(gem.tokenizer, GemConfig(sink_token=sink))  # as GemModel reads it
     return out
 
 

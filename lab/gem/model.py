@@ -48,9 +48,7 @@ class GemModel:
         self.max_length = gem_config.max_length if gem_config else 512
         self.special_ids = self._special_ids(tokenizer, gem_config)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        tokenizer_bos = self._bos_prefix(tokenizer)
-        self.sink_ids = [] if tokenizer_bos else self._sink_ids(tokenizer, gem_config)
-        self.bos = tokenizer_bos or self.sink_ids  # a sink stands in for a missing BOS
+        self.sink_ids, self.bos = self.prefix_ids(tokenizer, gem_config)
         self.pieces = template_piece_ids(tokenizer)
         self.readout_head = self._readout_head(gem_config)
 
@@ -71,6 +69,14 @@ class GemModel:
             raise ValueError(f"the tokenizer lacks the GEM tokens {missing}; add them first with "
                              f"lab.gem.tokens.add_gem_tokens(model, tokenizer, k={gem_config.k})")
         return tokenizer.convert_tokens_to_ids(strings)
+
+    @classmethod
+    def prefix_ids(cls, tokenizer, gem_config: GemConfig | None) -> tuple[list[int], list[int]]:
+        """(sink_ids, bos): what every text is read after. The tokenizer's own BOS when it prepends
+        one (then no sink), else the config's sink token standing in for the missing BOS, else []."""
+        tokenizer_bos = cls._bos_prefix(tokenizer)
+        sink_ids = [] if tokenizer_bos else cls._sink_ids(tokenizer, gem_config)
+        return sink_ids, tokenizer_bos or sink_ids
 
     @staticmethod
     def _bos_prefix(tokenizer) -> list[int]:
