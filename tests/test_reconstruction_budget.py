@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from lab.experiments.reconstruction_budget import checkpoints_by_step, curve_point, reconstruction_curve
+from lab.experiments.reconstruction_budget import checkpoints_by_step, curve_point, reconstruction_curve, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +47,19 @@ def test_curve_evaluates_every_checkpoint_once_and_resumes(tmp_path):
     other = reconstruction_curve(config, out, lengths=(3,), per_length=2, evaluate=counting)
     assert calls == ["checkpoint-2", "checkpoint-4"]
     assert all(p["reconstruction"]["count"] == {"3": 2} for p in other["points"].values())
+
+
+def test_summary_names_each_runs_best_and_last_checkpoint(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "curve"
+    result = reconstruction_curve(config, out, lengths=(4,), per_length=2)
+    # make step 2 the best at 4 tokens and step 4 the last, with different numbers
+    result["points"]["2"]["reconstruction"]["token_accuracy"]["4"] = 0.75
+    result["points"]["4"]["reconstruction"]["token_accuracy"]["4"] = 0.25
+    table = summary_table({"recon": result})
+    header, _, row = table.strip().splitlines()
+    assert "token acc. @4" in header and "last step: token acc. @4" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["recon", "1"] and cells[3] == "4 × 4"
+    assert cells[5] == "2" and cells[7] == "75.0"  # best step and its token accuracy
+    assert cells[-1] == "25.0 (step 4)"
+    assert summary_table({}) == ""

@@ -1,16 +1,18 @@
-"""How reconstruction grows with training: one run on reconstruction rows only, every checkpoint
+"""How reconstruction grows with training: runs on reconstruction rows only, every checkpoint
 evaluated on held-out text.
 
-    python -m lab.experiments.reconstruction_budget [--config configs/experiments/reconstruction-budget.yaml]
+    python -m lab.experiments.reconstruction_budget [--config configs/experiments/NAME.yaml ...]
     make reconstruction-curve
 
-The run (`configs/experiments/reconstruction-budget.yaml`) trains GEM's reconstruction rows
+Each run (`CURVES`, in `configs/experiments/`: the first curve at LoRA 5e-4; the long one with the
+sink token, 1e-3 and 200 steps; the same with k = 5) trains GEM's reconstruction rows
 (`text | S | text`) and nothing else, on texts short enough that the 8- and 16-token tests are
 inside what it trains on, saving a checkpoint every few steps (an interrupted run resumes). Each
 checkpoint gets the reconstruction test of the quick suite (`lab.evaluation.language`: exact match
 and token accuracy at 8 and 16 held-out tokens) and the share of the suffix's attention on S.
-Points are saved one by one (atomically) to `results/reconstruction_budget.json`, so a stopped
-evaluation resumes too; then `results/reconstruction_budget.md` (the table) and `.html` (the curve).
+Points are saved one by one (atomically) to `results/<config name>.json` (dashes as underscores),
+so a stopped evaluation resumes too; then `.md` (the table) and `.html` (the curve) beside it, and
+`results/reconstruction_curves.md`, one line per run.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from .ablations import trained_checkpoint
 
 log = logging.getLogger(__name__)
 
-CONFIG = PROJECT_ROOT / "configs" / "experiments" / "reconstruction-budget.yaml"
-OUT = PROJECT_ROOT / "results" / "reconstruction_budget"
+EXPERIMENTS = PROJECT_ROOT / "configs" / "experiments"
+CURVES = ("reconstruction-budget", "reconstruction-budget-long", "reconstruction-budget-k5")
+CONFIG = EXPERIMENTS / f"{CURVES[0]}.yaml"
+RESULTS = PROJECT_ROOT / "results"
+OUT = RESULTS / "reconstruction_budget"
+SUMMARY = RESULTS / "reconstruction_curves.md"
 LENGTHS = (8, 16)
 PER_LENGTH = 16
 
@@ -133,14 +139,71 @@ def write_curve_report(result: dict, out: Path = OUT) -> Path:
     return out.with_suffix(".md")
 
 
+def out_for(config: Path) -> Path:
+    """results/<config name, dashes as underscores> (no suffix): where a curve's files go."""
+    return RESULTS / Path(config).stem.replace("-", "_")
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    """Markdown, one line per run ({run name: result}): its settings and training time, its best
+    checkpoint by token accuracy at the shortest length (with that checkpoint's other numbers), and
+    the last checkpoint's token accuracy at that length (16 texts per length: a peak can be noise)."""
+    if not results:
+        return ""
+    lengths = [str(n) for n in next(iter(results.values()))["settings"]["lengths"]]
+    n0 = lengths[0]
+    head = ["run", "k", "LoRA lr", "steps × rows", "train min", "best step",
+            *[f"{kind} @{n}" for n in lengths for kind in ("exact", "token acc.")], "suffix→S attn",
+            f"last step: token acc. @{n0}"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, result in results.items():
+        points = result["points"]
+        if not points:
+            continue
+        config = Path(result["settings"]["config"])
+        cfg = config_from_args(str(config if config.is_absolute() else PROJECT_ROOT / config), [])
+        accuracy = {s: p["reconstruction"]["token_accuracy"].get(n0, 0) for s, p in points.items()}
+        best = max(points, key=lambda s: (accuracy[s], -int(s)))
+        last = max(points, key=int)
+        rec, attn = points[best]["reconstruction"], (points[best].get("suffix_attention") or {}).get("special")
+        cells = [name, cfg.k, f"{cfg.lr_ntp:g}", f"{result['steps']} × {result['rows_per_step']}",
+                 f"{result['train_s'] / 60:.1f}" if result.get("train_s") else "–", best]
+        for n in lengths:
+            cells += [f"{100 * rec['exact'].get(n, 0):.0f}", f"{100 * rec['token_accuracy'].get(n, 0):.1f}"]
+        cells += ["–" if attn is None else f"{100 * attn:.1f}", f"{100 * accuracy[last]:.1f} (step {last})"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(curves=CURVES, path: Path = SUMMARY) -> Path:
+    """`path`: the summary table of every run in `curves` that has results so far."""
+    results = {}
+    for name in curves:
+        target = out_for(EXPERIMENTS / f"{name}.yaml").with_suffix(".json")
+        if target.is_file():
+            results[name] = json.loads(target.read_text())
+    with atomic_file(path, "w") as f:
+        f.write("# Reconstruction curves\n\nOne line per run of `make reconstruction-curve` (configs in "
+                "`configs/experiments/`; every checkpoint of a run in `results/<run>.md`, dashes as "
+                "underscores): the checkpoint with the best token accuracy at 8 held-out tokens. All rows "
+                "`text | S | text` only, texts cut at 17 tokens, 16 held-out texts per length.\n\n"
+                + summary_table(results))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(CONFIG))
-    p.add_argument("--out", default=str(OUT), help="results path without suffix (.json, .md, .html)")
+    p.add_argument("--config", nargs="+", default=[str(EXPERIMENTS / f"{c}.yaml") for c in CURVES],
+                   help="one or more run configs (default: every curve in CURVES)")
+    p.add_argument("--out", default=None, help="results path without suffix (.json, .md, .html); "
+                   "default results/<config name>; only with a single --config")
     args = p.parse_args(argv)
+    if args.out and len(args.config) > 1:
+        p.error("--out names one run's files: give a single --config with it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    result = reconstruction_curve(Path(args.config), Path(args.out))
-    print(curve_table(result))
+    for config in map(Path, args.config):
+        print(curve_table(reconstruction_curve(config, Path(args.out) if args.out else out_for(config))))
+    print(write_summary().read_text())
     return 0
 
 
