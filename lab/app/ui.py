@@ -56,7 +56,7 @@ CAPTIONS = {
     "generate": "Same prompt, greedy decoding: GEM training should leave the model's continuation sensible.",
     "reconstruct": "Decoded from the special token's key/value cache alone: how much of the text does S carry? "
                    "(The shipped CPU-trained model: almost nothing yet — 0 % exact at 8–64 tokens, at most 2 % of "
-                   "tokens right; results/reconstruction_budget.md shows how training moves it.)",
+                   "tokens right; results/reconstruction_curves.md shows what training it takes.)",
     "embed": "One pass over the document gives its embedding and the cache the answer continues from; "
              "the timing compares it with embedding and generating separately.",
 }
