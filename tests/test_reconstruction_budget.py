@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from lab.experiments.reconstruction_budget import checkpoints_by_step, curve_point, reconstruction_curve, summary_table
+from lab.experiments.reconstruction_budget import checkpoints_by_step, curve_point, final_suite, reconstruction_curve, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,8 +17,15 @@ def _config(tmp_path: Path) -> Path:
 
 def test_curve_evaluates_every_checkpoint_once_and_resumes(tmp_path):
     config, out = _config(tmp_path), tmp_path / "curve"
-    result = reconstruction_curve(config, out, lengths=(4,), per_length=2)
+    finals = []
+
+    def final(ckpt):
+        finals.append(ckpt.name)
+        return {"embedding_avg": 0.5, "perplexity": 10.0, "perplexity_ood": 20.0}
+
+    result = reconstruction_curve(config, out, lengths=(4,), per_length=2, final=final)
     assert [s for s, _ in checkpoints_by_step(tmp_path / "run")] == [2, 4]
+    assert finals == ["checkpoint-4"] and result["final"]["step"] == 4
     assert sorted(result["points"], key=int) == ["2", "4"]
     for point in result["points"].values():
         assert point["reconstruction"]["count"] == {"4": 2}
@@ -38,20 +45,20 @@ def test_curve_evaluates_every_checkpoint_once_and_resumes(tmp_path):
         calls.append(ckpt.name)
         return curve_point(ckpt, heldout, lengths, per_length)
 
-    again = reconstruction_curve(config, out, lengths=(4,), per_length=2, evaluate=counting)
-    assert calls == ["checkpoint-4"]
+    again = reconstruction_curve(config, out, lengths=(4,), per_length=2, evaluate=counting, final=final)
+    assert calls == ["checkpoint-4"] and finals == ["checkpoint-4"]  # the final suite is not redone
     assert again["points"]["2"] == result["points"]["2"]
 
     # other settings (here: another length) never reuse points measured under the old ones
     calls.clear()
-    other = reconstruction_curve(config, out, lengths=(3,), per_length=2, evaluate=counting)
+    other = reconstruction_curve(config, out, lengths=(3,), per_length=2, evaluate=counting, final=final)
     assert calls == ["checkpoint-2", "checkpoint-4"]
     assert all(p["reconstruction"]["count"] == {"3": 2} for p in other["points"].values())
 
 
 def test_summary_names_each_runs_best_and_last_checkpoint(tmp_path):
     config, out = _config(tmp_path), tmp_path / "curve"
-    result = reconstruction_curve(config, out, lengths=(4,), per_length=2)
+    result = reconstruction_curve(config, out, lengths=(4,), per_length=2, final=final_suite)
     # make step 2 the best at 4 tokens and step 4 the last, with different numbers
     result["points"]["2"]["reconstruction"]["token_accuracy"]["4"] = 0.75
     result["points"]["4"]["reconstruction"]["token_accuracy"]["4"] = 0.25
@@ -61,5 +68,8 @@ def test_summary_names_each_runs_best_and_last_checkpoint(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:2] == ["recon", "1"] and cells[3] == "4 × 4"
     assert cells[5] == "2" and cells[7] == "75.0"  # best step and its token accuracy
-    assert cells[-1] == "25.0 (step 4)"
+    assert cells[-3] == "25.0 (step 4)"
+    final = result["final"]  # the real suite on the tiny model: its numbers, as the table shows them
+    assert cells[-2] == f"{100 * final['embedding_avg']:.1f}"
+    assert cells[-1] == f"{final['perplexity']:.2f} / {final['perplexity_ood']:.2f}"
     assert summary_table({}) == ""

@@ -55,6 +55,18 @@ def curve_point(checkpoint: Path, heldout: str, lengths=LENGTHS, per_length: int
             "suffix_attention": suffix_attention(gem, heldout)}
 
 
+def final_suite(checkpoint: Path) -> dict:
+    """What reconstruction-only training did to the rest of the model: the ablations' suite
+    (`lab.experiments.ablations.SUITE`: quick embedding tasks at 64 tokens with the GEM readout, both
+    perplexities) on one checkpoint -> {"embedding_avg", "perplexity", "perplexity_ood"}."""
+    from ..evaluation.suite import run_suite
+    from .ablations import SUITE
+
+    result = run_suite(str(checkpoint), suite=SUITE, skip=("mmlu", "reconstruction"), label=checkpoint.name)
+    return {"embedding_avg": result["rows"][0]["embedding_avg"], "perplexity": result.get("perplexity"),
+            "perplexity_ood": result.get("perplexity_ood")}
+
+
 def _train_loss_at(metrics: list[dict], step: int) -> float | None:
     """The last logged NTP loss at or before `step` (metrics.jsonl rows)."""
     seen = [m["ntp"] for m in metrics if m.get("step", 0) <= step and m.get("ntp") is not None]
@@ -62,9 +74,10 @@ def _train_loss_at(metrics: list[dict], step: int) -> float | None:
 
 
 def reconstruction_curve(config: Path = CONFIG, out: Path = OUT, lengths=LENGTHS, per_length: int = PER_LENGTH,
-                         evaluate=curve_point) -> dict:
+                         evaluate=curve_point, final=final_suite) -> dict:
     """Train (or resume, or reuse) the run of `config`, evaluate every checkpoint not yet in
-    `out`.json, write the table and figure; returns the results dict."""
+    `out`.json and the last one with `final` (embedding and perplexity), write the table and figure;
+    returns the results dict."""
     cfg = config_from_args(str(config), [])
     _, train_s = trained_checkpoint(cfg)
     run_dir = PROJECT_ROOT / cfg.output_dir
@@ -86,6 +99,11 @@ def reconstruction_curve(config: Path = CONFIG, out: Path = OUT, lengths=LENGTHS
         point["train_ntp_loss"] = _train_loss_at(metrics, step)
         result["points"][str(step)] = point
         write_json_atomic(target, result)  # after every point: an interrupt loses at most one
+    checkpoints = checkpoints_by_step(run_dir)
+    if checkpoints and (result.get("final") or {}).get("step") != checkpoints[-1][0]:
+        step, ckpt = checkpoints[-1]
+        log.info("reconstruction curve: embedding and perplexity of %s", ckpt.name)
+        result["final"] = {"step": step, **final(ckpt)}
     write_json_atomic(target, result)
     write_curve_report(result, out)
     return result
@@ -154,7 +172,7 @@ def summary_table(results: dict[str, dict]) -> str:
     n0 = lengths[0]
     head = ["run", "k", "LoRA lr", "steps × rows", "train min", "best step",
             *[f"{kind} @{n}" for n in lengths for kind in ("exact", "token acc.")], "suffix→S attn",
-            f"last step: token acc. @{n0}"]
+            f"last step: token acc. @{n0}", "last step: emb. avg", "last step: ppl Wiki / news"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, result in results.items():
         points = result["points"]
@@ -171,8 +189,22 @@ def summary_table(results: dict[str, dict]) -> str:
         for n in lengths:
             cells += [f"{100 * rec['exact'].get(n, 0):.0f}", f"{100 * rec['token_accuracy'].get(n, 0):.1f}"]
         cells += ["–" if attn is None else f"{100 * attn:.1f}", f"{100 * accuracy[last]:.1f} (step {last})"]
+        final = result.get("final") or {}
+        cells += [f"{100 * final['embedding_avg']:.1f}" if final.get("embedding_avg") is not None else "–",
+                  " / ".join(f"{final[k]:.2f}" if final.get(k) else "–" for k in ("perplexity", "perplexity_ood"))]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _base_line() -> str:
+    """', where the untrained base model reads ...' from the ablations' base row, if measured."""
+    path = RESULTS / "ablations" / "base.json"
+    if not path.is_file():
+        return ""
+    base = json.loads(path.read_text())
+    scores = ", ".join(f"{r['pooling']} pooling {100 * r['embedding_avg']:.1f}" for r in base["rows"])
+    return (f", where the untrained base model reads {scores} and perplexity {base['perplexity']:.2f} / "
+            f"{base['perplexity_ood']:.2f} (without the sink token these runs put in front)")
 
 
 def write_summary(curves=CURVES, path: Path = SUMMARY) -> Path:
@@ -186,8 +218,10 @@ def write_summary(curves=CURVES, path: Path = SUMMARY) -> Path:
         f.write("# Reconstruction curves\n\nOne line per run of `make reconstruction-curve` (configs in "
                 "`configs/experiments/`; every checkpoint of a run in `results/<run>.md`, dashes as "
                 "underscores): the checkpoint with the best token accuracy at 8 held-out tokens. All rows "
-                "`text | S | text` only, texts cut at 17 tokens, 16 held-out texts per length.\n\n"
-                + summary_table(results))
+                "`text | S | text` only, texts cut at 17 tokens, 16 held-out texts per length. The last "
+                "checkpoint also gets the ablations' suite (`results/ablations.md`: quick embedding tasks at 64 "
+                "tokens, perplexity on 100 held-out Wikipedia rows and on BBC News)"
+                + _base_line() + ".\n\n" + summary_table(results))
     return path
 
 
