@@ -88,7 +88,7 @@ ablations: install data
 # Reconstruction vs training budget: three runs of reconstruction rows only (configs/experiments/
 # reconstruction-budget*.yaml: LoRA 5e-4 for 60 steps; 1e-3 with the sink for 200 steps; the same with
 # k = 5), every checkpoint tested on held-out text -> results/reconstruction_budget*.md + .html and
-# results/reconstruction_curves.md. ~15 + 55 + 60 min on a 2-core CPU (finished runs and points are reused).
+# results/reconstruction_curves.md. ~15 + 60 + 65 min on a 2-core CPU (training, checkpoints, final suite) (finished runs and points are reused).
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_budget

@@ -32,7 +32,14 @@ EXPERIMENTS = PROJECT_ROOT / "configs" / "experiments"
 CURVES = ("reconstruction-budget", "reconstruction-budget-long", "reconstruction-budget-k5")
 CONFIG = EXPERIMENTS / f"{CURVES[0]}.yaml"
 RESULTS = PROJECT_ROOT / "results"
-OUT = RESULTS / "reconstruction_budget"
+
+
+def out_for(config: Path) -> Path:
+    """results/<config name, dashes as underscores> (no suffix): where a curve's files go."""
+    return RESULTS / Path(config).stem.replace("-", "_")
+
+
+OUT = out_for(CONFIG)
 SUMMARY = RESULTS / "reconstruction_curves.md"
 LENGTHS = (8, 16)
 PER_LENGTH = 16
@@ -155,11 +162,6 @@ def write_curve_report(result: dict, out: Path = OUT) -> Path:
     with atomic_file(out.with_suffix(".html"), "w") as f:
         f.write(fig.to_html(include_plotlyjs=True, full_html=True))
     return out.with_suffix(".md")
-
-
-def out_for(config: Path) -> Path:
-    """results/<config name, dashes as underscores> (no suffix): where a curve's files go."""
-    return RESULTS / Path(config).stem.replace("-", "_")
 
 
 def summary_table(results: dict[str, dict]) -> str:
