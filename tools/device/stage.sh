@@ -22,7 +22,7 @@ restore_data() {  # data/build from stage 1's copy (the working tree is re-sent 
 
 stage1() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$W/site" .device/c1/*.whl
-    mkdir -p "$W/data" && tar -xJf .device/c1/data.tar.xz -C "$W/data"
+    tar -xJf .device/c1/data.tar.xz -C "$W"
     cp .device/c1/gguf.part-a "$W/"
     restore_data
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -44,7 +44,7 @@ probe() {  # three concurrent 30-step runs without the teacher -> $W/probe.json 
     for i in 1 2 3; do
         rm -rf "$W/probe-$i"
         $PY -m lab train --config $CONFIG --steps=30 --ntp_steps=15 --distill_weight=0 --distill_embedding_weight=0 \
-            --head_init=default --save_every=1000 --log_every=5 --output_dir=$W/probe-$i > "$W/probe-$i.log" 2>&1 &
+            --head_init=default --head_refit=false --save_every=1000 --log_every=5 --output_dir=$W/probe-$i > "$W/probe-$i.log" 2>&1 &
     done
     wait
     tail -3 "$W/probe-1.log"
