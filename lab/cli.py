@@ -99,6 +99,8 @@ def _cmd_eval(args) -> int:
     suite = SUITES[args.suite]
     if args.mmlu_limit is not None:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
+    if args.reconstruction_per_length is not None:
+        suite = dataclasses.replace(suite, reconstruction_per_length=args.reconstruction_per_length)
     partial = out.with_name(out.name + ".partial")
     result = run_suite(args.model, poolings, suite, seed=args.seed, label=args.label, skip=skip,
                        heldout=args.heldout, partial=partial, device=args.device, dtype=args.dtype)
@@ -236,6 +238,8 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
+    s.add_argument("--reconstruction-per-length", type=int, default=None,
+                   help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")
