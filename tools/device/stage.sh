@@ -4,17 +4,19 @@
 #   stage 1 (carry .device/c1): wheels, data, first GGUF part; versions; `pytest -m gpu`
 #   stage 2 (carry .device/c2): the GGUF joined and checked, the model converted, a speed probe
 #            (three concurrent 30-step runs of configs/gem-smollm2-135m-gpu.yaml without teacher)
-#   stage 3 (carry .device/c3): the teacher; the GPU recipe and two variants trained concurrently,
-#            steps sized from the probe to fit TRAIN_S seconds; each evaluated (language side of the
-#            quick suite, fp32); checkpoints (without optimizer state) and results packed into $OUT
-# usage: bash tools/device/stage.sh 1|2|3 [TRAIN_S]
+#   stage 3 (carry .device/c3): the teacher; the GPU recipe and two variants trained concurrently
+#            (with TRAIN_S: steps sized from the probe to fit that many seconds); each evaluated
+#            (language side of the quick suite, fp32); releases and results packed into $OUT
+# usage: bash tools/device/stage.sh 1|2|3 [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped)
 # (Its steps are functions, so that a dry run here can call them on the tiny config.)
 set -euo pipefail
 W=${W:-/tmp/gem}
 OUT=${OUT:-$W/out}
 PY=${PY:-python3}
 CONFIG=${CONFIG:-configs/gem-smollm2-135m-gpu.yaml}
-VARIANTS=("gpu-a:" "gpu-b:--lr_ntp=5.0e-4" "gpu-c:--p_plain=0.2")  # name:overrides (space-free)
+RUNS=${RUNS:-runs}  # where the variants' runs go (each is replaced); a dry run here points it elsewhere
+# name:overrides of $CONFIG (as run: the config is gpu-b's settings, the run that was shipped)
+VARIANTS=("gpu-a:--lr_ntp=1.0e-3" "gpu-b:" "gpu-c:--lr_ntp=1.0e-3 --p_plain=0.2")
 
 restore_data() {  # data/build from stage 1's copy (the working tree is re-sent each call)
     [ -f data/build/wiki/train.jsonl ] || { mkdir -p data; cp -r "$W/data/build" data/; }
@@ -75,14 +77,15 @@ from safetensors.torch import load_file, save_file
 w = load_file(sys.argv[1])
 save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()}, sys.argv[1])
 PY
-    train_variants "${1:-300}"
+    train_variants "${1:-}"
     evaluate_variants cuda
     pack
 }
 
-train_variants() {  # $1: seconds for training; steps from $W/probe.json
-    local TRAIN_S=$1
-    read -r STEPS NTP SAVE < <($PY - "$W/probe.json" "$TRAIN_S" <<'PY'
+train_variants() {  # $1 (optional): seconds for training: steps sized from $W/probe.json; else the config's
+    local sizing="" limit=0
+    if [ -n "${1:-}" ]; then
+        read -r STEPS NTP SAVE < <($PY - "$W/probe.json" "$1" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1])); budget = float(sys.argv[2])
 overhead = 60.0          # model + teacher load, two ridge fits, checkpoint writes (estimated)
@@ -92,12 +95,15 @@ steps = int(max(100, min(1000, (budget - overhead) / per)) // 40 * 40)
 print(steps, steps * 3 // 8, steps // 4)
 PY
 )
-    echo "steps $STEPS (ntp $NTP), save every $SAVE, budget ${TRAIN_S}s"
+        sizing="--steps=$STEPS --ntp_steps=$NTP --save_every=$SAVE" limit=$(($1 + 60))
+        echo "steps $STEPS (ntp $NTP), save every $SAVE, budget ${1}s"
+    fi
     for v in "${VARIANTS[@]}"; do
         name=${v%%:*}; over=${v#*:}
-        rm -rf "runs/$name"
-        timeout -s TERM $((TRAIN_S + 60)) $PY -m lab train --config $CONFIG --steps=$STEPS --ntp_steps=$NTP \
-            --save_every=$SAVE --output_dir=runs/$name $over > "$W/$name.log" 2>&1 &
+        rm -rf "$RUNS/$name"
+        # shellcheck disable=SC2086  # $sizing and $over are lists of --key=value words
+        timeout -s TERM $limit $PY -m lab train --config $CONFIG $sizing --output_dir=$RUNS/$name $over \
+            > "$W/$name.log" 2>&1 &
     done
     wait || true
 }
@@ -105,20 +111,22 @@ PY
 evaluate_variants() {  # $1: device
     for v in "${VARIANTS[@]}"; do
         name=${v%%:*}; tail -c 600 "$W/$name.log"; echo
-        [ -f "runs/$name/last" ] || continue
-        $PY -m lab eval --model runs/$name/last --skip embedding,mmlu --dtype float32 --device "$1" \
+        [ -f "$RUNS/$name/last" ] || continue
+        $PY -m lab eval --model $RUNS/$name/last --skip embedding,mmlu --dtype float32 --device "$1" \
             --label $name --output "$W/eval-$name.json" --force > "$W/eval-$name.log" 2>&1 &
     done
     wait || true
 }
 
-pack() {  # each variant's newest checkpoint (no optimizer state) in 15 MB parts + results.tar -> $OUT
+pack() {  # each variant's newest checkpoint as a release (`lab export --to release`: no optimizer state) in 15 MB parts + results.tar -> $OUT
     for v in "${VARIANTS[@]}"; do
         name=${v%%:*}
-        [ -f "runs/$name/last" ] || { echo "$name: no checkpoint"; continue; }
-        ckpt=runs/$name/$(cat "runs/$name/last")
-        cp "runs/$name/metrics.jsonl" "$W/$name-metrics.jsonl"
-        tar -C "$ckpt" --exclude=training_state -cf - . | split -b 15M - "$OUT/$name.tar.part-"
+        [ -f "$RUNS/$name/last" ] || { echo "$name: no checkpoint"; continue; }
+        ckpt=$RUNS/$name/$(cat "$RUNS/$name/last")
+        cp "$RUNS/$name/metrics.jsonl" "$W/$name-metrics.jsonl"
+        rm -rf "$W/release-$name"
+        $PY -m lab export "$ckpt" --to release "$W/release-$name" > /dev/null
+        tar -C "$W/release-$name" -cf - . | split -b 15M - "$OUT/$name.tar.part-"
         grep -E "^[|]|^timings" "$W/eval-$name.log" || true
     done
     tar -C "$W" -cf "$OUT/results.tar" $(cd "$W" && ls eval-*.json *.log *-metrics.jsonl probe.json 2>/dev/null)
