@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve gpu-report notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -67,11 +67,13 @@ docs-notebooks: install data
 	$(BIN)/python -m lab.course.render
 
 # The comparison table of the README: base (all poolings), shipped GEM, MiniLM; quick suite.
+# results/gem-cpu.json: the CPU recipe's model (configs/gem-smollm2-135m.yaml), shipped before the GPU-trained one;
+# to remake it, train that config and `lab eval --model runs/gem-smollm2-135m/last --output results/gem-cpu.json`.
 eval-report: install data
 	$(BIN)/python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
 	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
-	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-only.json results/minilm.json --out results/report
+	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-cpu.json results/gem-only.json results/minilm.json --out results/report
 
 # Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
 eval-perplexity: install data
@@ -89,6 +91,12 @@ ablations: install data
 # reconstruction-budget*.yaml: LoRA 5e-4 for 60 steps; 1e-3 with the sink for 200 steps; the same with
 # k = 5), every checkpoint tested on held-out text -> results/reconstruction_budget*.md + .html and
 # results/reconstruction_curves.md. ~15 + 60 + 65 min on a 2-core CPU (training, checkpoints, final suite) (finished runs and points are reused).
+# The GPU recipe's three runs (trained and language-tested on a GPU with tools/device/, the quick
+# suite of each on this CPU): results/gpu_recipe.md and, checkpoint by checkpoint, results/gpu_curve.md.
+gpu-report: install data
+	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard results/gpu/gpu-?.json)) results/minilm.json --out results/gpu_recipe
+	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
+
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_budget

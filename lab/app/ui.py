@@ -54,9 +54,10 @@ CAPTIONS = {
     "search": "The query (star, at the mean of its neighbours) and its top-k texts (numbered rings) on both maps; "
               "good neighbours sit in one island of the query's topic.",
     "generate": "Same prompt, greedy decoding: GEM training should leave the model's continuation sensible.",
-    "reconstruct": "Decoded from the special token's key/value cache alone: how much of the text does S carry? "
-                   "(The shipped CPU-trained model: almost nothing yet — 0 % exact at 8–64 tokens, at most 2 % of "
-                   "tokens right; results/reconstruction_curves.md shows what training it takes.)",
+    "reconstruct": "Decoded from the special tokens' key/value cache alone: how much of the text does S carry? "
+                   "(The shipped model, on 32 held-out texts per length: 28 % of 8-token texts come back exactly "
+                   "and 53 % of their tokens; at 16 tokens 20 % of the tokens, at 32 12 % — the gist, not the "
+                   "sentence. results/gpu_curve.md shows how it grew during training.)",
     "embed": "One pass over the document gives its embedding and the cache the answer continues from; "
              "the timing compares it with embedding and generating separately.",
 }
