@@ -11,7 +11,8 @@ from lab.cli import main as cli_main
 from lab.corpora.eval_sets import build_eval_data, evaluation_texts, read_eval
 from lab.corpora.wiki import build_corpus, shingles
 from lab.evaluation.embedders import Embedder
-from lab.evaluation.report import load_results, markdown_table, table_rows, task_bars, tradeoff_scatter, write_report
+from lab.evaluation.report import (load_results, markdown_table, reconstruction_table, table_rows, task_bars,
+                                   tradeoff_scatter, write_report)
 from lab.evaluation.suite import Suite, run_suite, save_result
 from lab.evaluation.tasks import TASK_NAMES, TaskSizes, build_tasks, run_tasks
 from lab.models.checkpoints import save_checkpoint
@@ -173,6 +174,27 @@ def test_suite_runs_every_part_and_is_deterministic(tmp_path, tiny_checkpoint):
     text = md.read_text()
     assert "| tiny | gem |" in text and "Reconstruction" in text
     assert (tmp_path / "results" / "report_tradeoff.html").stat().st_size > 10_000
+
+
+def test_language_side_in_a_chosen_dtype_and_its_reconstruction_cells(tmp_path, tiny_checkpoint):
+    """skip=embedding+mmlu with dtype/device (how the GPU runs were checked): no rows, the dtype asked
+    for, and the report's reconstruction cells read "exact / token accuracy" from the result."""
+    data = _tiny_eval_dir(tmp_path)
+    r = run_suite(str(tiny_checkpoint), None, TINY, data_dir=data, heldout=HELDOUT, skip=("embedding", "mmlu"),
+                  device="cpu", dtype="bfloat16", label="x")
+    assert r["rows"] == [] and r["provenance"]["dtype"] == "torch.bfloat16" and r["perplexity"] > 1
+    exact, tok = r["reconstruction"]["exact"], r["reconstruction"]["token_accuracy"]
+    row = reconstruction_table([r]).splitlines()[2]
+    assert row == "| x | " + " | ".join(f"{100 * exact[n]:.0f} / {100 * tok[n]:.1f}" for n in (4, 8)) + " |"
+
+
+def test_cli_eval_sets_the_texts_per_reconstruction_length(tmp_path, tiny_checkpoint):
+    out = tmp_path / "r.json"
+    assert cli_main(["eval", "--model", str(tiny_checkpoint), "--skip", "embedding,mmlu,perplexity,perplexity_ood",
+                     "--reconstruction-per-length", "1", "--device", "cpu", "--dtype", "float32",
+                     "--heldout", HELDOUT, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["reconstruction"]["count"].values()) == {1} and result["provenance"]["dtype"] == "torch.float32"
 
 
 def test_base_model_has_no_gem_rows_or_reconstruction(tmp_path):
