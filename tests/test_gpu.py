@@ -29,19 +29,11 @@ def test_cuda_embed_and_generate_matches_generate():
     assert text == gem.tokenizer.decode(plain[0], skip_special_tokens=True)
 
 
-def _to(value, device: str):
-    """A batch entry on `device`: tensors and dicts of tensors move, anything else stays."""
-    if torch.is_tensor(value):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
-
-
 def _step_on(device: str, tmp_path) -> tuple[dict, dict]:
     """Losses and gradients of one mixed training step (fp32) of a tiny model on `device`."""
     from lab.training.collate import GemCollator
     from lab.training.config import TrainConfig
+    from lab.training.loop import batch_to_device
     from lab.training.losses import LogitScale
     from lab.training.objective import GemObjective
     from lab.training.setup import prepare_model
@@ -53,7 +45,7 @@ def _step_on(device: str, tmp_path) -> tuple[dict, dict]:
     objective = GemObjective(gem.model, LogitScale().to(device), fused_loss=True, trainable_head_rows=gem.special_ids)
     batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": t, "index": i}
                                                                       for i, t in enumerate(TEXTS * 3)])
-    batch = {k: _to(v, device) for k, v in batch.items()}
+    batch = batch_to_device(batch, device)
     out = objective(batch, alpha=0.5)  # TF32 is off by default in PyTorch: fp32 products on CUDA
     out["backward"].backward()
     grads = {n: p.grad.detach().cpu() for n, p in objective.named_parameters() if p.grad is not None}

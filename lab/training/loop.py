@@ -149,7 +149,7 @@ def train_step(run: Run) -> tuple[dict, int]:
         batch = run.collator([training_example(i, run.corpus, run.partners) for i in idx])
         if batch.get("empty"):
             continue
-        batch = _to_device(batch, acc.device)
+        batch = batch_to_device(batch, acc.device)
         res = run.objective(batch, alpha)
         acc.backward(res["backward"] / cfg.grad_accum)
         tokens += int((batch["roles"] != Role.PAD).sum()) * acc.num_processes
@@ -224,7 +224,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
     return run.out / f"checkpoint-{run.step}"
 
 
-def _to_device(batch: dict, device) -> dict:
+def batch_to_device(batch: dict, device) -> dict:
+    """A collated batch on `device`: tensors and dicts of tensors (the views) move, the rest stays."""
     out = {}
     for k, v in batch.items():
         if torch.is_tensor(v):
