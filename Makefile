@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve gpu-report notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve reader gpu-report notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -96,6 +96,12 @@ ablations: install data
 gpu-report: install data
 	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard results/gpu/gpu-?.json)) results/minilm.json --out results/gpu_recipe
 	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
+
+# The shipped model's reconstruction reader (lab.gem.reader): trained on the frozen model, its curve in
+# runs/reader/curve.jsonl, then added to checkpoints/gem-smollm2-135m (resumes when rerun).
+reader: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --into checkpoints/gem-smollm2-135m
 
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m

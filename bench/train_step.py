@@ -11,6 +11,8 @@ views). Variants:
                 LoRA hook), contrastive views right-padded
     optimised   `fused_loss` (the head runs only where a target is predicted, chunked, no (N, V)
                 logits kept, no head-weight gradient beyond the GEM rows) + `pack_views`
+    optimised_bf16  the optimised step with the model in bf16 (`precision: auto` on a CPU with native
+                bf16, e.g. AVX512-BF16 / AMX; `--bf16 yes` forces it where bf16 is emulated)
     plain LM    the same ids with a 2-D padding mask and ordinary labels (NTP phase only)
 Real tokens = the non-pad tokens of the NTP rows (the views are extra work in the mixed phase).
 Roofline: 4 x non-embedding parameters FLOP per real token (LoRA: no weight gradients) over the
@@ -29,7 +31,7 @@ import torch
 from .common import best_of, matmul_flops, non_embedding_params
 
 
-def _step(gem, cfg, batch, alpha):
+def _step(gem, cfg, batch, alpha, losses: dict, key: str):
     from lab.training.losses import LogitScale
     from lab.training.objective import GemObjective
 
@@ -38,7 +40,9 @@ def _step(gem, cfg, batch, alpha):
     opt = torch.optim.AdamW([q for q in objective.parameters() if q.requires_grad], lr=1e-12)
 
     def run():
-        objective(batch, alpha)["backward"].backward()
+        loss = objective(batch, alpha)["backward"]
+        loss.backward()
+        losses[key] = float(loss.detach())
         opt.step()
         opt.zero_grad(set_to_none=True)
     return run
@@ -57,6 +61,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="configs/gem-smollm2-135m.yaml")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
+                   help="also time the optimised step in bf16 (auto: on CPUs with native bf16)")
     args = p.parse_args()
     cfg = dataclasses.replace(config_from_args(args.config, []), precision="fp32")
     gem = prepare_model(cfg, torch.device("cpu"))
@@ -65,12 +71,25 @@ def main():
     examples = [training_example(i, [r["text"] for r in rows], partners)
                 for i in example_indices(0, 0, cfg, len(rows))]
     variants = {"reference": dict(fused_loss=False, pack_views=False), "optimised": dict(fused_loss=True, pack_views=True)}
-    out = {"config": args.config, "threads": torch.get_num_threads()}
+    from lab.models.dtypes import cpu_has_fast_bf16
+
+    bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_fast_bf16())
+    if bf16:  # the same step with the model in bf16, as `precision: auto` trains on such CPUs
+        variants["optimised_bf16"] = dict(fused_loss=True, pack_views=True, precision="bf16")
+    models = {"fp32": gem}
+    out = {"config": args.config, "threads": torch.get_num_threads(), "cpu_has_fast_bf16": cpu_has_fast_bf16()}
+    losses: dict = {}
     for name, switches in variants.items():
         vcfg = dataclasses.replace(cfg, **switches)
-        batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, vcfg)(examples)
+        if vcfg.precision not in models:
+            models[vcfg.precision] = prepare_model(vcfg, torch.device("cpu"))
+        vgem = models[vcfg.precision]
+        batch = GemCollator(vgem.tokenizer, vgem.special_ids, vgem.bos, vcfg)(examples)
         for phase, alpha in (("ntp", 0.0), ("mixed", cfg.alpha_cl)):
-            out[f"{name}_{phase}_step_s"] = best_of(_step(gem, vcfg, batch, alpha), repeats=args.repeats)
+            torch.manual_seed(0)  # the same dropout views in every variant
+            out[f"{name}_{phase}_step_s"] = best_of(_step(vgem, vcfg, batch, alpha, losses, f"{name}_{phase}"),
+                                                     repeats=args.repeats)
+            out[f"{name}_{phase}_loss"] = losses[f"{name}_{phase}"]
         out[f"{name}_positions"] = {"rows": batch["input_ids"].numel(), "query": batch["query"]["input_ids"].numel(),
                                     "positive": batch["positive"]["input_ids"].numel()}
     real = (batch["roles"] != Role.PAD)
@@ -83,15 +102,23 @@ def main():
 
     out["plain_lm_ntp_step_s"] = best_of(plain_step, repeats=args.repeats)
     tokens = int(real.sum())
-    roofline = matmul_flops(torch.float32) / (4 * non_embedding_params(unwrap(gem.model)))
+    flops = 4 * non_embedding_params(unwrap(gem.model))
+    roofline = matmul_flops(torch.float32) / flops
     out.update(real_tokens=tokens, roofline_tokens_per_s=roofline)
+    if bf16:
+        out["bf16_roofline_tokens_per_s"] = matmul_flops(torch.bfloat16) / flops
     for name in variants:
         for phase in ("ntp", "mixed"):
             tps = tokens / out[f"{name}_{phase}_step_s"]
             out[f"{name}_{phase}_tokens_per_s"] = tps
-            out[f"{name}_{phase}_fraction_of_roofline"] = tps / roofline
+            out[f"{name}_{phase}_fraction_of_roofline"] = tps / roofline  # of the fp32 roofline
+            if name.endswith("bf16"):
+                out[f"{name}_{phase}_fraction_of_bf16_roofline"] = tps / out["bf16_roofline_tokens_per_s"]
     for phase in ("ntp", "mixed"):
-        out[f"speedup_{phase}"] = out[f"reference_{phase}_step_s"] / out[f"optimised_{phase}_step_s"]
+        for name in variants:
+            if name != "reference":
+                suffix = "" if name == "optimised" else "_" + name.removeprefix("optimised_")
+                out[f"speedup{suffix}_{phase}"] = out[f"reference_{phase}_step_s"] / out[f"{name}_{phase}_step_s"]
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(out, indent=2))
 

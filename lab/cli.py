@@ -10,6 +10,7 @@
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
     train                train GEM (configs/*.yaml, --key=value overrides, --resume)
+    train-reader         train the reconstruction reader of a GEM checkpoint (everything else frozen)
     ablate               the ablation study: configs/ablations/*.yaml trained, evaluated, tabulated
 """
 
@@ -163,6 +164,28 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_train_reader(args) -> int:
+    import dataclasses
+
+    from .training.reader import ReaderTrainConfig, run_reader_training
+
+    names = {f.name for f in dataclasses.fields(ReaderTrainConfig)}
+    cfg = ReaderTrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    out = run_reader_training(args.model, args.out, cfg, args.heldout, args.eval_texts)
+    from .training.reader import curve_table
+
+    print(curve_table(out))
+    print(f"reader: {out}")
+    if args.into:
+        from .models.checkpoints import resolve_run
+        from .models.export import add_reader
+        from .models.registry import SHIPPED_GEM, shipped_gem_path
+
+        ckpt = shipped_gem_path(args.model) if args.model in SHIPPED_GEM else resolve_run(Path(args.model))
+        print(f"checkpoint with the reader: {add_reader(ckpt, out, args.into)}")
+    return 0
+
+
 def _cmd_ablate(args) -> int:
     from .experiments.ablations import run_ablations
 
@@ -263,6 +286,22 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("--config", default=None)
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     s.set_defaults(func=_cmd_train, overrides=[])
+
+    s = sub.add_parser("train-reader", help="train a GEM checkpoint's reconstruction reader (lab.gem.reader)")
+    s.add_argument("--model", required=True, help="a GEM checkpoint folder (or registry name)")
+    s.add_argument("--out", required=True, help="the reader's run folder (rerun the same command to resume)")
+    s.add_argument("--into", default=None, help="afterwards write the checkpoint + reader here (may be --model itself)")
+    s.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")
+    s.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    s.add_argument("--r", type=int, default=None, help="LoRA rank (default 8)")
+    s.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 16)")
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3, cosine)")
+    s.add_argument("--batch-size", type=int, default=None, help="texts per step (default 32)")
+    s.add_argument("--max-tokens", type=int, default=None, help="longest text it learns to read back (default 32)")
+    s.add_argument("--corpus", default=None, help="training texts (.jsonl, 'text' field)")
+    s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl", help="texts for the curve")
+    s.add_argument("--eval-texts", type=int, default=16, help="held-out texts per length at each save (0: none)")
+    s.set_defaults(func=_cmd_train_reader)
 
     s = sub.add_parser("ablate", help="run the ablations (configs/ablations/*.yaml) -> results/ablations.md")
     s.add_argument("--only", default=None, help="comma list of ablation names (default: all)")

@@ -78,16 +78,22 @@ def markdown_table(rows: list[dict]) -> str:
 def reconstruction_table(results: list[dict]) -> str:
     """Exact-match rate and token accuracy (%) by input length, "exact / tokens" per cell, for every
     result that has reconstruction numbers."""
-    have = [r for r in results if r.get("reconstruction")]
+    have = []
+    for r in results:  # a model with a reconstruction reader gets a second row: its GEM weights alone
+        if r.get("reconstruction_no_reader"):
+            have.append((f"{r['label']} (with its reader)", r["reconstruction"]))
+            have.append((f"{r['label']} (GEM weights alone, no reader)", r["reconstruction_no_reader"]))
+        elif r.get("reconstruction"):
+            have.append((r["label"], r["reconstruction"]))
     if not have:
         return ""
-    lengths = sorted({int(n) for r in have for n in r["reconstruction"]["exact"]})
+    lengths = sorted({int(n) for _, rec in have for n in rec["exact"]})
     lines = ["| model | " + " | ".join(f"{n} tok" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
-    for r in have:
-        ex = {int(n): v for n, v in r["reconstruction"]["exact"].items()}
-        tok = {int(n): v for n, v in r["reconstruction"].get("token_accuracy", {}).items()}
-        lines.append(f"| {r['label']} | " + " | ".join(f"{_fmt(ex.get(n), 100, 0)} / {_fmt(tok.get(n), 100, 1)}"
-                                                       for n in lengths) + " |")
+    for label, rec in have:
+        ex = {int(n): v for n, v in rec["exact"].items()}
+        tok = {int(n): v for n, v in rec.get("token_accuracy", {}).items()}
+        lines.append(f"| {label} | " + " | ".join(f"{_fmt(ex.get(n), 100, 0)} / {_fmt(tok.get(n), 100, 1)}"
+                                                  for n in lengths) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -130,7 +130,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
             log.info("%s %s: %s", result["label"], pooling, {k: round(v, 4) for k, v in row["tasks"].items()})
     if gem is not None:
         for part, compute in _language_parts(gem, suite, heldout, seed, data_dir).items():
-            if part in skip or (part == "reconstruction" and not gem.is_gem):
+            if part in skip or (part.startswith("reconstruction") and (not gem.is_gem or "reconstruction" in skip)):
                 continue
             result[part], timings[part] = progress.run(part, compute)
     timings["total"] = time.perf_counter() - t0
@@ -165,6 +165,10 @@ def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dic
                                                   max_tokens=suite.news_max_tokens),
         "reconstruction": lambda: reconstruction_by_length(
             gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
+        # with a reconstruction reader (lab.gem.reader): the same texts read back by the GEM weights alone
+        **({"reconstruction_no_reader": lambda: reconstruction_by_length(
+            gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length, use_reader=False)}
+           if getattr(gem, "reader", None) is not None else {}),
         "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
                              data_dir=data_dir),
     }

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import threading
 
@@ -51,6 +53,7 @@ class GemModel:
         self.sink_ids, self.bos = self.prefix_ids(tokenizer, gem_config)
         self.pieces = template_piece_ids(tokenizer)
         self.readout_head = self._readout_head(gem_config)
+        self.reader = None  # a lab.gem.reader.Reader when the checkpoint has one (reconstruction only)
 
     def _readout_head(self, gem_config: GemConfig | None) -> ReadoutHead | None:
         """A fresh (identity) head on the model's device when the config asks for one; loaders fill it."""
@@ -338,14 +341,23 @@ class GemModel:
         return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
 
     @torch.inference_mode()
-    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None) -> list[int]:
-        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`)."""
-        cache, pos, last_logits = self.special_cache(text)
+    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, use_reader: bool = True) -> list[int]:
+        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`). The last S
+        predicts the first token; with a reconstruction reader (`lab.gem.reader`) and `use_reader`,
+        the steps after it run with the reader on."""
+        cache, pos, last_logits = self.special_cache(text)  # reader off: S as the embedding computes it
         if max_new_tokens is None:
             max_new_tokens = len(self.text_ids(text)) + 8
+        reader = self.reader if use_reader else None
+        with reader.enabled() if reader is not None else contextlib.nullcontext():
+            return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
+
+    @torch.inference_mode()
+    def greedy_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int) -> list[int]:
+        """Greedy ids (GEM tokens suppressed, stopping at EOS) after `cache`, starting from the
+        next-token `logits` (V,) of the token at position `pos` - 1; `cache` grows as it decodes."""
         suppress = torch.tensor(self.special_ids, device=self.device)
         out: list[int] = []
-        logits = last_logits[0]
         for step in range(max_new_tokens):
             logits = logits.clone()
             logits[suppress] = float("-inf")
