@@ -167,13 +167,12 @@ def _cmd_train(args) -> int:
 def _cmd_train_reader(args) -> int:
     import dataclasses
 
-    from .training.reader import ReaderTrainConfig, run_reader_training
+    from .experiments.reader import curve_table, run_reader_training
+    from .training.reader import ReaderTrainConfig
 
     names = {f.name for f in dataclasses.fields(ReaderTrainConfig)}
     cfg = ReaderTrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
     out = run_reader_training(args.model, args.out, cfg, args.heldout, args.eval_texts)
-    from .training.reader import curve_table
-
     print(curve_table(out))
     print(f"reader: {out}")
     if args.into:

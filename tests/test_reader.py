@@ -171,7 +171,7 @@ def test_reader_training_resumes_exactly(tmp_path):
 
 def test_curve_table_and_report_rows(tmp_path):
     from lab.evaluation.report import reconstruction_table
-    from lab.training.reader import curve_table
+    from lab.experiments.reader import curve_table
 
     point = {"exact": {"8": 0.5, "16": 0.0}, "token_accuracy": {"8": 0.75, "16": 0.25}}
     (tmp_path / "curve.jsonl").write_text(json.dumps({**point, "step": 50}) + "\n"

@@ -342,9 +342,8 @@ class GemModel:
 
     @torch.inference_mode()
     def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, use_reader: bool = True) -> list[int]:
-        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`). The last S
-        predicts the first token; with a reconstruction reader (`lab.gem.reader`) and `use_reader`,
-        the steps after it run with the reader on."""
+        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`). The last S predicts
+        the first token; with a reader (`lab.gem.reader`) and `use_reader`, the later steps run it."""
         cache, pos, last_logits = self.special_cache(text)  # reader off: S as the embedding computes it
         if max_new_tokens is None:
             max_new_tokens = len(self.text_ids(text)) + 8
