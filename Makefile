@@ -97,11 +97,12 @@ gpu-report: install data
 	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard results/gpu/gpu-?.json)) results/minilm.json --out results/gpu_recipe
 	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
 
-# The shipped model's reconstruction reader (lab.gem.reader): trained on the frozen model, its curve in
-# runs/reader/curve.jsonl, then added to checkpoints/gem-smollm2-135m (resumes when rerun).
+# A reconstruction reader (lab.gem.reader) trained on the frozen shipped model: how much more of a text
+# a dedicated decoder gets out of S than the model's own weights do (results/reader_curve.md; resumes when
+# rerun). `--into CHECKPOINT` would add it to a checkpoint; the shipped one has none (see the README).
 reader: install data
 	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --into checkpoints/gem-smollm2-135m
+	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --table results/reader_curve.md
 
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m

@@ -173,7 +173,15 @@ def _cmd_train_reader(args) -> int:
     names = {f.name for f in dataclasses.fields(ReaderTrainConfig)}
     cfg = ReaderTrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
     out = run_reader_training(args.model, args.out, cfg, args.heldout, args.eval_texts)
-    print(curve_table(out))
+    table = curve_table(out)
+    print(table)
+    if args.table:
+        from .storage import atomic_file
+
+        with atomic_file(args.table, "w", encoding="utf-8") as f:
+            f.write(f"# Reconstruction reader: `{args.model}`, run `{out}`\n\nGreedy reconstruction with the reader "
+                    f"on, {args.eval_texts} held-out texts per length, at every save (`python -m lab train-reader`, "
+                    f"`make reader`). Step 0 is the model alone (a fresh reader decodes exactly as it does).\n\n{table}")
     print(f"reader: {out}")
     if args.into:
         from .models.checkpoints import resolve_run
@@ -300,6 +308,7 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("--corpus", default=None, help="training texts (.jsonl, 'text' field)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl", help="texts for the curve")
     s.add_argument("--eval-texts", type=int, default=16, help="held-out texts per length at each save (0: none)")
+    s.add_argument("--table", default=None, help="also write the curve as a Markdown file here")
     s.set_defaults(func=_cmd_train_reader)
 
     s = sub.add_parser("ablate", help="run the ablations (configs/ablations/*.yaml) -> results/ablations.md")

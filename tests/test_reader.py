@@ -92,7 +92,7 @@ def _read_back(gem, text: str, use_reader: bool = True) -> list[int]:
 
 
 def _corpus(tmp_path, words=WORDS):
-    path = tmp_path / "words.jsonl"
+    path = tmp_path / f"words-{len(words)}-{len(words[0])}.jsonl"
     path.write_text("".join(json.dumps({"text": w}) + "\n" for w in words))
     return str(path)
 
@@ -182,3 +182,24 @@ def test_curve_table_and_report_rows(tmp_path):
     rows = reconstruction_table([{"label": "GEM", "reconstruction": point, "reconstruction_no_reader": none}])
     assert "| GEM (with its reader) | 50 / 75.0 | 0 / 25.0 |" in rows
     assert "| GEM (GEM weights alone, no reader) | 25 / 50.0 | – / – |" in rows
+
+
+def test_reader_run_writes_a_curve_from_step_0(tmp_path):
+    """`lab train-reader` on a checkpoint: step 0 (the model alone) and every save are on the curve;
+    the table file is written; a rerun resumes without training or evaluating again."""
+    from lab.cli import main
+
+    gem = tiny_gem("gemma3", k=2)
+    ckpt = save_checkpoint(gem, tmp_path / "ckpt", full_weights=gem.model.state_dict())
+    heldout = _corpus(tmp_path, ["held-out sentence number one", "and a second held-out sentence"])
+    args = ["train-reader", "--model", str(ckpt), "--out", str(tmp_path / "run"), "--steps", "4", "--r", "2",
+            "--batch-size", "4", "--max-tokens", "5", "--corpus", _corpus(tmp_path), "--heldout", heldout,
+            "--eval-texts", "2", "--table", str(tmp_path / "curve.md")]
+    assert main(args) == 0
+    curve = [json.loads(line) for line in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [0, 4], "step 0, then the last step (save_every 25 > 4 steps)"
+    assert all(p["count"] == {"8": 2, "16": 2} for p in curve)
+    assert "| 4 |" in (tmp_path / "curve.md").read_text()
+    mtime = (tmp_path / "run" / "curve.jsonl").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (tmp_path / "run" / "curve.jsonl").stat().st_mtime_ns == mtime, "finished: nothing redone"

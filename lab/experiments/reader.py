@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def reader_curve_evaluator(gem, out: Path, heldout: str, texts: int, lengths=(8, 16)):
     """evaluate(reader, step) for `train_reader`: reconstruction of `texts` held-out texts per length
-    with the reader on, one JSON line per save appended to `out`/curve.jsonl (a rerun replaces the
+    with the reader on (reader None: the model alone), one JSON line per save appended to `out`/curve.jsonl (a rerun replaces the
     points of steps it evaluates again)."""
     from ..evaluation.language import reconstruction_by_length
 
@@ -63,6 +63,9 @@ def run_reader_training(model: str, out: str | Path, cfg: ReaderTrainConfig, hel
         gem.reader = None
     torch.manual_seed(cfg.seed)
     evaluate = reader_curve_evaluator(gem, Path(out), heldout, eval_texts) if eval_texts else None
+    curve = Path(out) / "curve.jsonl"
+    if evaluate is not None and not any(p["step"] == 0 for p in (read_jsonl(curve) if curve.is_file() else [])):
+        evaluate(None, 0)  # step 0: no reader, the model alone (= a fresh reader, whose B is 0)
     train_reader(gem, cfg, out, evaluate=evaluate)
     return Path(out)
 
