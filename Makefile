@@ -98,11 +98,13 @@ gpu-report: install data
 	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
 
 # A reconstruction reader (lab.gem.reader) trained on the frozen shipped model: how much more of a text
-# a dedicated decoder gets out of S than the model's own weights do (results/reader_curve.md; resumes when
-# rerun). `--into CHECKPOINT` would add it to a checkpoint; the shipped one has none (see the README).
+# a dedicated decoder gets out of S than the model's own weights do. Curve: results/reader_curve.md;
+# 32 texts per length with and without it: results/reconstruction-reader.json (~45 min on a 2-core CPU;
+# resumes when rerun). The shipped checkpoint has no reader (README, "Reconstruction").
 reader: install data
 	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --table results/reader_curve.md
+	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --into runs/gem-smollm2-135m-reader --table results/reader_curve.md
+	$(BIN)/python -m lab eval --model runs/gem-smollm2-135m-reader --label "GEM-SmolLM2-135M + reader" --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --dtype float32 --output results/reconstruction-reader.json --force
 
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
