@@ -203,3 +203,35 @@ def test_reader_run_writes_a_curve_from_step_0(tmp_path):
     mtime = (tmp_path / "run" / "curve.jsonl").stat().st_mtime_ns
     assert main(args) == 0
     assert (tmp_path / "run" / "curve.jsonl").stat().st_mtime_ns == mtime, "finished: nothing redone"
+
+
+def test_the_reader_is_on_only_in_the_thread_that_enabled_it():
+    import threading
+
+    gem = tiny_gem("llama")
+    ids = torch.tensor([gem.text_ids("hello there")])
+    before = gem.model(input_ids=ids).logits
+    reader = _random_reader(gem)
+    seen = {}
+    with reader.enabled():
+        other = threading.Thread(target=lambda: seen.update(logits=gem.model(input_ids=ids).logits))
+        other.start()
+        other.join()
+    assert torch.equal(seen["logits"], before), "another thread's forward does not run the reader"
+
+
+def test_an_interrupted_save_resumes_from_the_last_complete_one(tmp_path):
+    """The resume point is one atomic file (weights, moments, step): a state file left behind by a
+    crash between writes cannot pair one step's weights with another's step."""
+    cfg = _cfg(tmp_path, steps=4, save_every=2, lr=1e-2)
+    torch.manual_seed(0)
+    train_reader(tiny_gem("llama"), cfg, tmp_path / "run", stop_after=2)
+    state = tmp_path / "run" / "reader_state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "step": 0}))  # stale, as after a crash
+    torch.manual_seed(0)
+    resumed = train_reader(tiny_gem("llama"), cfg, tmp_path / "run").state_dict()
+    torch.manual_seed(0)
+    straight = train_reader(tiny_gem("llama"), cfg, tmp_path / "straight").state_dict()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
+    assert json.loads(state.read_text())["step"] == 4

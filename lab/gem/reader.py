@@ -13,7 +13,11 @@ It is a LoRA delta on the same linear layers as the GEM adapter, attached by for
 enabled only inside `with reader.enabled():`, so nothing else the model does can see it. The
 decoder still sees only the k cached S entries (+ the sink): the text has to pass through S, so
 what the reader recovers measures what the embedding's tokens hold. A fresh reader (B = 0)
-decodes exactly as the GEM model does, so training starts from the model's own skill.
+decodes exactly as the GEM model does, so training starts from the model's own skill. The switch is
+per thread: a thread decoding with the reader on never turns it on for another thread's `encode`.
+
+Measured on the shipped model (README, "Is the text in S"): a few points more tokens, fewer exact
+texts - the limit is what S holds. So it is a probe of S, and the shipped checkpoint has none.
 
 Saved as `reader.safetensors` (fp16, a few MB) + `reader_config.json` next to a checkpoint.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,12 +87,12 @@ class Reader(nn.Module):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             self.A.append(nn.Parameter(a))
             self.B.append(nn.Parameter(torch.zeros(lin.out_features, config.r, dtype=dtype, device=ref.device)))
-        self._on = False
+        self._state = threading.local()  # .on: this thread decodes with the reader
         self._handles = [linears[name].register_forward_hook(self._hook(i)) for i, name in enumerate(self.names)]
 
     def _hook(self, i: int):
         def hook(module, args, output):
-            if not self._on:
+            if not getattr(self._state, "on", False):
                 return None
             a, b = self.A[i], self.B[i]
             delta = (args[0].to(a.dtype) @ a.t()) @ b.t() * self.config.scale
@@ -96,12 +101,12 @@ class Reader(nn.Module):
 
     @contextlib.contextmanager
     def enabled(self):
-        """Within this block the reader's deltas are added (decoding after the S cache)."""
-        self._on = True
+        """Within this block (in this thread) the reader's deltas are added: decoding after S."""
+        self._state.on = True
         try:
             yield self
         finally:
-            self._on = False
+            self._state.on = False
 
     def detach_hooks(self) -> None:
         for h in self._handles:

@@ -139,29 +139,27 @@ def train_reader(gem, cfg: ReaderTrainConfig, out: str | Path, evaluate=None,
     """Train a reader on `gem` (frozen) and save it into `out` every `save_every` steps (atomic; a
     rerun with the same `out` resumes exactly from the last save). `evaluate(reader, step)` runs
     after each save; `stop_after` ends the run early at that step (saved), as an interrupt would.
+    `reader_state.json` records the step, wall time and the part of it spent evaluating.
     Returns the trained reader, attached to `gem.model`."""
     from tqdm.auto import tqdm
-
-    from ..gem.reader import has_reader
 
     out = Path(out)
     gem.model.requires_grad_(False)
     gem.model.eval()  # no dropout anywhere: the frozen model as it embeds and decodes
     state_file = out / "reader_state.json"
-    step = 0
-    if has_reader(out) and state_file.is_file() and (out / OPTIM_FILE).is_file():
-        reader = Reader.load(unwrap(gem.model), out, dtype=torch.float32)
-        step = int(json.loads(state_file.read_text())["step"])
-        log.info("resuming the reader at step %d from %s", step, out)
-    else:
-        reader = new_reader(gem, cfg)
+    reader = new_reader(gem, cfg)
     opt = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=0.0)
-    if step:  # the fp32 weights and AdamW moments (reader.safetensors holds fp16): an exact resume
+    step, spent, eval_s = 0, 0.0, 0.0
+    if (out / OPTIM_FILE).is_file():  # fp32 weights, AdamW moments and the step: an exact resume
         saved = torch.load(out / OPTIM_FILE, weights_only=True)
         reader.load_state_dict(saved["reader"])
         opt.load_state_dict(saved["optimizer"])
+        if "step" not in saved:  # written before the step went into this file: the state file has it
+            saved.update(step=json.loads(state_file.read_text())["step"], wall_s=0.0, eval_s=0.0)
+        step, spent, eval_s = int(saved["step"]), float(saved["wall_s"]), float(saved["eval_s"])
+        log.info("resuming the reader at step %d from %s", step, out)
     rows = read_jsonl(cfg.corpus)
-    t0, spent = time.time(), 0.0
+    t0 = time.time() - spent
     bar = tqdm(total=cfg.steps, initial=step, desc="reader")
     end = min(cfg.steps, stop_after or cfg.steps)
     while step < end and not (cfg.minutes and spent / 60 >= cfg.minutes):
@@ -179,13 +177,17 @@ def train_reader(gem, cfg: ReaderTrainConfig, out: str | Path, evaluate=None,
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.save_every == 0 or step == end or (cfg.minutes and spent / 60 >= cfg.minutes):
-            reader.save(out)
+            reader.save(out)  # fp16, for checkpoints; the resume point is OPTIM_FILE, written next
             with atomic_file(out / OPTIM_FILE, "wb") as f:
-                torch.save({"reader": reader.state_dict(), "optimizer": opt.state_dict()}, f)
-            write_json_atomic(state_file, {"step": step, "train_s": spent, "loss": loss.item(),
+                torch.save({"reader": reader.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "wall_s": spent, "eval_s": eval_s}, f)
+            write_json_atomic(state_file, {"step": step, "wall_s": spent, "eval_s": eval_s, "loss": loss.item(),
                                            "config": asdict(cfg)})
             log.info("reader step %d loss %.3f (%.1f min)", step, loss.item(), spent / 60)
             if evaluate is not None:
+                t = time.time()
                 evaluate(reader, step)
+                eval_s += time.time() - t
+                spent = time.time() - t0
     bar.close()
     return reader
