@@ -12,6 +12,7 @@ import torch
 from transformers import DynamicCache
 
 from .forward import unwrap
+from .masks import Role
 
 
 def full_prefill_cache(model) -> DynamicCache:
@@ -29,6 +30,15 @@ def end_past_recording(cache: DynamicCache) -> None:
         if getattr(layer, "record_past", False):
             layer.crop(0)  # restrict the layer to its window (a no-op for short caches)
             layer.record_past = False
+
+
+def s_cache_positions(roles: torch.Tensor, pool: torch.Tensor, suffix_sees_bos: bool) -> torch.Tensor:
+    """(B, T) bool: the prefilled entries a decoder after S may use - the S tokens (`pool` of a "gem"
+    row plan), plus BOS / the sink when the suffix was trained to see it."""
+    keep = pool.clone()
+    if suffix_sees_bos:
+        keep |= roles == Role.BOS
+    return keep
 
 
 def select_entries(cache: DynamicCache, positions: torch.Tensor, config) -> DynamicCache:

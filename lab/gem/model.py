@@ -25,7 +25,7 @@ from transformers import DynamicCache, TextIteratorStreamer
 from .attention import AttentionView, attention_view
 from .config import GemConfig
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
-from .kv_cache import end_past_recording, full_prefill_cache, select_entries
+from .kv_cache import end_past_recording, full_prefill_cache, s_cache_positions, select_entries
 from .masks import Role
 from .pooling import POOLINGS, RowPlan, collate_plans, plan_row, pool_states, template_overhead, template_piece_ids
 from .readout import ReadoutHead
@@ -317,9 +317,7 @@ class GemModel:
         inputs = gem_inputs(self.model, batch["input_ids"].to(self.device), batch["roles"].to(self.device),
                             suffix_sees_bos=self.suffix_sees_bos)
         out = unwrap(self.model)(**inputs, use_cache=True, cache=full, logits_to_keep=1)
-        keep = batch["pool"][0] != 0
-        if self.suffix_sees_bos:  # the suffix was trained to see BOS / the sink as well: keep its entries
-            keep |= batch["roles"][0] == Role.BOS
+        keep = s_cache_positions(batch["roles"], batch["pool"] != 0, self.suffix_sees_bos)[0]
         keep = keep.nonzero().squeeze(-1).to(self.device)
         return select_entries(full, keep, unwrap(self.model).config), len(plan.row.input_ids), out.logits[:, -1]
 

@@ -30,15 +30,14 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ..gem.forward import gem_inputs, unwrap
-from ..gem.kv_cache import full_prefill_cache
-from ..gem.masks import Role
-from ..gem.pooling import collate_plans
+from ..gem.kv_cache import full_prefill_cache, s_cache_positions
+from ..gem.lm_loss import IGNORE_INDEX as IGNORE
+from ..gem.pooling import collate_plans, plan_row
 from ..gem.reader import Reader, ReaderConfig
 from ..storage import read_jsonl
 from ..storage.atomic import atomic_file, write_json_atomic
 
 log = logging.getLogger(__name__)
-IGNORE = -100
 OPTIM_FILE = "reader_optim.pt"
 
 
@@ -76,22 +75,13 @@ def text_batch(gem, rows: list[dict], rng: random.Random, cfg: ReaderTrainConfig
 def special_caches(gem, seqs: list[list[int]]) -> tuple[DynamicCache, torch.Tensor]:
     """The batched S cache: (cache of B rows x (sink + k) entries per layer, (B,) next positions).
     Entry for entry what `GemModel.special_cache` keeps for each text on its own."""
-    texts_ids = [gem.bos + ids for ids in seqs]
-    from ..gem.tokens import Row
-    from ..gem.pooling import RowPlan
-
-    plans = []
-    for ids in texts_ids:
-        row = Row.build(ids, gem.special_ids, bos_token_id=gem.bos[0] if gem.bos else None)
-        plans.append(RowPlan(row, [False] * len(ids) + [True] * len(gem.special_ids)))
+    plans = [plan_row("gem", ids, gem.bos, gem.special_ids, gem.pieces) for ids in seqs]
     batch = collate_plans(plans, gem.pad_token_id)
     full = full_prefill_cache(gem.model)
     inputs = gem_inputs(gem.model, batch["input_ids"].to(gem.device), batch["roles"].to(gem.device),
                         suffix_sees_bos=gem.suffix_sees_bos)
     unwrap(gem.model).model(**inputs, use_cache=True, cache=full)
-    keep = batch["pool"].clone()
-    if gem.suffix_sees_bos:
-        keep |= batch["roles"] == Role.BOS
+    keep = s_cache_positions(batch["roles"], batch["pool"], gem.suffix_sees_bos)
     n_keep = int(keep[0].sum())
     index = keep.nonzero()[:, 1].view(len(seqs), n_keep).to(gem.device)  # (B, n_keep), in order
     out = DynamicCache(config=unwrap(gem.model).config)
