@@ -33,6 +33,7 @@ def test_curve_evaluates_every_checkpoint_once_and_resumes(tmp_path):
         assert point["train_ntp_loss"] is not None
     table = out.with_suffix(".md").read_text()
     assert "| 2 | 8 |" in table and "| 4 | 16 |" in table  # rows seen = step x batch 4
+    assert "reconstruction rows only" in table
     assert out.with_suffix(".html").is_file()
 
     # an evaluation stopped after step 2: only step 4 is evaluated again, training is not redone
@@ -73,3 +74,13 @@ def test_summary_names_each_runs_best_and_last_checkpoint(tmp_path):
     assert cells[-2] == f"{100 * final['embedding_avg']:.1f}"
     assert cells[-1] == f"{final['perplexity']:.2f} / {final['perplexity_ood']:.2f}"
     assert summary_table({}) == ""
+
+
+def test_a_mixed_run_from_a_checkpoint_is_described_as_such():
+    from lab.experiments.reconstruction_budget import run_rows
+    from lab.training.config import TrainConfig
+
+    text = run_rows(TrainConfig(init_from="gem-smollm2-135m", p_plain=0.2, reconstruction_min_tokens=4, steps=10,
+                                ntp_steps=0, alpha_cl=0.3, distill_weight=1.0))
+    assert text.startswith("starting from `gem-smollm2-135m`, 20 % plain rows")
+    assert "random length from 4 tokens" in text and "contrastive weight 0.3" in text and "only" not in text

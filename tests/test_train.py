@@ -172,3 +172,20 @@ def test_every_shipped_config_parses():
     for path in paths:
         cfg = config_from_args(str(path), [])
         assert cfg.ntp_steps <= cfg.steps, path.name
+
+
+def test_init_from_starts_where_the_checkpoint_ended_and_refuses_a_mismatch(tmp_path):
+    first = tiny_cfg(tmp_path / "a")
+    final = train(first)
+    second = tiny_cfg(tmp_path / "b", init_from=str(Path(first.output_dir)), steps=1, ntp_steps=1,
+                      lr_ntp=1e-12, warmup_steps=1)
+    gem_a = lab.load(str(final), dtype="float32")
+    gem_b = lab.load(str(train(second)), dtype="float32")
+    np.testing.assert_allclose(gem_b.encode(["a text"]), gem_a.encode(["a text"]), atol=1e-5)
+    fresh = lab.load(str(train(tiny_cfg(tmp_path / "c", steps=1, ntp_steps=1, lr_ntp=1e-12, warmup_steps=1))),
+                     dtype="float32")
+    assert not np.allclose(fresh.encode(["a text"]), gem_a.encode(["a text"]), atol=1e-3), "the weights came from init_from"
+    with pytest.raises(ValueError, match="k: checkpoint 1, config 2"):
+        train(tiny_cfg(tmp_path / "d", init_from=str(final), k=2))
+    with pytest.raises(FileNotFoundError, match="not a GEM checkpoint"):
+        train(tiny_cfg(tmp_path / "e", init_from=str(tmp_path)))

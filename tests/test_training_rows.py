@@ -255,3 +255,19 @@ def test_span_views_cut_queries_to_spans_and_leave_the_rest_unchanged():
     assert seen[1] == seen[3], "the teacher embeds the same positives"
     n_query = int((yes["query"]["roles"] == Role.PREFIX).sum())
     assert n_query < int((no["query"]["roles"] == Role.PREFIX).sum())
+
+
+def test_reconstruction_min_tokens_cuts_texts_to_lengths_between_it_and_the_budget():
+    texts = ["a long text with many many words in it, far longer than the budget " * 3] * 40
+    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, pack=False, max_length=40,
+                      reconstruction_min_tokens=4)
+    gem, b = collate(cfg, texts=texts, contrastive=False)
+    budget = (40 - len(gem.bos) - 1) // 2
+    lengths = [int((b["roles"][r] == Role.PREFIX).sum()) for r in range(b["input_ids"].shape[0])]
+    assert min(lengths) >= 4 and max(lengths) <= budget and len(set(lengths)) > 5
+    for r in range(b["input_ids"].shape[0]):
+        ids = b["input_ids"][r]
+        assert ids[b["roles"][r] == Role.PREFIX].tolist() == ids[b["roles"][r] == Role.SUFFIX].tolist()
+    whole = collate(TrainConfig(p_plain=0.0, k=1, batch_size=4, pack=False, max_length=40), texts=texts,
+                    contrastive=False)[1]
+    assert {int((whole["roles"][r] == Role.PREFIX).sum()) for r in range(whole["input_ids"].shape[0])} == {budget}

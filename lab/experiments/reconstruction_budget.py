@@ -135,14 +135,34 @@ def curve_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_rows(cfg) -> str:
+    """What a run trains on, in words (the curve report's first line)."""
+    if cfg is None:
+        return "GEM's reconstruction rows"
+    if cfg.p_plain == 0 and cfg.reconstruction_share == 1 and cfg.ntp_steps == cfg.steps and not cfg.init_from:
+        return "GEM's reconstruction rows only (`text | S | text`)"
+    rows = (f"{100 * cfg.p_plain:.0f} % plain rows, the rest {100 * cfg.reconstruction_share:.0f} % reconstruction "
+            f"(`text | S | text`) and {100 * (1 - cfg.reconstruction_share):.0f} % continuation rows")
+    if cfg.reconstruction_min_tokens:
+        rows += f", reconstruction texts cut to a random length from {cfg.reconstruction_min_tokens} tokens"
+    if cfg.steps > cfg.ntp_steps:
+        rows += f"; contrastive weight {cfg.alpha_cl:g} after step {cfg.ntp_steps}"
+        if cfg.distill_weight or cfg.distill_embedding_weight:
+            rows += f", with distillation from {cfg.teacher}"
+    return (f"starting from `{cfg.init_from}`, " if cfg.init_from else "") + rows
+
+
 def write_curve_report(result: dict, out: Path = OUT) -> Path:
     """`out`.md (table and how it was made) and `out`.html (token accuracy and exact match by step)."""
     from ..viz.figures import lines_figure
 
     s = result["settings"]
     train = result.get("train_s")
+    config = Path(s["config"])
+    cfg = config_from_args(str(config if config.is_absolute() else PROJECT_ROOT / config), []) \
+        if (config if config.is_absolute() else PROJECT_ROOT / config).is_file() else None
     text = ("# Reconstruction vs training budget\n\n"
-            f"One run of `{s['config']}`: GEM's reconstruction rows only (`text | S | text`), "
+            f"One run of `{s['config']}`: {run_rows(cfg)}, "
             f"{result['steps']} steps of {result['rows_per_step']} rows"
             + (f", {train / 60:.1f} min of training on this machine" if train else "")
             + ". Each checkpoint reconstructs held-out Wikipedia text from S alone "

@@ -6,6 +6,8 @@ always becomes the same row, whatever the batch, worker or resume point.
 
     plain           BOS x0 x1 x2 x3                    labels: every next token
     reconstruction  BOS x0 x1 x2 x3 | S | x0 x1 x2 x3  labels: all but S (the copy is rebuilt via S)
+                    (with `reconstruction_min_tokens`, the text is first cut to a random length,
+                    so that short texts are reconstructed too, not only the row budget's length)
     continuation    BOS x0 x1 | S | x2 x3              labels: all but S
 
 Contrastive views (gem-method.md §4): q = `BOS text | S`, d+ = the same with each text token
@@ -64,6 +66,8 @@ def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainC
         budget = (cfg.max_length - len(bos) - k) // 2
         stats.truncated += len(ids) > budget
         ids = ids[:budget]
+        if cfg.reconstruction_min_tokens and len(ids) > cfg.reconstruction_min_tokens:
+            ids = ids[:rng.randint(cfg.reconstruction_min_tokens, len(ids))]
         stats.reconstruction += 1
         return Row.build(bos + ids, special_ids, ids, bos_token_id=bos_id)
     budget = cfg.max_length - len(bos) - k

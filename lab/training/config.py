@@ -55,6 +55,7 @@ class TrainConfig:
     heldout: str = "data/build/wiki/heldout.jsonl"
     output_dir: str = "runs/gem"
     seed: int = 0
+    init_from: str = ""  # a trained GEM checkpoint (folder, run or shipped name) whose weights the run starts from: adapter, GEM rows, readout head
     # rows
     k: int = 1
     p_plain: float = 0.8
@@ -62,6 +63,7 @@ class TrainConfig:
     max_length: int = 128  # tokens per training sequence
     embed_max_length: int = 512  # tokens the trained model reads when embedding (saved in GemConfig)
     min_part: int = 2
+    reconstruction_min_tokens: int = 0  # > 0: each reconstruction row's text is cut to a length drawn uniformly from [this, the row budget] (0: the whole budget)
     suffix_sees_bos: bool = False
     sink_token: str | None = None  # e.g. "<|endoftext|>": a sink in front of every row that the suffix may see (GemConfig)
     pack: bool = True  # pack several rows into each max_length sequence (segments never see each other)
@@ -117,6 +119,7 @@ class TrainConfig:
             (self.k >= 1, "k must be >= 1"),
             (0 <= self.ntp_steps <= self.steps, "ntp_steps must be between 0 and steps"),
             (self.max_length >= 8, "max_length must be >= 8"),
+            (self.reconstruction_min_tokens >= 0, "reconstruction_min_tokens must be >= 0 (0 = whole texts)"),
             (self.embed_max_length >= 8, "embed_max_length must be >= 8"),
             (self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
             (self.positive in POSITIVES, f"positive must be one of {POSITIVES}"),

@@ -36,7 +36,7 @@ from .data_order import article_partners, example_indices, training_example
 from .head_init import fit_head_to_teacher, head_init_texts
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
-from .setup import distillation_teacher, load_weights_into, prepare_model
+from .setup import distillation_teacher, init_checkpoint, load_weights_into, prepare_model
 from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,9 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
               article_partners(rows, cfg.seed) if cfg.positive == "article" else None, params)
     if resume:
         _resume_into(run)
+    elif cfg.init_from:
+        load_weights_into(run.gem, init_checkpoint(cfg))
+        log.info("starting from the weights of %s", cfg.init_from)
     run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
     return run
 

@@ -100,6 +100,42 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
         gem.readout_head.load(ckpt)
 
 
+def init_checkpoint(cfg: TrainConfig) -> Path:
+    """The GEM checkpoint folder `cfg.init_from` names (a folder, a run, or a shipped name), checked to
+    fit the model this config builds: same base model, k, sink token and readout head, and (for an
+    adapter) the same LoRA rank and targets."""
+    import json
+
+    from ..gem import GemConfig
+    from ..models.checkpoints import resolve_run
+    from ..models.registry import SHIPPED_GEM, shipped_gem_path
+
+    name = cfg.init_from
+    path = shipped_gem_path(name) if name in SHIPPED_GEM else resolve_run(Path(name).expanduser())
+    if not (path / GemConfig.FILENAME).is_file():
+        raise FileNotFoundError(f"init_from: {name!r} is not a GEM checkpoint (no {GemConfig.FILENAME} in {path}); "
+                                f"name a checkpoint folder, a run (runs/NAME) or a shipped model")
+    saved = GemConfig.load(path)
+    wanted = {"base_model": cfg.model, "k": cfg.k, "sink_token": cfg.sink_token, "readout_head": cfg.readout_head,
+              "readout_dim": cfg.readout_dim if cfg.readout_head else saved.readout_dim}
+    differ = [f"{key}: checkpoint {getattr(saved, key)!r}, config {value!r}" for key, value in wanted.items()
+              if getattr(saved, key) != value]
+    adapter = path / ADAPTER_DIR / "adapter_config.json"
+    if adapter.is_file():
+        lora = json.loads(adapter.read_text())
+        if lora.get("r") != cfg.lora_r:
+            differ.append(f"lora_r: checkpoint {lora.get('r')}, config {cfg.lora_r}")
+        targets = set(lora.get("target_modules") or [])
+        if targets and targets != set(cfg.lora_targets):
+            differ.append(f"lora_targets: checkpoint {sorted(targets)}, config {sorted(cfg.lora_targets)}")
+    elif cfg.lora_r > 0:
+        differ.append("the checkpoint has no LoRA adapter (a full fine-tune or a merged export): set lora_r: 0")
+    if differ:
+        raise ValueError(f"init_from {name!r} does not fit this config; set these to the checkpoint's values: "
+                         + "; ".join(differ))
+    return path
+
+
 def distillation_teacher(cfg: TrainConfig):
     """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
     `cfg.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
