@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve reader gpu-report notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve reconstruction-tradeoff reader gpu-report notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -109,6 +109,15 @@ reader: install data
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_budget
+
+# Reconstruction against embedding, from the shipped model: two runs start from its weights
+# (configs/experiments/keep-reconstruction.yaml: contrastive and distillation terms on;
+# reconstruction-from-shipped.yaml: reconstruction and plain rows only), each checkpoint's curve, then
+# shipped and both runs on 32 held-out texts per length -> results/reconstruction_tradeoff.md.
+# ~50 + 25 min of training (bf16 CPU), ~30 min of evaluation; finished runs and rows are reused.
+reconstruction-tradeoff: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m lab.experiments.reconstruction_tradeoff
 
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
 # to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.
