@@ -92,19 +92,3 @@ def test_bf16_step_matches_the_fp32_step_to_bf16_precision(tmp_path):
     a = torch.cat([ref_grads[n].flatten() for n in sorted(ref_grads)])
     b = torch.cat([grads[n].flatten() for n in sorted(grads)])
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
-
-
-def test_bf16_training_keeps_the_lora_weights_in_fp32(tmp_path):
-    """The backbone computes in bf16, the adapter's master weights stay fp32: an update of 1e-6 on a
-    weight of 0.01 survives (in bf16 it would round away)."""
-    cfg = TrainConfig(model="tiny-llama", output_dir=str(tmp_path), precision="bf16")
-    gem = prepare_model(cfg, torch.device("cpu"))
-    lora = {n: p for n, p in gem.model.named_parameters() if "lora_" in n}
-    assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora.values())
-    frozen = [p for n, p in gem.model.named_parameters() if not p.requires_grad]
-    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
-    p = next(iter(lora.values()))
-    with torch.no_grad():
-        p.fill_(0.01)
-        p.add_(1e-6)
-    assert (p != 0.01).all()

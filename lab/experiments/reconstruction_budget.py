@@ -62,14 +62,14 @@ def curve_point(checkpoint: Path, heldout: str, lengths=LENGTHS, per_length: int
             "suffix_attention": suffix_attention(gem, heldout)}
 
 
-def final_suite(checkpoint: Path) -> dict:
+def final_suite(checkpoint: Path | str) -> dict:
     """What reconstruction-only training did to the rest of the model: the ablations' suite
     (`lab.experiments.ablations.SUITE`: quick embedding tasks at 64 tokens with the GEM readout, both
     perplexities) on one checkpoint -> {"embedding_avg", "perplexity", "perplexity_ood"}."""
     from ..evaluation.suite import run_suite
     from .ablations import SUITE
 
-    result = run_suite(str(checkpoint), suite=SUITE, skip=("mmlu", "reconstruction"), label=checkpoint.name)
+    result = run_suite(str(checkpoint), suite=SUITE, skip=("mmlu", "reconstruction"), label=Path(checkpoint).name)
     return {"embedding_avg": result["rows"][0]["embedding_avg"], "perplexity": result.get("perplexity"),
             "perplexity_ood": result.get("perplexity_ood")}
 

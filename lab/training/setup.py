@@ -72,25 +72,12 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
         model = _wrap_lora(gem.model, cfg, gem.special_ids)
     else:
         model = gem.model
-    dtype = train_dtype(cfg, device)
-    model.to(device=device, dtype=dtype)
-    if dtype != torch.float32:
-        _lora_weights_in_fp32(model)
+    model.to(device=device, dtype=train_dtype(cfg, device))
     model.train()
     prepared = GemModel(model, gem.tokenizer, gem.gem_config, name=cfg.model)
     if prepared.readout_head is not None:
         prepared.readout_head.train()
     return prepared
-
-
-def _lora_weights_in_fp32(model) -> None:
-    """LoRA weights back in fp32 under a bf16 model: the frozen backbone computes in bf16, the adapter
-    keeps fp32 master weights (peft casts its input to the adapter's dtype and the sum back). In bf16
-    an Adam update below 1/256 of a weight rounds away: at the end of a cosine schedule most of a
-    LoRA update would be lost."""
-    for name, p in model.named_parameters():
-        if p.requires_grad and "lora_" in name:
-            p.data = p.data.float()
 
 
 def _freeze_all_but_gem_rows(model, special_ids: list[int]):
