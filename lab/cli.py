@@ -184,12 +184,10 @@ def _cmd_train_reader(args) -> int:
                     f"`make reader`). Step 0 is the model alone (a fresh reader decodes exactly as it does).\n\n{table}")
     print(f"reader: {out}")
     if args.into:
-        from .models.checkpoints import resolve_run
         from .models.export import add_reader
-        from .models.registry import SHIPPED_GEM, shipped_gem_path
+        from .models.loading import local_path
 
-        ckpt = shipped_gem_path(args.model) if args.model in SHIPPED_GEM else resolve_run(Path(args.model))
-        print(f"checkpoint with the reader: {add_reader(ckpt, out, args.into)}")
+        print(f"checkpoint with the reader: {add_reader(local_path(args.model), out, args.into)}")
     return 0
 
 

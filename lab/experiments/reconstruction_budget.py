@@ -135,6 +135,12 @@ def curve_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_path(recorded: str) -> Path:
+    """A run config's path as a result file records it (relative to the project, or absolute)."""
+    path = Path(recorded)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def run_rows(cfg) -> str:
     """What a run trains on, in words (the curve report's first line)."""
     if cfg is None:
@@ -158,9 +164,8 @@ def write_curve_report(result: dict, out: Path = OUT) -> Path:
 
     s = result["settings"]
     train = result.get("train_s")
-    config = Path(s["config"])
-    cfg = config_from_args(str(config if config.is_absolute() else PROJECT_ROOT / config), []) \
-        if (config if config.is_absolute() else PROJECT_ROOT / config).is_file() else None
+    config = config_path(s["config"])
+    cfg = config_from_args(str(config), []) if config.is_file() else None
     text = ("# Reconstruction vs training budget\n\n"
             f"One run of `{s['config']}`: {run_rows(cfg)}, "
             f"{result['steps']} steps of {result['rows_per_step']} rows"
@@ -200,8 +205,7 @@ def summary_table(results: dict[str, dict]) -> str:
         points = result["points"]
         if not points:
             continue
-        config = Path(result["settings"]["config"])
-        cfg = config_from_args(str(config if config.is_absolute() else PROJECT_ROOT / config), [])
+        cfg = config_from_args(str(config_path(result["settings"]["config"])), [])
         accuracy = {s: p["reconstruction"]["token_accuracy"].get(n0, 0) for s, p in points.items()}
         best = max(points, key=lambda s: (accuracy[s], -int(s)))
         last = max(points, key=int)

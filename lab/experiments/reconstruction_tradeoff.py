@@ -2,8 +2,9 @@
 
     python -m lab.experiments.reconstruction_tradeoff      # make reconstruction-tradeoff
 
-The shipped model's reconstruction peaked at the end of its reconstruction phase and wore down in
-the contrastive phase (README, "Reconstruction"). The runs of `RUNS` (`configs/experiments/`) start
+In the GPU recipe's runs reconstruction peaked at the end of the reconstruction phase and wore down
+in the contrastive phase (gpu-a; the shipped run, gpu-b, stayed flat through it: README,
+"Reconstruction"). The runs of `RUNS` (`configs/experiments/`) start
 from its weights (`init_from`) and train on reconstruction rows of random length: one with the
 contrastive and distillation terms on (`keep-reconstruction`), one with nothing holding the embedding
 (`reconstruction-from-shipped`). Each run is trained (or resumed, or reused) and its checkpoints get
@@ -22,8 +23,7 @@ import logging
 
 from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
 from ..training.config import TrainConfig, config_from_args
-from .reconstruction_budget import (EXPERIMENTS, RESULTS, checkpoints_by_step, final_suite, out_for,
-                                    reconstruction_curve)
+from .reconstruction_budget import EXPERIMENTS, RESULTS, final_suite, out_for, reconstruction_curve
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def run_models(runs=RUNS) -> dict[str, dict]:
     for name in runs:
         config = EXPERIMENTS / f"{name}.yaml"
         curve = reconstruction_curve(config, out_for(config))
-        cfg = config_from_args(str(config), [])
-        step, ckpt = checkpoints_by_step(PROJECT_ROOT / cfg.output_dir)[-1]
+        step = curve["final"]["step"]  # the run's last checkpoint
+        ckpt = PROJECT_ROOT / config_from_args(str(config), []).output_dir / f"checkpoint-{step}"
         out[name] = {"checkpoint": str(ckpt), "final": curve["final"], "train_s": curve.get("train_s"),
                      "config": f"configs/experiments/{name}.yaml", "step": step}
     return out

@@ -38,16 +38,24 @@ def weights_fingerprint(name_or_path: str) -> str:
     return hashlib.sha256(repr((str(path), stats)).encode()).hexdigest()[:16]
 
 
+def local_path(name_or_path: str | Path) -> Path:
+    """The local folder a user's name points to: a shipped GEM checkpoint's folder for its name (an
+    error with the command that makes it when missing), a run's newest checkpoint for a run folder,
+    else the path as typed (which may not exist: a registry or hub name)."""
+    name = str(name_or_path)
+    if name in SHIPPED_GEM:
+        return shipped_gem_path(name)
+    return resolve_run(Path(name).expanduser())
+
+
 def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
          attn_implementation: str = "sdpa") -> GemModel:
     """A `GemModel` from a registry name, an HF folder, a hub id (online), a GEM checkpoint folder
     (or a training run: its newest checkpoint, also as `runs/NAME/last`), or the name of a shipped
     GEM checkpoint ("gem-smollm2-135m")."""
-    if str(name_or_path) in SHIPPED_GEM:
-        name_or_path = shipped_gem_path(str(name_or_path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
-    path = resolve_run(Path(str(name_or_path)).expanduser())
+    path = local_path(name_or_path)  # a shipped name's folder always holds a GEM checkpoint
     if (path / GemConfig.FILENAME).is_file():
         return load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
     model, tok = load_causal_lm(str(name_or_path), dtype=dtype, device=device,

@@ -116,6 +116,9 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     elif cfg.init_from:
         load_weights_into(run.gem, init_checkpoint(cfg))
         log.info("starting from the weights of %s", cfg.init_from)
+        if cfg.head_init == "ridge":
+            log.warning("init_from with head_init: ridge - the loaded readout head is fitted again at step %d; "
+                        "set head_init: default to keep it", cfg.ntp_steps)
     run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
     return run
 

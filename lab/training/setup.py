@@ -107,11 +107,10 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     import json
 
     from ..gem import GemConfig
-    from ..models.checkpoints import resolve_run
-    from ..models.registry import SHIPPED_GEM, shipped_gem_path
+    from ..models.loading import local_path
 
     name = cfg.init_from
-    path = shipped_gem_path(name) if name in SHIPPED_GEM else resolve_run(Path(name).expanduser())
+    path = local_path(name)
     if not (path / GemConfig.FILENAME).is_file():
         raise FileNotFoundError(f"init_from: {name!r} is not a GEM checkpoint (no {GemConfig.FILENAME} in {path}); "
                                 f"name a checkpoint folder, a run (runs/NAME) or a shipped model")
