@@ -27,9 +27,12 @@ def test_rows_are_measured_once_per_weights_and_tabulated(tmp_path):
     assert calls == [ckpt, "suite", ckpt] or calls == ["suite", ckpt, ckpt]
     assert result["rows"]["further"]["embedding_avg"] == 0.7 and result["rows"]["base run"]["embedding_avg"] == 0.6
     table = tradeoff_table(result)
+    assert list(result["rows"]) == ["base run", "further"], "rows in the order the models are given"
     assert "| base run | – | 60.0 | 50 | 75.0 | 10.00 / 20.00 |" in table
     assert "| further | `configs/experiments/x.yaml`, 5 steps, 2 min | 70.0 |" in table
     assert out.with_suffix(".md").read_text().endswith(table)
+    figure = out.with_suffix(".html").read_text()
+    assert "further · exact@8 50 %" in figure and "embedding target (65)" in figure
 
     calls.clear()
     tradeoff(models, "heldout.jsonl", out, lengths=(8,), per_length=4, reconstruct=reconstruct, suite=suite)

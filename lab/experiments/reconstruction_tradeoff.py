@@ -7,12 +7,15 @@ in the contrastive phase (gpu-a; the shipped run, gpu-b, stayed flat through it:
 "Reconstruction"). The runs of `RUNS` (`configs/experiments/`) start
 from its weights (`init_from`) and train on reconstruction rows of random length: one with the
 contrastive and distillation terms on (`keep-reconstruction`), one with nothing holding the embedding
-(`reconstruction-from-shipped`). Each run is trained (or resumed, or reused) and its checkpoints get
+(`reconstruction-from-shipped`), and that one again with the anchor term holding the embedding to the
+shipped model's (`anchored-reconstruction`, `TrainConfig.anchor_weight`). Each run is trained (or
+resumed, or reused) and its checkpoints get
 the reconstruction curve of `lab.experiments.reconstruction_budget` (16 texts per length, and the
 ablations' suite on its last checkpoint); then every model here, the shipped one included, is
 reconstructed on 32 held-out texts per length (`per_length`), and the table puts the embedding
 average, both perplexities and reconstruction in one row per model: `results/reconstruction_tradeoff.md`
-(+ `.json`; a model's row is reused while its weights are unchanged).
+(+ `.json`, and `.html`: embedding against reconstruction with the targets; a model's row is reused
+while its weights are unchanged).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from .reconstruction_budget import EXPERIMENTS, RESULTS, final_suite, out_for, r
 log = logging.getLogger(__name__)
 
 SHIPPED = "gem-smollm2-135m"
-RUNS = ("keep-reconstruction", "reconstruction-from-shipped")
+RUNS = ("keep-reconstruction", "reconstruction-from-shipped", "anchored-reconstruction",
+        "anchored-reconstruction-w2")
 OUT = RESULTS / "reconstruction_tradeoff"
 LENGTHS = (8, 16)
 PER_LENGTH = 32
@@ -81,10 +85,34 @@ def tradeoff(models: dict[str, dict], heldout: str, out=OUT, lengths=LENGTHS, pe
                "reconstruction": reconstruct(model["checkpoint"], heldout, lengths, per_length)}
         result["rows"][label] = row
         write_json_atomic(target, result)
+    result["rows"] = {**{label: result["rows"][label] for label in models}, **result["rows"]}  # table in models' order
     write_json_atomic(target, result)
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(tradeoff_report(result))
+    with atomic_file(out.with_suffix(".html"), "w") as f:
+        f.write(tradeoff_figure(result).to_html(include_plotlyjs=True, full_html=True))
     return result
+
+
+def tradeoff_figure(result: dict):
+    """plotly Figure: embedding average (y) vs token accuracy at the longest length (x), one point
+    per model (labelled with its exact match at the shortest), and the issue's targets as lines:
+    a model in the top-right corner would meet both."""
+    from ..viz.figures import tradeoff_figure as scatter
+
+    lengths = [str(n) for n in result["settings"]["lengths"]]
+    short, long_ = lengths[0], lengths[-1]
+    points = [{"label": f"{label.split(' (')[0]} · exact@{short} {100 * row['reconstruction']['exact'].get(short, 0):.0f} %",
+               "perplexity": 100 * row["reconstruction"]["token_accuracy"].get(long_, 0),
+               "score": 100 * row["embedding_avg"]}
+              for label, row in result["rows"].items() if row.get("embedding_avg") is not None]
+    fig = scatter(points, title="Reconstruction against embedding: the shipped model and runs trained further from it",
+                  series="models", lines=False)
+    fig.add_hline(y=65, line_dash="dot", annotation_text="embedding target (65)")
+    fig.add_vline(x=50, line_dash="dot", annotation_text=f"token accuracy target (50 % @{long_})")
+    fig.update_layout(xaxis_title=f"token accuracy @{long_}, greedy from S alone (%)",
+                      yaxis_title="quick embedding average, 64-token texts")
+    return fig
 
 
 def tradeoff_table(result: dict) -> str:

@@ -131,6 +131,15 @@ def segment_tensor(segs: list[list[int]]) -> torch.Tensor:
     return out
 
 
+def s_index(rows: list[Row], where: list[tuple[int, int]], T: int, k: int) -> torch.Tensor:
+    """(n, k) long: for each of the n rows that hold S (in input order), the flat indices into the
+    (B * T) positions of the padded batch of its k S tokens; `where` says where each row went
+    ((sequence, offset of its first token), `pack_rows`)."""
+    index = [[b * T + off + j for j, r in enumerate(row.roles) if r == Role.SPECIAL]
+             for row, (b, off) in zip(rows, where)]
+    return torch.tensor([i for i in index if i], dtype=torch.long).reshape(-1, k)
+
+
 def view_batch(rows: list[Row], pad_token_id: int, pack_to: int | None = None) -> dict[str, torch.Tensor]:
     """A contrastive view batch: rows `text | S_1..S_k`, one embedding each, in input order.
 
@@ -145,9 +154,8 @@ def view_batch(rows: list[Row], pad_token_id: int, pack_to: int | None = None) -
         packed, segs, where = pack_rows(rows, pack_to)
         segment_ids = segment_tensor(segs)
     batch = pad_rows(packed, pad_token_id)
-    T = batch["input_ids"].shape[1]
-    batch["s_index"] = torch.tensor([[b * T + off + j for j, r in enumerate(row.roles) if r == Role.SPECIAL]
-                                     for row, (b, off) in zip(rows, where)], dtype=torch.long)
+    k = sum(r == Role.SPECIAL for r in rows[0].roles)
+    batch["s_index"] = s_index(rows, where, batch["input_ids"].shape[1], k)
     if segment_ids is not None:
         batch["segment_ids"] = segment_ids
         batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
@@ -246,11 +254,12 @@ class GemCollator:
         if not rows:
             return {"empty": True, "stats": stats}
         pad = self.pad_token_id
-        segment_ids = None
+        segment_ids, unpacked, where = None, rows, [(i, 0) for i in range(len(rows))]
         if self.cfg.pack:
-            rows, segs, _ = pack_rows(rows, self.cfg.max_length)
+            rows, segs, where = pack_rows(rows, self.cfg.max_length)
             segment_ids = segment_tensor(segs)
         batch = pad_rows(rows, pad)
+        batch["s_index"] = s_index(unpacked, where, batch["input_ids"].shape[1], len(self.special_ids))
         batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
         batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_attends_bos)
         batch["labels"] = labels_for(batch["input_ids"], batch["roles"], batch["position_ids"])

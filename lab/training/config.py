@@ -80,6 +80,7 @@ class TrainConfig:
     teacher: str = "minilm"  # the distillation teacher: an offline sentence encoder (lab.models.encoders)
     distill_scale: float = 20.0  # 1 / temperature of both similarity distributions in the distillation term
     distill_embedding_weight: float = 0.0  # > 0: add weight x (1 - cos(embedding, teacher's embedding)); needs readout_dim = teacher width
+    anchor_weight: float = 0.0  # > 0: in steps with NTP, add weight x (1 - cos(embedding at each row's S, the init_from model's)): holds the embedding while a second stage trains (lab.training.objective)
     logit_scale_init: float = 20.0
     logit_scale_max: float = 100.0
     lr_ntp: float = 1e-4
@@ -132,6 +133,10 @@ class TrainConfig:
             (self.distill_embedding_weight == 0.0 or self.readout_head,
              "distill_embedding_weight > 0 compares the embedding with the teacher's: set readout_head: true and "
              "readout_dim to the teacher's width (384 for minilm)"),
+            (self.anchor_weight >= 0.0, "anchor_weight must be >= 0 (0 = no anchor)"),
+            (self.anchor_weight == 0.0 or bool(self.init_from),
+             "anchor_weight > 0 holds the embedding of the model training starts from: set init_from "
+             "(a GEM checkpoint, run or shipped name)"),
             (self.head_lr_scale > 0.0, "head_lr_scale must be > 0"),
             (self.head_init in ("default", "ridge"), "head_init must be default or ridge"),
             (not self.head_refit or self.head_init == "ridge", "head_refit needs head_init: ridge"),

@@ -36,12 +36,12 @@ from .data_order import article_partners, example_indices, training_example
 from .head_init import fit_head_to_teacher, head_init_texts
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
-from .setup import distillation_teacher, init_checkpoint, load_weights_into, prepare_model
+from .setup import anchor_reference, distillation_teacher, init_checkpoint, load_weights_into, prepare_model
 from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
 
 log = logging.getLogger(__name__)
 
-LOSS_PARTS = ("loss", "ntp", "cl", "kd", "ke")
+LOSS_PARTS = ("loss", "ntp", "cl", "kd", "ke", "ka")
 
 
 class StopRequested(Exception):
@@ -104,6 +104,8 @@ def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, fused_loss=cfg.fused_loss,
                              distill_weight=cfg.distill_weight, distill_scale=cfg.distill_scale,
                              distill_embedding_weight=cfg.distill_embedding_weight,
+                             anchor_weight=cfg.anchor_weight,
+                             anchor_reference=anchor_reference(cfg, accelerator.device),
                              readout_head=gem.readout_head,
                              trainable_head_rows=gem.special_ids if cfg.lora_r > 0 or not cfg.train_backbone else None)
     params = [p for p in objective.parameters() if p.requires_grad]
@@ -212,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
                    "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
                    "elapsed_s": time.perf_counter() - t0}
             _log_row(run, row, evaluate, on_log)
-            distill = {k: f"{row[k]:.3f}" for k in ("kd", "ke") if row[k]}
+            distill = {k: f"{row[k]:.3f}" for k in ("kd", "ke", "ka") if row[k]}
             bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}", **distill,
                             lr=f"{row['lr']:.1e}", a=row["alpha"], tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)

@@ -135,6 +135,23 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     return path
 
 
+def anchor_reference(cfg: TrainConfig, device: torch.device) -> GemModel | None:
+    """None without `cfg.anchor_weight`; else the model `cfg.init_from` names, built as the trained
+    one is (same dtype and device), frozen, in eval mode: what the anchor term holds the embedding
+    to. Loaded from init_from also on --resume, so the target never moves."""
+    if cfg.anchor_weight <= 0:
+        return None
+    reference = prepare_model(cfg, device)
+    load_weights_into(reference, init_checkpoint(cfg))
+    reference.model.requires_grad_(False)
+    reference.model.eval()
+    if reference.readout_head is not None:
+        reference.readout_head.requires_grad_(False)
+        reference.readout_head.eval()
+    log.info("anchor: the embedding is held to %s's (weight %.2f)", cfg.init_from, cfg.anchor_weight)
+    return reference
+
+
 def distillation_teacher(cfg: TrainConfig):
     """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
     `cfg.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
