@@ -111,8 +111,8 @@ class GemObjective(nn.Module):
 
     def _ntp_sum(self, batch: dict, inputs: dict, keep_hidden: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(summed NTP cross-entropy, target count, the last-layer states (B, T, d) if keep_hidden
-        else None) of the training rows."""
+        """(summed NTP cross-entropy, target count, the last-layer states (B, T, d)) of the training
+        rows; the states are None on the logits path unless keep_hidden (the fused path has them anyway)."""
         base = unwrap(self.model)
         head = fusable_head(self.model) if self.fused_loss else None
         if head is not None and head.requires_grad and self.trainable_head_rows is None:
