@@ -113,9 +113,10 @@ reconstruction-curve: install data
 # Reconstruction against embedding, from the shipped model: four runs start from its weights
 # (configs/experiments/keep-reconstruction.yaml: contrastive and distillation terms on;
 # reconstruction-from-shipped.yaml: reconstruction and plain rows only; anchored-reconstruction.yaml
-# and -w2.yaml: the same with the embedding held by the anchor term), each checkpoint's curve, then
-# shipped and every run on 32 held-out texts per length -> results/reconstruction_tradeoff.md + .html.
-# ~50 + 3 x 27 min of training (bf16 CPU), ~45 min of evaluation; finished runs and rows are reused.
+# and -w2.yaml: the same with the embedding held by the anchor term; -w2-more: -w2 trained further),
+# each checkpoint's curve, then shipped and every run on 32 held-out texts per length ->
+# results/reconstruction_tradeoff.md + .html. ~50 + 4 x 27 min of training (bf16 CPU), ~50 min of
+# evaluation; finished runs and rows are reused.
 reconstruction-tradeoff: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_tradeoff

@@ -8,7 +8,8 @@ in the contrastive phase (gpu-a; the shipped run, gpu-b, stayed flat through it:
 from its weights (`init_from`) and train on reconstruction rows of random length: one with the
 contrastive and distillation terms on (`keep-reconstruction`), one with nothing holding the embedding
 (`reconstruction-from-shipped`), and that one again with the anchor term holding the embedding to the
-shipped model's (`anchored-reconstruction`, `TrainConfig.anchor_weight`). Each run is trained (or
+shipped model's (`anchored-reconstruction`, `TrainConfig.anchor_weight`; `-w2` a weaker anchor,
+`-w2-more` that run trained further). Each run is trained (or
 resumed, or reused) and its checkpoints get
 the reconstruction curve of `lab.experiments.reconstruction_budget` (16 texts per length, and the
 ablations' suite on its last checkpoint); then every model here, the shipped one included, is
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SHIPPED = "gem-smollm2-135m"
 RUNS = ("keep-reconstruction", "reconstruction-from-shipped", "anchored-reconstruction",
-        "anchored-reconstruction-w2")
+        "anchored-reconstruction-w2", "anchored-reconstruction-w2-more")
 OUT = RESULTS / "reconstruction_tradeoff"
 LENGTHS = (8, 16)
 PER_LENGTH = 32
