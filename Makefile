@@ -115,8 +115,8 @@ reconstruction-curve: install data
 # reconstruction-from-shipped.yaml: reconstruction and plain rows only; anchored-reconstruction.yaml
 # and -w2.yaml: the same with the embedding held by the anchor term; -w2-more: -w2 trained further),
 # each checkpoint's curve, then shipped and every run on 32 held-out texts per length ->
-# results/reconstruction_tradeoff.md + .html. ~50 + 4 x 27 min of training (bf16 CPU), ~50 min of
-# evaluation; finished runs and rows are reused.
+# results/reconstruction_tradeoff.md + .html. ~50 + 4 x 27 min of training (bf16 CPU), then ~6 min of
+# evaluation per anchored run (its curve, suite and row); finished runs and rows are reused.
 reconstruction-tradeoff: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_tradeoff

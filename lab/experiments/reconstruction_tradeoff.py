@@ -91,23 +91,23 @@ def tradeoff(models: dict[str, dict], heldout: str, out=OUT, lengths=LENGTHS, pe
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(tradeoff_report(result))
     with atomic_file(out.with_suffix(".html"), "w") as f:
-        f.write(tradeoff_figure(result).to_html(include_plotlyjs=True, full_html=True))
+        f.write(reconstruction_figure(result).to_html(include_plotlyjs=True, full_html=True))
     return result
 
 
-def tradeoff_figure(result: dict):
+def reconstruction_figure(result: dict):
     """plotly Figure: embedding average (y) vs token accuracy at the longest length (x), one point
     per model (labelled with its exact match at the shortest), and the issue's targets as lines:
     a model in the top-right corner would meet both."""
-    from ..viz.figures import tradeoff_figure as scatter
+    from ..viz.figures import tradeoff_figure
 
     lengths = [str(n) for n in result["settings"]["lengths"]]
     short, long_ = lengths[0], lengths[-1]
     points = [{"label": f"{label.split(' (')[0]} · exact@{short} {100 * row['reconstruction']['exact'].get(short, 0):.0f} %",
-               "perplexity": 100 * row["reconstruction"]["token_accuracy"].get(long_, 0),
+               "perplexity": 100 * row["reconstruction"]["token_accuracy"].get(long_, 0),  # the x axis
                "score": 100 * row["embedding_avg"]}
               for label, row in result["rows"].items() if row.get("embedding_avg") is not None]
-    fig = scatter(points, title="Reconstruction against embedding: the shipped model and runs trained further from it",
+    fig = tradeoff_figure(points, title="Reconstruction against embedding: the shipped model and runs trained further from it",
                   series="models", lines=False)
     fig.add_hline(y=65, line_dash="dot", annotation_text="embedding target (65)")
     fig.add_vline(x=50, line_dash="dot", annotation_text=f"token accuracy target (50 % @{long_})")
