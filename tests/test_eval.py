@@ -319,6 +319,8 @@ def test_a_reexported_model_does_not_resume_the_old_ones_partial_results(tmp_pat
     run_suite(str(ckpt), ["gem"], TINY, **only_ppl)
     assert len(calls) == 1, "same weights: the saved part is reused"
     before = weights_fingerprint(str(ckpt))
+    (ckpt / "README.md").write_text("a model card, edited")  # not the weights: still reused
+    assert weights_fingerprint(str(ckpt)) == before
     weights = next(ckpt.rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes())  # re-exported: same name, new file
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000_000))

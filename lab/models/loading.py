@@ -18,11 +18,17 @@ from .dtypes import as_dtype, default_dtype
 from .registry import DEFAULT_MODEL, SHIPPED_GEM, shipped_gem_path
 
 
+# files of a checkpoint folder that describe the weights rather than being them: editing a model card
+# (and resealing its manifest) keeps the fingerprint, so results measured on the weights stay reused
+NOT_WEIGHTS = {"README.md", "MANIFEST.json", "metrics.jsonl"}
+
+
 def weights_fingerprint(name_or_path: str) -> str:
     """A short digest that changes when the weights behind a name change: for a local folder (a GEM
-    checkpoint, a run, a shipped name, an HF folder) each file's path, size and modification time;
-    for anything else (a registry or hub name) the name itself. Used to key resumable results, so
-    that a re-trained or re-exported model never resumes another model's partial results."""
+    checkpoint, a run, a shipped name, an HF folder) each file's path, size and modification time,
+    but for the card, manifest and training log (`NOT_WEIGHTS`); for anything else (a registry or hub
+    name) the name itself. Used to key resumable results, so that a re-trained or re-exported model
+    never resumes another model's partial results."""
     import hashlib
 
     name = str(name_or_path)
@@ -32,7 +38,8 @@ def weights_fingerprint(name_or_path: str) -> str:
     if not path.exists():
         return name
     path = resolve_run(path).resolve()
-    files = sorted(f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file())
+    files = sorted(f for f in (path.rglob("*") if path.is_dir() else [path])
+                   if f.is_file() and not (path.is_dir() and f.name in NOT_WEIGHTS))
     stats = [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
              for f in files]
     return hashlib.sha256(repr((str(path), stats)).encode()).hexdigest()[:16]
