@@ -132,7 +132,10 @@ def _cmd_export(args) -> int:
     from .models.checkpoints import resolve_run
 
     args.checkpoint = str(resolve_run(args.checkpoint))
-    print(f"exported: {fn(args.checkpoint, args.out)}")
+    if args.card and args.to != "release":
+        raise SystemExit("--card goes with --to release (merged and st folders carry no model card)")
+    extra = {"card": Path(args.card).read_text(encoding="utf-8")} if args.card else {}
+    print(f"exported: {fn(args.checkpoint, args.out, **extra)}")
     return 0
 
 
@@ -285,6 +288,8 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("checkpoint")
     s.add_argument("--to", choices=["merged", "st", "release"], required=True)
     s.add_argument("out")
+    s.add_argument("--card", default=None, help="release: the model card (README.md) to ship with it, read before "
+                                                "OUT is replaced, so OUT/README.md itself may be given")
     s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--key=value ...] [--resume]")

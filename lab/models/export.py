@@ -2,7 +2,7 @@
 
     python -m lab export CHECKPOINT --to merged OUT   # a plain HF folder: AutoModelForCausalLM
     python -m lab export CHECKPOINT --to st OUT       # a sentence-transformers folder
-    python -m lab export CHECKPOINT --to release OUT  # the small GEM checkpoint, without optimizer state
+    python -m lab export CHECKPOINT --to release OUT [--card README.md]  # the small GEM checkpoint, no optimizer state
 
 release: what ships in `checkpoints/`: the checkpoint's own files (config, token rows, LoRA
 adapter, train config) without `training_state/`, plus the run's `metrics.jsonl` and a model card;
