@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-transfer ablations reconstruction-curve reconstruction-tradeoff reader gpu-report notebooks models-extra clean-venv
+.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-reconstruction eval-transfer ablations reconstruction-curve reconstruction-tradeoff reader gpu-report notebooks models-extra clean-venv
 
 install: $(STAMP)
 
@@ -66,19 +66,23 @@ notebooks: install data
 docs-notebooks: install data
 	$(BIN)/python -m lab.course.render
 
+# Evaluations run in fp32 on every machine (a CPU with native bf16 would pick bf16 by itself), so
+# that every row of the README's tables is measured the same way as the base model's.
+EVAL = $(BIN)/python -m lab eval --dtype float32
+
 # The comparison table of the README: base (all poolings), shipped GEM, MiniLM; quick suite.
 # results/gem-cpu.json: the CPU recipe's model (configs/gem-smollm2-135m.yaml), shipped before the GPU-trained one;
 # to remake it, train that config and `lab eval --model runs/gem-smollm2-135m/last --output results/gem-cpu.json`.
 eval-report: install data
-	$(BIN)/python -m lab eval --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
-	$(BIN)/python -m lab eval --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
-	$(BIN)/python -m lab eval --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
-	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-cpu.json results/gem-only.json results/minilm.json --out results/report
+	$(EVAL) --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
+	$(EVAL) --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
+	$(EVAL) --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
+	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-gpu.json results/gem-cpu.json results/gem-only.json results/minilm.json --out results/report
 
 # Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
 eval-perplexity: install data
-	$(BIN)/python -m lab eval --model smollm2-135m --skip embedding,mmlu,reconstruction --label SmolLM2-135M --output results/perplexity-base.json --force
-	$(BIN)/python -m lab eval --model gem-smollm2-135m --skip embedding,mmlu,reconstruction --label GEM-SmolLM2-135M --output results/perplexity-gem.json --force
+	$(EVAL) --model smollm2-135m --skip embedding,mmlu,reconstruction --label SmolLM2-135M --output results/perplexity-base.json --force
+	$(EVAL) --model gem-smollm2-135m --skip embedding,mmlu,reconstruction --label GEM-SmolLM2-135M --output results/perplexity-gem.json --force
 	$(BIN)/python -m lab report results/perplexity-base.json results/perplexity-gem.json --out results/perplexity
 
 # The ablation study (configs/ablations/*.yaml, one reduced budget each) -> results/ablations.md + .html.
@@ -97,24 +101,27 @@ gpu-report: install data
 	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard results/gpu/gpu-?.json)) results/minilm.json --out results/gpu_recipe
 	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
 
-# A reconstruction reader (lab.gem.reader) trained on the frozen shipped model: how much more of a text
-# a dedicated decoder gets out of S than the model's own weights do. Curve: results/reader_curve.md;
+# A reconstruction reader (lab.gem.reader) trained on the frozen GPU recipe's model (the shipped model's
+# stage 1, gem-smollm2-135m-gpu): how much more of a text a dedicated decoder gets out of S than the
+# model's own weights do. Curve: results/reader_curve.md;
 # 32 texts per length with and without it: results/reconstruction-reader.json (~45 min on a 2-core CPU;
-# resumes when rerun). The shipped checkpoint has no reader (README, "Reconstruction").
+# resumes when rerun). No shipped checkpoint has a reader (README, "Reconstruction").
 reader: install data
 	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 --into runs/gem-smollm2-135m-reader --table results/reader_curve.md
-	$(BIN)/python -m lab eval --model runs/gem-smollm2-135m-reader --label "GEM-SmolLM2-135M + reader" --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --dtype float32 --output results/reconstruction-reader.json --force
+	$(BIN)/python -m lab train-reader --model gem-smollm2-135m-gpu --out runs/reader --steps 500 --r 6 --alpha 12 --into runs/gem-smollm2-135m-reader --table results/reader_curve.md
+	$(BIN)/python -m lab eval --model runs/gem-smollm2-135m-reader --label "GEM stage 1 (GPU) + reader" --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --dtype float32 --output results/reconstruction-reader.json --force
 
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m lab.experiments.reconstruction_budget
 
-# Reconstruction against embedding, from the shipped model: four runs start from its weights
+# Reconstruction against embedding, from the GPU recipe's model (the shipped model's stage 1): five
+# runs start from its weights
 # (configs/experiments/keep-reconstruction.yaml: contrastive and distillation terms on;
 # reconstruction-from-shipped.yaml: reconstruction and plain rows only; anchored-reconstruction.yaml
-# and -w2.yaml: the same with the embedding held by the anchor term; -w2-more: -w2 trained further),
-# each checkpoint's curve, then shipped and every run on 32 held-out texts per length ->
+# and -w2.yaml: the same with the embedding held by the anchor term, -w2 being the shipped model's
+# stage 2; -w2-more: -w2 trained further), each checkpoint's curve, then stage 1 and every run on 32
+# held-out texts per length ->
 # results/reconstruction_tradeoff.md + .html. ~50 + 4 x 27 min of training (bf16 CPU), then ~6 min of
 # evaluation per anchored run (its curve, suite and row); finished runs and rows are reused.
 reconstruction-tradeoff: install data
@@ -129,9 +136,13 @@ eval-transfer: install data
 	$(BIN)/python -m lab.evaluation.transfer --out results/transfer
 
 eval-mmlu: install data
-	$(BIN)/python -m lab eval --model smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label SmolLM2-135M --output results/mmlu-base.json --force
-	$(BIN)/python -m lab eval --model gem-smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label GEM-SmolLM2-135M --output results/mmlu-gem.json --force
-	$(BIN)/python -m lab report results/mmlu-base.json results/mmlu-gem.json --out results/mmlu
+	$(EVAL) --model smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label SmolLM2-135M --output results/mmlu-base.json --force
+	$(EVAL) --model gem-smollm2-135m --skip embedding,reconstruction --mmlu-limit $(MMLU_N) --label GEM-SmolLM2-135M --output results/mmlu-gem.json --force
+	$(BIN)/python -m lab report results/mmlu-base.json results/mmlu-gem.json results/mmlu-gem-gpu.json --out results/mmlu
+
+# Reconstruction on 32 held-out texts per length (the quick suite's 8 are too few to compare models): ~6 min.
+eval-reconstruction: install data
+	$(EVAL) --model gem-smollm2-135m --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --label "GEM-SmolLM2-135M, 32 texts per length" --output results/reconstruction-gem.json --force
 
 test: install data browser
 	$(BIN)/python -m pytest -q

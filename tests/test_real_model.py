@@ -18,3 +18,21 @@ def test_default_model_greedy_completion(real_cache):
     e = gem.encode(["A man is playing a guitar.", "A person plays an instrument.", "Stocks fell sharply."])
     sim = gem.similarity(e, e)
     assert sim[0, 1] > sim[0, 2]
+
+
+def test_shipped_gem_model_embeds_generates_and_reconstructs(real_cache):
+    """What the README and the model card say the shipped checkpoint does, on one example each
+    (measured in fp32: " Paris." first; the paraphrase closest; all 7 tokens of the sentence back from S)."""
+    import lab
+
+    gem = lab.load("gem-smollm2-135m", dtype="float32")
+    assert gem.gem_config.k == 5 and gem.gem_config.trained
+    assert "Paris" in gem.generate("The capital of France is", max_new_tokens=8)
+    e = gem.encode(["A man is playing a guitar.", "A person plays an instrument.", "Stocks fell sharply."])
+    assert e.shape == (3, 384)
+    sim = gem.similarity(e, e)
+    assert sim[0, 1] > sim[0, 2] + 0.2
+    text = "Paris is the capital of France."
+    ids = gem.text_ids(text)
+    back = gem.reconstruct_ids(text, max_new_tokens=len(ids))
+    assert sum(a == b for a, b in zip(back, ids)) >= len(ids) - 2, gem.tokenizer.decode(back)

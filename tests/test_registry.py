@@ -170,12 +170,28 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     assert mode("atomic.json") == mode("plain.json"), "the same mode as open(path, 'w'), not mkstemp's 0600"
 
 
-def test_committed_release_folders_are_complete():
-    """Every checkpoint committed under checkpoints/ matches its manifest: a card or config edited by
-    hand without updating MANIFEST.json would make `lab.load` refuse the shipped model."""
-    from lab.storage import PROJECT_ROOT
+# the committed config each shipped checkpoint was trained with (its last stage)
+RECIPE_CONFIGS = {"gem-smollm2-135m": "configs/gem-smollm2-135m-anchored.yaml",
+                  "gem-smollm2-135m-gpu": "configs/gem-smollm2-135m-gpu.yaml"}
 
-    releases = [p for p in sorted((PROJECT_ROOT / "checkpoints").iterdir()) if (p / "MANIFEST.json").is_file()]
-    assert releases, "the shipped model's release folder is committed"
-    for folder in releases:
-        assert folder_problem(folder) is None, folder_problem(folder)
+
+@pytest.mark.parametrize("name", sorted(registry.SHIPPED_GEM))
+def test_shipped_models_were_trained_with_their_committed_configs(name):
+    """Each shipped checkpoint is complete, and its committed config is the one it was trained with
+    (all settings but where the run wrote and which checkpoint it started from, which a release
+    records as run): editing the recipe without retraining, or the reverse, fails here."""
+    import dataclasses
+
+    from lab.storage import PROJECT_ROOT
+    from lab.training.config import TrainConfig, config_from_args
+
+    folder = registry.shipped_gem_path(name)
+    assert folder_problem(folder) is None, folder_problem(folder)
+    assert name in registry.SHIPPED_RECIPES and RECIPE_CONFIGS[name].split("/")[-1] in registry.SHIPPED_RECIPES[name]
+    as_run = json.loads((folder / "train_config.json").read_text())
+    defaults = dataclasses.asdict(TrainConfig())
+    committed = dataclasses.asdict(config_from_args(str(PROJECT_ROOT / RECIPE_CONFIGS[name]), []))
+    differ = {key: (value, as_run.get(key, defaults[key])) for key, value in committed.items()
+              if key not in ("output_dir", "init_from")
+              and json.loads(json.dumps(value)) != as_run.get(key, defaults[key])}
+    assert not differ, f"{RECIPE_CONFIGS[name]} differs from {folder}/train_config.json (committed, as run): {differ}"

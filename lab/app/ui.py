@@ -15,6 +15,7 @@ import gradio as gr
 
 from ..corpora.textsets import bundled_sets
 from ..gem.pooling import POOLINGS
+from ..evaluation.generation import PRESET_PROMPTS
 from . import handlers as h
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ CAPTIONS = {
               "good neighbours sit in one island of the query's topic.",
     "generate": "Same prompt, greedy decoding: GEM training should leave the model's continuation sensible.",
     "reconstruct": "Decoded from the special tokens' key/value cache alone: how much of the text does S carry? "
-                   "(The shipped model, on 32 held-out texts per length: 28 % of 8-token texts come back exactly "
-                   "and 53 % of their tokens; at 16 tokens 20 % of the tokens, at 32 12 % — the gist, not the "
-                   "sentence. results/gpu_curve.md shows how it grew during training.)",
+                   "(The shipped model, on 32 held-out texts per length: 25 % of 8-token texts come back exactly "
+                   "and 64 % of their tokens; at 16 tokens 37 % of the tokens, at 32 17 % — the gist, not the "
+                   "sentence. results/reconstruction_tradeoff.md shows what its second stage added and what "
+                   "more would cost the embedding.)",
     "embed": "One pass over the document gives its embedding and the cache the answer continues from; "
              "the timing compares it with embedding and generating separately.",
 }
@@ -207,12 +209,11 @@ def _generation_tab(session: h.Session) -> None:
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
-    prompt = gr.Textbox("The capital of France is", label=f"prompt (up to {h.MAX_TEXT_TOKENS} tokens)")
+    prompt = gr.Textbox(PRESET_PROMPTS[0], label=f"prompt (up to {h.MAX_TEXT_TOKENS} tokens)")
     with gr.Row():
         n_new = gr.Slider(1, h.MAX_NEW_TOKENS, value=32, step=1, label="max new tokens")
         gen_btn = gr.Button("Generate with both", variant="primary")
-    gr.Examples([["The capital of France is"], ["Photosynthesis is the process by which"],
-                 ["Once upon a time, in a small village,"]], [prompt], label="presets")
+    gr.Examples([[p] for p in PRESET_PROMPTS], [prompt], label="presets")
     with gr.Row():
         out_base, out_gem = gr.Textbox(label="base", lines=5), gr.Textbox(label="GEM", lines=5)
     gen_timing = gr.Markdown()

@@ -5,7 +5,7 @@ Wikipedia tasks? Three sets from the gensim wheel, never used for training or fo
     SimLex-999    999 word pairs, human similarity       Spearman of cos(word_1, word_2)
     Pang & Lee    200 movie-review sentences, pos / neg  5-fold logistic-regression accuracy
 
-    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM, MiniLM
+    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM (shipped, stage 1), MiniLM
 
 Scores are x100 like the suite's. The sentences are short and the words single tokens or two, so
 all of it runs in about a minute per model and pooling on a 2-core CPU.
@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     from .embedders import gem_embedder, sentence_transformer_embedder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,minilm:encoder",
+    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
                    help="comma-separated MODEL:POOLING (an encoder name takes 'encoder')")
     p.add_argument("--out", default="results/transfer", help="writes OUT.json and OUT.md")
+    p.add_argument("--dtype", default="float32",
+                   help="of the LLMs (default float32, as the README's other tables; bfloat16 is faster on a CPU with native bf16)")
     args = p.parse_args(argv)
     rows, loaded = [], {}
     for spec in args.models.split(","):
@@ -105,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         if name in ENCODERS:
             embedder = sentence_transformer_embedder(name)
         else:
-            gem = loaded.setdefault(name, load(name))
+            gem = loaded.setdefault(name, load(name, dtype=args.dtype))
             embedder = gem_embedder(gem, pooling or None)
         scores = transfer_scores(embedder)
         log.info("%s %s: %s", name, pooling, scores)
         print(name, pooling, {k: round(100 * v, 1) for k, v in scores.items()}, flush=True)
         rows.append((name, pooling, scores))
-    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s} for m, p, s in rows])
+    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s, "dtype": args.dtype if m not in ENCODERS else "float32"}
+                                           for m, p, s in rows])
     md = ("## Transfer tasks outside the suite (x100; `python -m lab.evaluation.transfer`)\n\n"
           "Word similarity (Spearman) and sentiment (5-fold logistic regression accuracy), from the gensim "
           "wheel; never used for training or for choosing the recipe.\n\n" + transfer_table(rows))

@@ -1,8 +1,8 @@
 """The reconstruction reader's run: train it on a shipped GEM model (frozen) and evaluate
 reconstruction at every save, so a run is a curve (`lab train-reader`, `make reader`).
 
-    python -m lab train-reader --model gem-smollm2-135m --out runs/reader --steps 500 --r 6 --alpha 12 \
-        [--into checkpoints/gem-smollm2-135m]
+    python -m lab train-reader --model gem-smollm2-135m-gpu --out runs/reader --steps 500 --r 6 --alpha 12 \
+        [--into runs/gem-smollm2-135m-reader]
 
 The training itself is `lab.training.reader`; the reader, `lab.gem.reader`.
 """

@@ -173,7 +173,8 @@ def write_curve_report(result: dict, out: Path = OUT) -> Path:
             + ". Each checkpoint reconstructs held-out Wikipedia text from S alone "
             f"({', '.join(map(str, s['lengths']))} tokens, {s['per_length']} texts each; greedy; exact = the whole "
             "text back, token acc. = share of positions right) and reports the share of the suffix's attention "
-            "on S (mean over layers and heads). Rerun: `make reconstruction-curve` (finished points are reused).\n\n"
+            f"on S (mean over layers and heads). Rerun: `python -m lab.experiments.reconstruction_budget --config "
+            f"{s['config']}` (finished points are reused).\n\n"
             + curve_table(result))
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(text)

@@ -1,22 +1,22 @@
-"""Reconstruction against embedding: the shipped GEM model and runs trained further from it, side by side.
+"""Reconstruction against embedding: the GPU recipe's model and runs trained further from it, side by side.
 
     python -m lab.experiments.reconstruction_tradeoff      # make reconstruction-tradeoff
 
 In the GPU recipe's runs reconstruction peaked at the end of the reconstruction phase and wore down
-in the contrastive phase (gpu-a; the shipped run, gpu-b, stayed flat through it: README,
-"Reconstruction"). The runs of `RUNS` (`configs/experiments/`) start
-from its weights (`init_from`) and train on reconstruction rows of random length: one with the
+in the contrastive phase (gpu-a; gpu-b, the shipped model's stage 1, stayed flat through it: README,
+"Reconstruction"). The runs of `RUNS` (`configs/experiments/`) start from gpu-b's weights
+(`init_from: gem-smollm2-135m-gpu`) and train on reconstruction rows of random length: one with the
 contrastive and distillation terms on (`keep-reconstruction`), one with nothing holding the embedding
-(`reconstruction-from-shipped`), and that one again with the anchor term holding the embedding to the
-shipped model's (`anchored-reconstruction`, `TrainConfig.anchor_weight`; `-w2` a weaker anchor,
-`-w2-more` that run trained further). Each run is trained (or
-resumed, or reused) and its checkpoints get
-the reconstruction curve of `lab.experiments.reconstruction_budget` (16 texts per length, and the
-ablations' suite on its last checkpoint); then every model here, the shipped one included, is
-reconstructed on 32 held-out texts per length (`per_length`), and the table puts the embedding
-average, both perplexities and reconstruction in one row per model: `results/reconstruction_tradeoff.md`
-(+ `.json`, and `.html`: embedding against reconstruction with the targets; a model's row is reused
-while its weights are unchanged).
+(`reconstruction-from-shipped`, named when gpu-b was the shipped model), and that one again with the
+anchor term holding the embedding to gpu-b's (`anchored-reconstruction`, `TrainConfig.anchor_weight`;
+`-w2` a weaker anchor, chosen as the shipped model's stage 2, `configs/gem-smollm2-135m-anchored.yaml`;
+`-w2-more` that run trained further). Each run is trained (or resumed, or reused) and its checkpoints
+get the reconstruction curve of `lab.experiments.reconstruction_budget` (16 texts per length, and the
+ablations' suite on its last checkpoint); then every model here, stage 1 included, is reconstructed
+on 32 held-out texts per length (`per_length`), and the table puts the embedding average, both
+perplexities and reconstruction in one row per model: `results/reconstruction_tradeoff.md` (+ `.json`,
+and `.html`: embedding against reconstruction with the targets; a model's row is reused while its
+weights are unchanged).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from .reconstruction_budget import EXPERIMENTS, RESULTS, final_suite, out_for, r
 
 log = logging.getLogger(__name__)
 
-SHIPPED = "gem-smollm2-135m"
+STAGE1 = "gem-smollm2-135m-gpu"  # the GPU recipe's model, where every run here starts
+SHIPPED_RUN = "anchored-reconstruction-w2"  # its checkpoint-300 ships as gem-smollm2-135m
 RUNS = ("keep-reconstruction", "reconstruction-from-shipped", "anchored-reconstruction",
         "anchored-reconstruction-w2", "anchored-reconstruction-w2-more")
 OUT = RESULTS / "reconstruction_tradeoff"
@@ -107,7 +108,7 @@ def reconstruction_figure(result: dict):
                "perplexity": 100 * row["reconstruction"]["token_accuracy"].get(long_, 0),  # the x axis
                "score": 100 * row["embedding_avg"]}
               for label, row in result["rows"].items() if row.get("embedding_avg") is not None]
-    fig = tradeoff_figure(points, title="Reconstruction against embedding: the shipped model and runs trained further from it",
+    fig = tradeoff_figure(points, title="Reconstruction against embedding: the GPU recipe's model and runs trained further from it",
                   series="models", lines=False)
     fig.add_hline(y=65, line_dash="dot", annotation_text="embedding target (65)")
     fig.add_vline(x=50, line_dash="dot", annotation_text=f"token accuracy target (50 % @{long_})")
@@ -137,14 +138,17 @@ def tradeoff_table(result: dict) -> str:
 
 def tradeoff_report(result: dict) -> str:
     s = result["settings"]
-    return ("# Reconstruction against embedding, from the shipped model\n\n"
-            "The shipped GEM model and runs trained further from its weights (`python -m "
+    return ("# Reconstruction against embedding, from the GPU recipe's model\n\n"
+            f"The GPU recipe's GEM model (`{STAGE1}`, the shipped model's stage 1) and runs trained further from its "
+            f"weights (`python -m "
             "lab.experiments.reconstruction_tradeoff`, `make reconstruction-tradeoff`). Reconstruction: greedy, from "
             f"the GEM tokens' cache alone, {s['per_length']} held-out Wikipedia texts per length "
             f"({', '.join(map(str, s['lengths']))} tokens); exact = the whole text back. Embedding average: the "
             "ablations' suite (`results/ablations.md`: the quick suite's tasks with texts cut to 64 tokens, so it "
             "differs from results/report.md's, made at 192); perplexity on held-out Wikipedia (the training "
-            "domain) and BBC News (out of domain). Each run's checkpoints: `results/<run>.md`.\n\n"
+            "domain) and BBC News (out of domain). Each run's checkpoints: `results/<run>.md`. "
+            f"`{SHIPPED_RUN}` at its last checkpoint is the shipped model, `gem-smollm2-135m` (stage 2: "
+            "`configs/gem-smollm2-135m-anchored.yaml`).\n\n"
             + tradeoff_table(result))
 
 
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     runs = run_models(args.runs)
     heldout = str(PROJECT_ROOT / TrainConfig().heldout)
-    models = {f"{SHIPPED} (shipped)": {"checkpoint": SHIPPED}, **runs}
+    models = {f"{STAGE1} (stage 1)": {"checkpoint": STAGE1}, **runs}
     print(tradeoff_table(tradeoff(models, heldout)))
     return 0
 

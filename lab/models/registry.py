@@ -25,19 +25,32 @@ from ..storage import PROJECT_ROOT, cache_dir, package_dir
 from .tiny import TINY_ARCHITECTURES
 
 DEFAULT_MODEL = "smollm2-135m"
-# GEM checkpoints that ship with the lab (trained with the committed config, committed to the repo)
-SHIPPED_GEM = {"gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m"}
+# GEM checkpoints that ship with the lab (committed to the repo), and the commands that remake each
+SHIPPED_GEM = {
+    "gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m",
+    "gem-smollm2-135m-gpu": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-gpu",
+}
+SHIPPED_RECIPES = {
+    # two stages: the GPU recipe, then 300 anchored reconstruction steps from it on a CPU
+    "gem-smollm2-135m": ("python -m lab train --config configs/gem-smollm2-135m-gpu.yaml (a GPU), then "
+                         "python -m lab train --config configs/gem-smollm2-135m-anchored.yaml "
+                         "--init_from=runs/gem-smollm2-135m-gpu/checkpoint-560 and python -m lab export "
+                         "runs/gem-smollm2-135m-anchored/checkpoint-300 --to release checkpoints/gem-smollm2-135m"),
+    "gem-smollm2-135m-gpu": ("python -m lab train --config configs/gem-smollm2-135m-gpu.yaml (a GPU), then "
+                             "python -m lab export runs/gem-smollm2-135m-gpu/checkpoint-560 --to release "
+                             "checkpoints/gem-smollm2-135m-gpu"),
+}
 DEFAULT_GEM = "gem-smollm2-135m"
 
 
 def shipped_gem_path(name: str) -> Path:
-    """Folder of a shipped GEM checkpoint, with the command that makes it when it is missing."""
+    """Folder of a shipped GEM checkpoint, with the commands that make it when it is missing."""
     path = SHIPPED_GEM[name]
     if not (path / "gem_config.json").is_file():
         raise FileNotFoundError(
             f"the shipped GEM checkpoint {name!r} is missing at {path}; it is committed to the repository "
-            f"(git checkout -- checkpoints), or retrain it: python -m lab data build && "
-            f"python -m lab train --config configs/{name}.yaml, then copy runs/{name}/last to {path}")
+            f"(git checkout -- {path.relative_to(PROJECT_ROOT)}), or retrain it: python -m lab data build, "
+            f"{SHIPPED_RECIPES[name]}")
     return path
 CONVERSION_VERSION = 1  # bump when the conversion recipe changes: old caches are rebuilt
 
