@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s %s: %s", name, pooling, scores)
         print(name, pooling, {k: round(100 * v, 1) for k, v in scores.items()}, flush=True)
         rows.append((name, pooling, scores))
-    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s, "dtype": args.dtype if m not in ENCODERS else "float32"}
+    dtype_of = lambda m: "float32" if m in ENCODERS else args.dtype  # noqa: E731 (sentence-transformers loads fp32)
+    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s, "dtype": dtype_of(m)}
                                            for m, p, s in rows])
     md = ("## Transfer tasks outside the suite (x100; `python -m lab.evaluation.transfer`)\n\n"
           "Word similarity (Spearman) and sentiment (5-fold logistic regression accuracy), from the gensim "
