@@ -93,7 +93,8 @@ def test_attention_generation_reconstruction_embed_and_generate(session):
     outs = list(h.generate_side_by_side(session, "hello", 6))
     base, gem = session.models()
     assert outs[-1][0] == base.generate("hello", 6) and outs[-1][1] == gem.generate("hello", 6)
-    assert "tokens recovered" in h.reconstruct(session, "hello there")["info"]
+    info = h.reconstruct(session, "hello there")["info"]
+    assert "tokens recovered" in info and f"the cache of the {session.models()[1].gem_config.k} special token" in info
     r = h.embed_and_answer(session, "a document about cats", " question?", 6)
     assert "same answer and embedding: yes" in r["info"]
 

@@ -273,7 +273,7 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
 
 
 def reconstruct(session: Session, text: str) -> dict:
-    """Decode `text` back from its special token's KV cache alone (paper Appendix B)."""
+    """Decode `text` back from its special tokens' KV cache alone (paper Appendix B)."""
     _, gem = session.models()
     text = check_text(text)
     warnings = text_warnings(gem, text, 64)
@@ -283,7 +283,8 @@ def reconstruct(session: Session, text: str) -> dict:
     hits = sum(a == b for a, b in zip(out_ids, ids))
     return {"text": gem.tokenizer.decode(out_ids, skip_special_tokens=True),
             "info": f"{hits}/{len(ids)} tokens recovered ({'exact' if out_ids == ids else 'not exact'}) "
-                    f"in {time.perf_counter() - t:.2f} s; the decoder saw only the special token's cache",
+                    f"in {time.perf_counter() - t:.2f} s; the decoder saw only the cache of the "
+                    f"{gem.gem_config.k} special token{'s' if gem.gem_config.k > 1 else ''}",
             "warnings": warnings}
 
 
