@@ -39,7 +39,7 @@ def generation_table(outputs: dict[str, list[str]], prompts=PRESET_PROMPTS) -> s
 
 def main(argv: list[str] | None = None) -> int:
     from ..models.loading import load
-    from ..storage import atomic_file, write_json_atomic
+    from .report import save_json_and_markdown
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "gem-smollm2-135m"])
@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     outputs = {name: continuations(load(name, dtype="float32"), max_new_tokens=args.max_new_tokens)
                for name in args.models}
-    write_json_atomic(f"{args.out}.json", {"max_new_tokens": args.max_new_tokens, "prompts": list(PRESET_PROMPTS),
-                                           "dtype": "float32", "outputs": outputs})
     md = (f"## Generation, greedy, {args.max_new_tokens} new tokens (`python -m lab.evaluation.generation`)\n\n"
           + generation_table(outputs))
-    with atomic_file(f"{args.out}.md", "w", encoding="utf-8") as f:
-        f.write(md)
+    save_json_and_markdown(args.out, {"max_new_tokens": args.max_new_tokens, "prompts": list(PRESET_PROMPTS),
+                                      "dtype": "float32", "outputs": outputs}, md)
     print(md)
     return 0
 

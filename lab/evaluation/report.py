@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..storage import atomic_file
+from ..storage import atomic_file, write_json_atomic
 from .tasks import SHORT_NAMES, TASK_NAMES
 
 
@@ -42,6 +42,13 @@ def load_results(paths) -> list[dict]:
                 first[field] = value
                 first["merged_from"].append(f"{p}: {field}")
     return out
+
+
+def save_json_and_markdown(stem: str | Path, data, markdown: str) -> None:
+    """`stem`.json (the numbers) and `stem`.md (their table), each written atomically."""
+    write_json_atomic(f"{stem}.json", data)
+    with atomic_file(f"{stem}.md", "w", encoding="utf-8") as f:
+        f.write(markdown)
 
 
 def table_rows(results: list[dict]) -> list[dict]:

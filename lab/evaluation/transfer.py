@@ -91,7 +91,7 @@ def transfer_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from ..models.encoders import ENCODERS
     from ..models.loading import load
-    from ..storage import atomic_file, write_json_atomic
+    from .report import save_json_and_markdown
     from .embedders import gem_embedder, sentence_transformer_embedder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -114,13 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(name, pooling, {k: round(100 * v, 1) for k, v in scores.items()}, flush=True)
         rows.append((name, pooling, scores))
     dtype_of = lambda m: "float32" if m in ENCODERS else args.dtype  # noqa: E731 (sentence-transformers loads fp32)
-    write_json_atomic(f"{args.out}.json", [{"model": m, "pooling": p, "scores": s, "dtype": dtype_of(m)}
-                                           for m, p, s in rows])
     md = ("## Transfer tasks outside the suite (x100; `python -m lab.evaluation.transfer`)\n\n"
           "Word similarity (Spearman) and sentiment (5-fold logistic regression accuracy), from the gensim "
           "wheel; never used for training or for choosing the recipe.\n\n" + transfer_table(rows))
-    with atomic_file(f"{args.out}.md", "w", encoding="utf-8") as f:
-        f.write(md)
+    save_json_and_markdown(args.out, [{"model": m, "pooling": p, "scores": s, "dtype": dtype_of(m)}
+                                      for m, p, s in rows], md)
     print(md)
     return 0
 
