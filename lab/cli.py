@@ -9,9 +9,9 @@
     eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
-    train                train GEM (configs/*.yaml, --key=value overrides, --resume)
-    train-reader         train the reconstruction reader of a GEM checkpoint (everything else frozen)
-    ablate               the ablation study: configs/ablations/*.yaml trained, evaluated, tabulated
+    train                train GEM (configs/*.yaml, --group.key=value overrides, --resume)
+
+The studies that chose the recipe run from research/ (research/README.md), not from here.
 """
 
 from __future__ import annotations
@@ -161,44 +161,9 @@ def _cmd_train(args) -> int:
     from .training import config_from_args, train
 
     cfg = config_from_args(args.config, args.overrides)
-    evaluate = partial(quick_eval, heldout=cfg.heldout) if cfg.eval_every else None
+    evaluate = partial(quick_eval, heldout=cfg.rows.heldout) if cfg.run.eval_every else None
     final = train(cfg, resume=args.resume, evaluate=evaluate)
     print(f"checkpoint: {final}")
-    return 0
-
-
-def _cmd_train_reader(args) -> int:
-    import dataclasses
-
-    from .experiments.reader import curve_table, run_reader_training
-    from .training.reader import ReaderTrainConfig
-
-    names = {f.name for f in dataclasses.fields(ReaderTrainConfig)}
-    cfg = ReaderTrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-    out = run_reader_training(args.model, args.out, cfg, args.heldout, args.eval_texts)
-    table = curve_table(out)
-    print(table)
-    if args.table:
-        from .storage import atomic_file
-
-        with atomic_file(args.table, "w", encoding="utf-8") as f:
-            f.write(f"# Reconstruction reader: `{args.model}`, run `{out}`\n\nGreedy reconstruction with the reader "
-                    f"on, {args.eval_texts} held-out texts per length, at every save (`python -m lab train-reader`, "
-                    f"`make reader`). Step 0 is the model alone (a fresh reader decodes exactly as it does).\n\n{table}")
-    print(f"reader: {out}")
-    if args.into:
-        from .models.export import add_reader
-        from .models.loading import local_path
-
-        print(f"checkpoint with the reader: {add_reader(local_path(args.model), out, args.into)}")
-    return 0
-
-
-def _cmd_ablate(args) -> int:
-    from .experiments.ablations import run_ablations
-
-    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    print(f"table: {run_ablations(only, report_only=args.report_only)}")
     return 0
 
 
@@ -292,32 +257,10 @@ def _add_report_export_train(sub) -> None:
                                                 "OUT is replaced, so OUT/README.md itself may be given")
     s.set_defaults(func=_cmd_export)
 
-    s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--key=value ...] [--resume]")
+    s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--group.key=value ...] [--resume]")
     s.add_argument("--config", default=None)
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     s.set_defaults(func=_cmd_train, overrides=[])
-
-    s = sub.add_parser("train-reader", help="train a GEM checkpoint's reconstruction reader (lab.gem.reader)")
-    s.add_argument("--model", required=True, help="a GEM checkpoint folder (or registry name)")
-    s.add_argument("--out", required=True, help="the reader's run folder (rerun the same command to resume)")
-    s.add_argument("--into", default=None, help="afterwards write the checkpoint + reader here (may be --model itself)")
-    s.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")
-    s.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
-    s.add_argument("--r", type=int, default=None, help="LoRA rank (default 8)")
-    s.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 16)")
-    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3, cosine)")
-    s.add_argument("--batch-size", type=int, default=None, help="texts per step (default 32)")
-    s.add_argument("--max-tokens", type=int, default=None, help="longest text it learns to read back (default 32)")
-    s.add_argument("--corpus", default=None, help="training texts (.jsonl, 'text' field)")
-    s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl", help="texts for the curve")
-    s.add_argument("--eval-texts", type=int, default=16, help="held-out texts per length at each save (0: none)")
-    s.add_argument("--table", default=None, help="also write the curve as a Markdown file here")
-    s.set_defaults(func=_cmd_train_reader)
-
-    s = sub.add_parser("ablate", help="run the ablations (configs/ablations/*.yaml) -> results/ablations.md")
-    s.add_argument("--only", default=None, help="comma list of ablation names (default: all)")
-    s.add_argument("--report-only", action="store_true", help="only rewrite results/ablations.md/.html from finished rows")
-    s.set_defaults(func=_cmd_ablate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,3 +47,22 @@ def arch(request):
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never touch the user's cache: GEM_LAB_CACHE points at a per-test temporary folder."""
     monkeypatch.setenv("GEM_LAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def flat_config(**settings):
+    """A TrainConfig from the settings' short names (k=, steps=, p_plain=, ...; each maps to one
+    dotted key, `lab.training.config.FLAT_KEYS`), to keep tests short."""
+    from lab.training.config import TrainConfig
+    from lab.training.config_files import FLAT_KEYS, migrate_flat
+
+    dropped = [k for k in settings if k in FLAT_KEYS and FLAT_KEYS[k] is None]
+    if dropped:
+        raise TypeError(f"{dropped} are not config settings: pass them to GemCollator / GemObjective")
+    return TrainConfig.from_dict(migrate_flat(settings))
+
+
+def with_flat(cfg, **settings):
+    """`cfg` with settings given by their short names (see `flat_config`)."""
+    from lab.training.config_files import FLAT_KEYS
+
+    return cfg.updated({FLAT_KEYS[k]: v for k, v in settings.items()})

@@ -1,7 +1,6 @@
 """The anchor term (`TrainConfig.anchor_weight`): a second training stage from a trained GEM model
 holds the embedding at S to the starting model's, read from the same packed NTP batch."""
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +8,13 @@ import pytest
 import torch
 
 import lab
+from tests.conftest import flat_config, with_flat
 from lab.training.collate import GemCollator
 from lab.training.config import TrainConfig
 from lab.training.losses import LogitScale
 from lab.training.loop import train
+from lab.gem.forward import gem_inputs
+from lab.training.terms import AnchorTerm
 from lab.training.objective import GemObjective, pooled_at
 from lab.training.setup import anchor_reference, prepare_model
 from .test_train import tiny_cfg
@@ -29,7 +31,7 @@ def first_stage(tmp_path_factory):
 
 
 def _second(first: TrainConfig, tmp_path, **kw) -> TrainConfig:
-    return dataclasses.replace(first, init_from=first.output_dir, output_dir=str(tmp_path / "second"),
+    return with_flat(first, init_from=first.run.output_dir, output_dir=str(tmp_path / "second"),
                                **{"p_plain": 0.0, "steps": 2, "ntp_steps": 2, **kw})
 
 
@@ -47,8 +49,9 @@ def _objective(cfg: TrainConfig, fused: bool = True) -> tuple[GemObjective, GemC
                 p.add_(0.05 * torch.randn_like(p))
     objective = GemObjective(gem.model, LogitScale(), gem.suffix_sees_bos, fused_loss=fused,
                              readout_head=gem.readout_head, trainable_head_rows=gem.special_ids,
-                             anchor_weight=cfg.anchor_weight, anchor_reference=reference)
-    return objective, GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)
+                             terms=[AnchorTerm(cfg.extensions.anchor_weight, reference)])
+    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    return objective, lambda examples: collator(examples, contrastive=False)
 
 
 def _examples():
@@ -61,15 +64,16 @@ def test_the_anchor_is_the_cosine_gap_to_the_starting_model_and_packing_does_not
     batch = collator(_examples())
     assert batch["s_index"].shape == (len(TEXTS), 2)
     out = objective(batch, alpha=0.0)
-    ka = float(out["ka"])
+    ka = float(out["anchor"])
     assert 1e-4 < ka < 1.0, "a perturbed model is away from its start, but close"
     # the same rows unpacked, and through the reference (logits) path: the same term
-    unpacked = GemCollator(collator.tokenizer, collator.special_ids, collator.bos,
-                           dataclasses.replace(cfg, pack=False), contrastive=False)(_examples())
+    gem = objective.terms[0].reference
+    unpacked = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, with_flat(cfg, pack=False))(_examples(),
+                                                                                            contrastive=False)
     assert unpacked["input_ids"].shape[0] == len(TEXTS) > batch["input_ids"].shape[0]
-    assert float(objective(unpacked, alpha=0.0)["ka"]) == pytest.approx(ka, rel=1e-4)
+    assert float(objective(unpacked, alpha=0.0)["anchor"]) == pytest.approx(ka, rel=1e-4)
     slow, _ = _objective(cfg, fused=False)
-    assert float(slow(batch, alpha=0.0)["ka"]) == pytest.approx(ka, rel=1e-4)
+    assert float(slow(batch, alpha=0.0)["anchor"]) == pytest.approx(ka, rel=1e-4)
     # the loss carries it with its weight, and it has a gradient
     assert float(out["loss"]) == pytest.approx(float(out["ntp"]) + ka, rel=1e-5)
     out["backward"].backward()
@@ -82,12 +86,14 @@ def test_the_anchor_reads_each_text_s_embedding_from_the_packed_batch(first_stag
     cfg = _second(first_stage, tmp_path, anchor_weight=1.0, reconstruction_share=1.0)
     objective, collator = _objective(cfg)
     batch = collator(_examples())
-    reference = objective.anchor_reference
+    reference = objective.terms[0].reference
+    inputs = gem_inputs(reference.model, batch["input_ids"], batch["roles"], batch["segment_ids"], reference.suffix_sees_bos)
     with torch.no_grad():
-        hidden = reference.model.get_base_model().get_decoder()(**objective._ntp_inputs(batch)).last_hidden_state
+        hidden = reference.model.get_base_model().get_decoder()(**inputs).last_hidden_state
         packed = torch.nn.functional.normalize(reference.readout_head(pooled_at(hidden, batch["s_index"])), dim=-1)
-    budget = (cfg.max_length - len(collator.bos) - cfg.k) // 2
-    texts = [collator.tokenizer.decode(ids[:budget]) for ids in collator._ids(TEXTS)]
+    budget = (cfg.rows.max_length - len(reference.bos) - cfg.gem.k) // 2
+    tokenizer = reference.tokenizer
+    texts = [tokenizer.decode(ids[:budget]) for ids in GemCollator(tokenizer, reference.special_ids, reference.bos, cfg)._ids(TEXTS)]
     reference.model.eval()
     np.testing.assert_allclose(packed.numpy(), reference.encode(texts, pooling="gem"), atol=1e-4)
 
@@ -96,27 +102,27 @@ def test_only_plain_rows_give_no_anchor_and_the_same_model_gives_zero(first_stag
     cfg = _second(first_stage, tmp_path, anchor_weight=1.0, p_plain=1.0)
     objective, collator = _objective(cfg)
     batch = collator(_examples())
-    assert batch["s_index"].shape == (0, 2) and float(objective(batch, alpha=0.0)["ka"]) == 0.0
+    assert batch["s_index"].shape == (0, 2) and float(objective(batch, alpha=0.0)["anchor"]) == 0.0
     cfg = _second(first_stage, tmp_path, anchor_weight=1.0, reconstruction_share=1.0)
     reference = anchor_reference(cfg, torch.device("cpu"))
     same = GemObjective(reference.model, LogitScale(), reference.suffix_sees_bos, readout_head=reference.readout_head,
-                        trainable_head_rows=reference.special_ids, anchor_weight=1.0, anchor_reference=reference)
-    assert float(same(collator(_examples()), alpha=0.0)["ka"]) == pytest.approx(0.0, abs=1e-5)
+                        trainable_head_rows=reference.special_ids, terms=[AnchorTerm(1.0, reference)])
+    assert float(same(collator(_examples()), alpha=0.0)["anchor"]) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_the_config_names_what_the_anchor_needs():
-    with pytest.raises(ValueError, match="set init_from"):
-        TrainConfig(anchor_weight=1.0)
+    with pytest.raises(ValueError, match="set run.init_from"):
+        flat_config(anchor_weight=1.0)
     with pytest.raises(ValueError, match="anchor_weight must be >= 0"):
-        TrainConfig(anchor_weight=-1.0, init_from="x")
-    with pytest.raises(ValueError, match="anchor_reference"):
-        GemObjective(torch.nn.Linear(2, 2), LogitScale(), anchor_weight=1.0)
+        flat_config(anchor_weight=-1.0, init_from="x")
+    with pytest.raises(ValueError, match="starting model"):
+        AnchorTerm(1.0, None)
 
 
 def test_an_anchored_second_stage_keeps_the_embedding_closer_to_its_start(first_stage, tmp_path):
     """Reconstruction-only steps at a high learning rate move the embedding; with the anchor on,
     the same steps leave it nearer where the first stage had it."""
-    start = lab.load(str(Path(first_stage.output_dir) / f"checkpoint-{first_stage.steps}"), dtype="float32")
+    start = lab.load(str(Path(first_stage.run.output_dir) / f"checkpoint-{first_stage.optim.steps}"), dtype="float32")
     before = start.encode(TEXTS)
     moved = {}
     for weight in (0.0, 20.0):

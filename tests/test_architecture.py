@@ -12,7 +12,7 @@ LAB = Path(__file__).resolve().parents[1] / "lab"
 # Rank of each top-level part of lab: an import may only go to an equal-or-lower rank, and parts
 # of equal rank (evaluation / training, app / course) never import each other.
 LAYERS = {"storage": 0, "gem": 1, "models": 2, "corpora": 3, "evaluation": 4, "training": 4, "viz": 5,
-          "app": 6, "course": 6, "experiments": 6, "cli": 7, "__main__": 8, "": 8}
+          "app": 6, "course": 6, "cli": 7, "__main__": 8, "": 8}
 # Private attributes of third-party objects the lab must touch (transformers' config attribute).
 THIRD_PARTY_PRIVATE = {"_attn_implementation"}
 MAX_FILE_LINES = 400
@@ -150,3 +150,34 @@ def test_no_private_member_is_used_from_another_module():
 def test_the_graph_sees_function_level_imports(module):
     """The graph is not empty for modules known to import others (a parser bug would hide edges)."""
     assert GRAPH[module]
+
+
+RESEARCH = LAB.parent / "research"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level package of every absolute import in a file (function-level imports included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out.add((node.module or "").split(".")[0])
+    return out
+
+
+def test_lab_never_imports_research_and_research_builds_on_lab():
+    """The product does not depend on the studies that chose its recipe; the studies use the product."""
+    into_research = [m for m, p in MODULES.items() if "research" in _top_level_imports(p)]
+    assert not into_research, f"lab modules importing research: {into_research}"
+    studies = sorted(RESEARCH.rglob("*.py"))
+    assert studies and any("lab" in _top_level_imports(p) for p in studies)
+    assert not (LAB / "experiments").exists(), "studies live in research/, not in the package"
+
+
+def test_the_research_folder_says_what_each_study_asked_found_and_how_to_rerun():
+    readme = (RESEARCH / "README.md").read_text()
+    for study in ("ablations", "reconstruction", "sink_words", "gpu_runs", "reader"):
+        assert (RESEARCH / study).exists() or (RESEARCH / f"{study}.py").exists(), study
+        assert study.replace("_", " ").split()[0] in readme.lower(), study
+    assert "| study | asked | found | rerun |" in readme

@@ -2,13 +2,13 @@
 
 import torch
 
+from tests.conftest import flat_config
 from lab.course import exercises as ex
 from lab.gem.leak import leak_check
 from lab.gem.masks import Role as R
 from lab.gem.masks import gem_mask
 from lab.gem.tokens import Row
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig
 
 from .conftest import tiny_gem
 
@@ -38,16 +38,16 @@ def test_the_leak_exercise_needs_a_broken_mask():
 def test_row_exercises(capsys):
     gem = tiny_gem("llama", k=3)
     texts = [{"text": t, "index": i} for i, t in enumerate(["one text here", "another text", "a third one"])]
-    cfg = TrainConfig(p_plain=0.0, k=3, batch_size=3, pack=False)
+    cfg = flat_config(p_plain=0.0, k=3, batch_size=3, pack=False)
     assert ex.check_k_specials(GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(texts), 3)
     assert not ex.check_k_specials(GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(texts), 2)
     short = GemCollator(gem.tokenizer, gem.special_ids, gem.bos,
-                        TrainConfig(p_plain=0.0, reconstruction_share=0.0, k=3, batch_size=2))
+                        flat_config(p_plain=0.0, reconstruction_share=0.0, k=3, batch_size=2))
     short([{"text": "ab", "index": 0}])
     assert ex.check_short_rows_skipped(short.stats)
     many = [{"text": t * 3, "index": i} for i, t in enumerate(["cat ", "a dog ", "fish and chips ", "x y "])]
-    unpacked = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, TrainConfig(k=3, batch_size=4, pack=False))(many)
-    packed = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, TrainConfig(k=3, batch_size=4, pack=True))(many)
+    unpacked = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, flat_config(k=3, batch_size=4, pack=False))(many)
+    packed = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, flat_config(k=3, batch_size=4, pack=True))(many)
     assert ex.check_packing(unpacked, packed) and not ex.check_packing(packed, unpacked)
     assert ex.check_literal_special_string(gem.text_ids("say <|gem_0|> now"), gem.special_ids)
     assert not ex.check_literal_special_string(Row.build([1], gem.special_ids).input_ids, gem.special_ids)
@@ -55,13 +55,12 @@ def test_row_exercises(capsys):
 
 
 def test_run_and_timing_exercises(capsys):
-    from lab.training.config import TrainConfig
 
-    cfg = TrainConfig(positive="dropout")
+    cfg = flat_config(positive="dropout")
     rows = [{"step": 1, "loss": 2.0, "cl": 0.0}, {"step": 2, "loss": 1.5, "cl": 0.3, "eval_lee50_spearman": 0.1}]
-    assert ex.check_ablation_run(cfg, rows, {"positive": "dropout"}, reference=rows)
-    assert not ex.check_ablation_run(TrainConfig(positive="article"), rows, {"positive": "dropout"})
-    assert not ex.check_ablation_run(cfg, rows[:1], {"positive": "dropout"}), "no evals logged"
+    assert ex.check_ablation_run(cfg, rows, {"extensions.positive": "dropout"}, reference=rows)
+    assert not ex.check_ablation_run(flat_config(positive="article"), rows, {"extensions.positive": "dropout"})
+    assert not ex.check_ablation_run(cfg, rows[:1], {"extensions.positive": "dropout"}), "no evals logged"
     assert ex.check_resume(rows, [dict(r) for r in rows])
     assert not ex.check_resume(rows, [{**r, "loss": r["loss"] + 0.1} for r in rows])
     assert ex.check_one_prefill_faster(1.0, 1.5, 400) and not ex.check_one_prefill_faster(1.0, 1.5, 30)

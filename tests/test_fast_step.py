@@ -1,14 +1,15 @@
 """The optimised training step equals the reference step: the NTP loss computed from hidden states
 without full-vocabulary logits (`fused_loss`), and packed contrastive views (`pack_views`)."""
 
-import dataclasses
+import inspect
 
 import pytest
 import torch
 
-from lab.gem.lm_loss import IGNORE_INDEX, ntp_loss_sum, ntp_loss_sum_from_hidden
+from tests.conftest import flat_config
+from lab.gem.lm_loss import IGNORE_INDEX, ntp_loss_sum
+from lab.training.fused_loss import ntp_loss_sum_from_hidden
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig
 from lab.training.losses import LogitScale
 from lab.training.objective import GemObjective
 from lab.training.setup import prepare_model
@@ -39,16 +40,15 @@ def test_linear_cross_entropy_equals_logits_then_cross_entropy():
     assert (weight.grad[others] == 0).all(), "rows outside grad_rows get no gradient"
 
 
-def _objective_grads(arch: str, tmp_path, **switches) -> tuple[dict, dict]:
-    precision = switches.pop("precision", "fp32")
-    cfg = TrainConfig(model=f"tiny-{arch}", batch_size=8, max_length=48, p_plain=0.5, positive="dropout",
-                      output_dir=str(tmp_path), precision=precision, **switches)
+def _objective_grads(arch: str, tmp_path, fused_loss: bool, pack_views: bool, precision: str = "fp32"
+                     ) -> tuple[dict, dict]:
+    cfg = flat_config(model=f"tiny-{arch}", batch_size=8, max_length=48, p_plain=0.5, positive="dropout",
+                      output_dir=str(tmp_path), precision=precision)
     torch.manual_seed(0)
     gem = prepare_model(cfg, torch.device("cpu"))
-    objective = GemObjective(gem.model, LogitScale(), fused_loss=cfg.fused_loss,
-                             trainable_head_rows=gem.special_ids)
-    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": t, "index": i}
-                                                                      for i, t in enumerate(TEXTS)])
+    objective = GemObjective(gem.model, LogitScale(), fused_loss=fused_loss, trainable_head_rows=gem.special_ids)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, pack_views=pack_views)(
+        [{"text": t, "index": i} for i, t in enumerate(TEXTS)])
     out = objective(batch, alpha=0.5)
     out["backward"].backward()
     grads = {n: p.grad.float().clone() for n, p in objective.named_parameters() if p.grad is not None}
@@ -78,7 +78,8 @@ def test_packed_views_are_fewer_positions_with_the_same_rows():
         assert flat[view["s_index"][:, 0]].tolist() == [99, 99, 99, 99]
         # the token before each S is the row's last text token, in input order
         assert flat[view["s_index"][:, 0] - 1].tolist() == [6, 7, 10, 11]
-    assert dataclasses.is_dataclass(TrainConfig()) and TrainConfig().pack_views and TrainConfig().fused_loss
+    # the fast paths are the defaults the training loop uses
+    assert GemCollator.pack_views and inspect.signature(GemObjective).parameters["fused_loss"].default is True
 
 
 def test_bf16_step_matches_the_fp32_step_to_bf16_precision(tmp_path):

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.gem import GemModel
 from lab.gem.config import GemConfig
 from lab.gem.readout import ReadoutHead
 from lab.gem.tokens import add_gem_tokens
 from lab.models.checkpoints import load_checkpoint, save_checkpoint
 from lab.models.tiny import build_tiny
-from lab.training.config import TrainConfig
 from lab.training.loop import train
 from lab.training.setup import prepare_model
 
@@ -35,7 +35,7 @@ def test_an_untrained_head_is_the_identity_and_round_trips(tmp_path):
 
 
 def _cfg(tmp_path, **kw):
-    return TrainConfig(**{**dict(model="tiny-llama", corpus=str(ROOT / "data/sample/wiki_train_sample.jsonl"),
+    return flat_config(**{**dict(model="tiny-llama", corpus=str(ROOT / "data/sample/wiki_train_sample.jsonl"),
                                  heldout=str(ROOT / "data/sample/wiki_heldout_sample.jsonl"), batch_size=8,
                                  max_length=48, steps=4, ntp_steps=2, warmup_steps=1, save_every=2, eval_every=0,
                                  log_every=1, p_plain=0.0, lr_ntp=1e-2, lr_cl=1e-2, train_backbone=False,
@@ -79,7 +79,7 @@ def test_frozen_run_resumes_to_the_same_head(tmp_path):
 
 def test_a_frozen_backbone_needs_gem_rows():
     with pytest.raises(ValueError, match="learns nothing from plain rows"):
-        TrainConfig(train_backbone=False, p_plain=1.0)
+        flat_config(train_backbone=False, p_plain=1.0)
 
 
 def _gem_with_head(seed: int = 0, readout_dim: int = 0) -> GemModel:

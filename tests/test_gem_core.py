@@ -146,12 +146,17 @@ def test_base_model_refuses_gem_pooling_but_does_the_rest():
 
 
 def test_generation_never_emits_special_tokens():
-    gem = tiny_gem("llama", k=1)
-    with torch.no_grad():  # make S the most likely next token everywhere
-        gem.model.get_input_embeddings().weight[gem.special_ids[0]] *= 100
+    gem = tiny_gem("llama", k=1)  # tiny-llama ties its LM head to the input embedding
+    S = gem.special_ids[0]
+    assert gem.model.get_output_embeddings().weight is gem.model.get_input_embeddings().weight
     ids = torch.tensor([gem.prompt_ids("hello")])
+    with torch.no_grad():  # point S's (tied) output row along the last state: S becomes the argmax there
+        h = gem.model.model(input_ids=ids).last_hidden_state[0, -1]
+        gem.model.get_input_embeddings().weight[S] = 1000 * h / h.norm() ** 2
+    with torch.no_grad():
+        assert int(gem.model(input_ids=ids).logits[0, -1].argmax()) == S, "positive control: greedy would pick S"
     out = gem.generate_ids(ids, max_new_tokens=10)
-    assert gem.special_ids[0] not in out[0].tolist()
+    assert S not in out[0].tolist() and len(out[0]) > 0
 
 
 def test_cached_generation_equals_uncached(arch):
@@ -181,14 +186,20 @@ def test_embed_and_generate_equals_encode_plus_generate(arch, pooling):
         gem.embed_and_generate(LONG, prompt, pooling="echo")
 
 
-def test_reconstruct_runs_from_special_cache_only(arch):
-    gem = tiny_gem(arch, k=1)
-    out = gem.reconstruct("abc", max_new_tokens=5)
-    assert isinstance(out, str)
-    cache, pos, logits = gem.special_cache("abc")
-    # the first decoded token comes from the last S state; the cache holds S alone
-    assert cache.get_seq_length() == 1 and pos == len(gem.bos) + 3 + 1
-    assert logits.shape[-1] == gem.model.config.vocab_size
+def test_reconstruct_decodes_from_a_cache_that_holds_s_alone(arch):
+    """`reconstruct` = greedy decoding from a KV cache holding only the k S entries (and a sink's,
+    when the model has one): the text's own tokens are not in it, so what comes back passed
+    through S. (That the suffix sees the prefix only through S is the leak test above.)"""
+    gem = tiny_gem(arch, k=2)
+    text = "abc"
+    n_text, k = len(gem.text_ids(text)), len(gem.special_ids)
+    cache, pos, logits = gem.special_cache(text)
+    assert cache.get_seq_length() == len(gem.sink_ids) + k, "the cache holds the sink and S, not the text"
+    assert pos == len(gem.bos) + n_text + k, "the next token's position follows BOS, the text and S"
+    assert logits.shape == (1, gem.model.config.vocab_size)
+    ids = gem.reconstruct_ids(text, max_new_tokens=5)
+    assert ids == gem.greedy_from_cache(cache, pos, logits[0], 5)
+    assert gem.reconstruct(text, max_new_tokens=5) == gem.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def test_attention_view(arch):

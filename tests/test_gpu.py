@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from .conftest import tiny_gem
+from .conftest import flat_config, tiny_gem, with_flat
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -32,13 +32,12 @@ def test_cuda_embed_and_generate_matches_generate():
 def _step_on(device: str, tmp_path) -> tuple[dict, dict]:
     """Losses and gradients of one mixed training step (fp32) of a tiny model on `device`."""
     from lab.training.collate import GemCollator
-    from lab.training.config import TrainConfig
     from lab.training.loop import batch_to_device
     from lab.training.losses import LogitScale
     from lab.training.objective import GemObjective
     from lab.training.setup import prepare_model
 
-    cfg = TrainConfig(model="tiny-llama", batch_size=8, max_length=48, p_plain=0.5, positive="dropout",
+    cfg = flat_config(model="tiny-llama", batch_size=8, max_length=48, p_plain=0.5, positive="dropout",
                       output_dir=str(tmp_path), precision="fp32")
     torch.manual_seed(0)
     gem = prepare_model(cfg, torch.device(device))
@@ -65,15 +64,14 @@ def test_cuda_training_step_matches_cpu(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_training_run_saves_a_loadable_checkpoint(precision, tmp_path):
     """A short run on the GPU (through accelerate) trains, saves and loads back on the CPU."""
-    import dataclasses
 
     from lab.models.loading import load
     from lab.storage import PROJECT_ROOT, read_jsonl
-    from lab.training.config import config_from_args
+    from lab.training.config_files import config_from_args
     from lab.training.loop import train
 
     cfg = config_from_args(str(PROJECT_ROOT / "configs" / "tiny.yaml"), [])
-    cfg = dataclasses.replace(cfg, corpus=str(PROJECT_ROOT / cfg.corpus), heldout=str(PROJECT_ROOT / cfg.heldout),
+    cfg = with_flat(cfg, corpus=str(PROJECT_ROOT / cfg.rows.corpus), heldout=str(PROJECT_ROOT / cfg.rows.heldout),
                               output_dir=str(tmp_path / "run"), steps=6, ntp_steps=3, save_every=6,
                               precision=precision)
     ckpt = train(cfg)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.evaluation.quick import neighbour_agreement
 from lab.gem.lm_loss import IGNORE_INDEX, ntp_loss, per_token_loss
 from lab.training.collate import GemCollator, describe_row
-from lab.training.config import TrainConfig, config_diff
+from lab.training.config_files import config_diff
 
 from .conftest import tiny_gem
 
@@ -27,8 +28,8 @@ def test_per_token_loss_is_minus_log_probability_and_averages_to_the_ntp_loss():
 
 def test_describe_row_lists_tokens_roles_positions_and_targets():
     gem = tiny_gem("llama", k=1)
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, pack=False)
-    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)([{"text": "hi", "index": 0}])
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, pack=False)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": "hi", "index": 0}], contrastive=False)
     rows = describe_row(batch, gem.tokenizer)
     assert [r["token"] for r in rows] == ["<s>", "h", "i", "<|gem_0|>", "h", "i"]
     assert [r["role"] for r in rows] == ["bos", "prefix", "prefix", "special", "suffix", "suffix"]
@@ -47,8 +48,8 @@ def test_neighbour_agreement_hand_cases():
 
 
 def test_config_diff_names_what_an_ablation_changes():
-    recipe = TrainConfig(k=1, p_plain=0.8, output_dir="runs/a")
-    ablation = TrainConfig(k=2, p_plain=0.8, output_dir="runs/b")
-    assert config_diff(ablation, recipe) == {"k": 2}
-    assert config_diff(ablation, recipe, ignore=()) == {"k": 2, "output_dir": "runs/b"}
+    recipe = flat_config(k=1, p_plain=0.8, output_dir="runs/a")
+    ablation = flat_config(k=2, p_plain=0.8, output_dir="runs/b")
+    assert config_diff(ablation, recipe) == {"gem.k": 2}
+    assert config_diff(ablation, recipe, ignore=()) == {"gem.k": 2, "run.output_dir": "runs/b"}
     assert config_diff(recipe, recipe) == {}

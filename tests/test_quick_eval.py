@@ -1,13 +1,14 @@
 """Quick evaluation: Lee-50 loads as documented; scores behave; the train loop logs them."""
 
-import dataclasses
 import json
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from tests.conftest import with_flat
 from lab.corpora.eval_sets import lee50
 from lab.evaluation.quick import heldout_perplexity, lee50_spearman, quick_eval, spearman
 from lab.training.loop import train
@@ -51,25 +52,30 @@ def test_perfect_encoder_scores_one_on_lee50():
     assert abs(lee50_spearman(Random())) < 0.1, "a random encoder is near chance"
 
 
-def test_tiny_model_scores_are_near_uniform():
+def test_a_model_with_uniform_logits_has_the_vocabulary_size_as_perplexity():
+    """Perplexity = exp(mean cross-entropy over the scored tokens): with every logit equal it is the
+    vocabulary size, whatever the texts, their padding and their batching."""
     gem = tiny_gem("llama", k=1, max_length=64)
-    ppl = heldout_perplexity(gem, str(ROOT / "data/sample/wiki_heldout_sample.jsonl"), max_rows=20)
-    assert 50 < ppl < 2000, "a random byte-level model is near-uniform over its ~260 tokens"
+    with torch.no_grad():
+        gem.model.get_output_embeddings().weight.zero_()
+    path = str(ROOT / "data/sample/wiki_heldout_sample.jsonl")
+    vocab = gem.model.config.vocab_size
+    assert heldout_perplexity(gem, path, max_rows=10) == pytest.approx(vocab, rel=1e-5)
+    assert heldout_perplexity(gem, path, max_rows=10, batch_size=3) == pytest.approx(vocab, rel=1e-5)
 
 
-def test_quick_eval_of_a_fixed_tiny_model_is_pinned():
-    """Same weights, same rows, same numbers: the values were recorded from the lab before its
-    layered refactor (tokenization, rows, masks, pooling and perplexity all feed into them)."""
+def test_perplexity_does_not_depend_on_batching_and_padding():
     gem = tiny_gem("llama", k=1, max_length=64)
-    r = quick_eval(gem, str(ROOT / "data/sample/wiki_heldout_sample.jsonl"), max_rows=10)
-    assert r["lee50_spearman"] == pytest.approx(-0.010859386417745816, abs=1e-4)
-    assert r["heldout_ppl"] == pytest.approx(269.2876778189348, rel=1e-4)
+    path = str(ROOT / "data/sample/wiki_heldout_sample.jsonl")
+    one_by_one = heldout_perplexity(gem, path, max_rows=10, batch_size=1)
+    assert heldout_perplexity(gem, path, max_rows=10, batch_size=10) == pytest.approx(one_by_one, rel=1e-4)
+    assert one_by_one != pytest.approx(gem.model.config.vocab_size, rel=1e-2), "a random model is not uniform"
 
 
 def test_train_logs_quick_eval(tmp_path):
-    cfg = dataclasses.replace(tiny_cfg(tmp_path), eval_every=3, max_length=32)
-    train(cfg, evaluate=partial(quick_eval, heldout=cfg.heldout, max_rows=8))
-    rows = [json.loads(l) for l in open(Path(cfg.output_dir) / "metrics.jsonl")]
+    cfg = with_flat(tiny_cfg(tmp_path), eval_every=3, max_length=32)
+    train(cfg, evaluate=partial(quick_eval, heldout=cfg.rows.heldout, max_rows=8))
+    rows = [json.loads(l) for l in open(Path(cfg.run.output_dir) / "metrics.jsonl")]
     evals = [r for r in rows if "eval_heldout_ppl" in r]
     assert [r["step"] for r in evals] == [3, 6]
     assert all(np.isfinite(r["eval_lee50_spearman"]) for r in evals)

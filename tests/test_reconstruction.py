@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.evaluation.language import reconstruction_by_length
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig
 from lab.training.losses import LogitScale
 from lab.training.objective import GemObjective
 
@@ -23,9 +23,9 @@ def trained():
     """A tiny llama trained (full fine-tune, NTP on reconstruction rows only) to rebuild WORDS."""
     torch.manual_seed(0)
     gem = tiny_gem("llama", k=1, max_length=32)
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, max_length=32, pack=False)
-    collate = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)
-    batch = collate([{"text": w, "index": i} for i, w in enumerate(WORDS)])
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, max_length=32, pack=False)
+    collate = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    batch = collate([{"text": w, "index": i} for i, w in enumerate(WORDS)], contrastive=False)
     objective = GemObjective(gem.model, LogitScale())
     optimizer = torch.optim.AdamW(gem.model.parameters(), lr=3e-3)
     gem.model.train()

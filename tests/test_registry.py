@@ -180,18 +180,14 @@ def test_shipped_models_were_trained_with_their_committed_configs(name):
     """Each shipped checkpoint is complete, and its committed config is the one it was trained with
     (all settings but where the run wrote and which checkpoint it started from, which a release
     records as run): editing the recipe without retraining, or the reverse, fails here."""
-    import dataclasses
-
     from lab.storage import PROJECT_ROOT
-    from lab.training.config import TrainConfig, config_from_args
+    from lab.training.config_files import config_from_args, flat_items, load_saved_config
 
     folder = registry.shipped_gem_path(name)
     assert folder_problem(folder) is None, folder_problem(folder)
     assert name in registry.SHIPPED_RECIPES and RECIPE_CONFIGS[name].split("/")[-1] in registry.SHIPPED_RECIPES[name]
-    as_run = json.loads((folder / "train_config.json").read_text())
-    defaults = dataclasses.asdict(TrainConfig())
-    committed = dataclasses.asdict(config_from_args(str(PROJECT_ROOT / RECIPE_CONFIGS[name]), []))
-    differ = {key: (value, as_run.get(key, defaults[key])) for key, value in committed.items()
-              if key not in ("output_dir", "init_from")
-              and json.loads(json.dumps(value)) != as_run.get(key, defaults[key])}
+    as_run = flat_items(load_saved_config(json.loads((folder / "train_config.json").read_text())))
+    committed = flat_items(config_from_args(str(PROJECT_ROOT / RECIPE_CONFIGS[name]), []))
+    differ = {key: (value, as_run[key]) for key, value in committed.items()
+              if key not in ("run.output_dir", "run.init_from") and value != as_run[key]}
     assert not differ, f"{RECIPE_CONFIGS[name]} differs from {folder}/train_config.json (committed, as run): {differ}"

@@ -6,14 +6,18 @@ import math
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.gem import GemModel
 from lab.gem.config import GemConfig
 from lab.gem.masks import Role
 from lab.gem.tokens import add_gem_tokens
 from lab.models.tiny import build_tiny
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig, config_diff, config_from_args
+from lab.training.config import TrainConfig
+from lab.training.config_files import config_diff, config_from_args
 from lab.training.losses import LogitScale, similarity_distillation
+from lab.gem.masks import gem_mask
+from lab.training.terms import SimilarityDistillation
 from lab.training.objective import GemObjective
 from lab.training.setup import prepare_model
 from .conftest import fake_teacher
@@ -25,7 +29,7 @@ TEXTS = ["the first training text", "second one here, a bit longer", "third text
 def _cfg(tmp_path, **kw) -> TrainConfig:
     base = dict(model="tiny-qwen2", batch_size=8, max_length=48, p_plain=0.0, positive="dropout",
                 output_dir=str(tmp_path), precision="fp32")
-    return TrainConfig(**{**base, **kw})
+    return flat_config(**{**base, **kw})
 
 
 def test_sink_token_starts_every_row_and_the_suffix_sees_it(tmp_path):
@@ -38,7 +42,7 @@ def test_sink_token_starts_every_row_and_the_suffix_sees_it(tmp_path):
     batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": t, "index": i} for i, t in enumerate(TEXTS)])
     assert (batch["input_ids"][:, 0] == sink).all() and (batch["roles"][:, 0] == Role.BOS).all()
     suffix = batch["roles"] == Role.SUFFIX
-    mask = batch["attention_mask"][:, 0]
+    mask = gem_mask(batch["roles"], batch.get("segment_ids"), cfg.gem.suffix_attends_bos)[:, 0]
     assert suffix.any() and mask[:, :, 0][suffix].all(), "every suffix token may attend to the sink"
     prefix_cols = (batch["roles"] == Role.PREFIX)
     assert not (mask & suffix[:, :, None] & prefix_cols[:, None, :]).any(), "the prefix stays hidden"
@@ -114,25 +118,30 @@ def test_similarity_distillation_over_some_rows_averages_those_rows():
 
 
 
-def test_objective_adds_the_distillation_term_from_the_collated_teacher(tmp_path):
+def test_objective_adds_the_distillation_term_with_the_teacher_on_the_views_texts(tmp_path):
     cfg = _cfg(tmp_path, p_plain=0.5, distill_weight=1.0)
     gem = prepare_model(cfg, torch.device("cpu"))
-    objective = GemObjective(gem.model, LogitScale(), distill_weight=1.0)
+    seen = []
+    teacher = lambda texts: seen.append(list(texts)) or fake_teacher(texts)  # noqa: E731
+    objective = GemObjective(gem.model, LogitScale(), terms=[SimilarityDistillation(1.0, teacher)])
     examples = [{"text": t, "index": i} for i, t in enumerate(TEXTS)]
-    with pytest.raises(ValueError, match="needs the teacher's embeddings"):
-        objective(GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(examples), alpha=0.5)
-    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=fake_teacher)(examples)
-    assert batch["teacher_query"].shape == (len(TEXTS), 16) == batch["teacher_positive"].shape
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)(examples)
+    assert len(batch["query_texts"]) == len(batch["positive_texts"]) == len(TEXTS)
     out = objective(batch, alpha=0.5)
-    assert float(out["kd"]) > 0
-    assert float(out["loss"]) == pytest.approx(0.5 * float(out["ntp"]) + 0.5 * (float(out["cl"]) + float(out["kd"])), rel=1e-5)
+    assert seen == [batch["query_texts"], batch["positive_texts"]], "the teacher reads the views as cut, once"
+    assert float(out["distill_similarity"]) > 0
+    assert float(out["loss"]) == pytest.approx(
+        0.5 * float(out["ntp"]) + 0.5 * (float(out["cl"]) + float(out["distill_similarity"])), rel=1e-5)
     out["backward"].backward()
     without = GemObjective(gem.model, LogitScale())(batch, alpha=0.5)
-    assert float(without["kd"]) == 0.0, "distill_weight 0: no distillation term"
+    assert "distill_similarity" not in without, "distill_weight 0: no distillation term"
+    no_texts = {k: v for k, v in batch.items() if not k.endswith("_texts")}
+    with pytest.raises(ValueError, match="needs the views' texts"):
+        objective(no_texts, alpha=0.5)
 
 
 def test_every_ablation_changes_something_at_the_reference_budget():
-    from lab.experiments.ablations import CONFIG_DIR, QUESTIONS, REFERENCE, ablation_configs
+    from research.ablations import CONFIG_DIR, QUESTIONS, REFERENCE, ablation_configs
 
     configs = ablation_configs()
     assert next(iter(configs)) == REFERENCE
@@ -143,8 +152,8 @@ def test_every_ablation_changes_something_at_the_reference_budget():
         cfg = config_from_args(str(path), [])
         changes = config_diff(cfg, reference)
         assert (name == REFERENCE) == (not changes), f"{name}: {changes}"
-        assert (cfg.steps, cfg.batch_size, cfg.max_length) == (reference.steps, reference.batch_size, reference.max_length)
-        outputs.add(cfg.output_dir)
+        assert (cfg.optim.steps, cfg.optim.batch_size, cfg.rows.max_length) == (reference.optim.steps, reference.optim.batch_size, reference.rows.max_length)
+        outputs.add(cfg.run.output_dir)
     assert len(outputs) == len(configs), "each ablation trains into its own folder"
     assert list(ablation_configs(["sink", "k2"])) == ["sink", "k2"]
     with pytest.raises(ValueError, match="no ablation config named"):
@@ -159,7 +168,7 @@ def _result(name, avg, news, changes=None, exact8=0.25):
 
 
 def test_ablation_table_lists_base_poolings_then_each_run_with_its_change():
-    from lab.experiments.ablations import ablation_table
+    from research.ablations import ablation_table
 
     base = {"rows": [{"pooling": "echo", "tasks": {"LocalLee50STS": 0.5}, "embedding_avg": 0.5}],
             "perplexity": 57.8, "perplexity_ood": 40.0}
@@ -205,7 +214,7 @@ def test_suffix_attention_shares_cover_everything_the_suffix_may_see():
 def test_report_only_rewrites_the_table_from_finished_rows(tmp_path, monkeypatch):
     import json
 
-    from lab.experiments import ablations
+    from research import ablations
 
     results = tmp_path / "ablations"
     monkeypatch.setattr(ablations, "RESULTS", results)
@@ -225,9 +234,9 @@ def test_report_only_rewrites_the_table_from_finished_rows(tmp_path, monkeypatch
 
 
 def test_an_interrupted_ablation_run_is_not_evaluated(tmp_path, monkeypatch):
-    from lab.experiments import ablations
+    from research import ablations
 
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=16, ntp_steps=6)
+    cfg = flat_config(output_dir=str(tmp_path / "run"), steps=16, ntp_steps=6)
     monkeypatch.setattr(ablations, "train", lambda cfg, resume: tmp_path / "run" / "checkpoint-7")  # stopped early
     with pytest.raises(KeyboardInterrupt, match="stopped at checkpoint-7 of 16 steps"):
         ablations.trained_checkpoint(cfg)
@@ -238,7 +247,7 @@ def test_an_interrupted_ablation_run_is_not_evaluated(tmp_path, monkeypatch):
 
 
 def test_ablation_figure_labels_each_run_by_name():
-    from lab.experiments.ablations import ablation_figure
+    from lab.viz.figures import ablation_figure
 
     base = {"rows": [{"pooling": "echo", "tasks": {}, "embedding_avg": 0.5}], "perplexity_ood": 40.0}
     fig = ablation_figure([_result("reference", 0.55, 42.0), _result("sink", 0.6, 40.0)], base)

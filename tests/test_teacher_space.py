@@ -6,14 +6,16 @@ import json
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.gem.readout import ReadoutHead
 from lab.models.checkpoints import load_checkpoint
 from lab.storage import PROJECT_ROOT as ROOT
 from lab.training import loop
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig
 from lab.training.head_init import chosen_ridge, fit_head_to_teacher, head_init_texts, ridge_map
 from lab.training.losses import LogitScale, embedding_distillation
+from lab.training import head_init, setup
+from lab.training.terms import EmbeddingDistillation
 from lab.training.objective import GemObjective
 from lab.training.setup import prepare_model
 from lab.training.spans import SPAN_WORDS, span_words
@@ -25,7 +27,7 @@ TEACHER_DIM = 16
 
 
 def _cfg(tmp_path, **kw):
-    return TrainConfig(**{**dict(model="tiny-llama", corpus=str(ROOT / "data/sample/wiki_train_sample.jsonl"),
+    return flat_config(**{**dict(model="tiny-llama", corpus=str(ROOT / "data/sample/wiki_train_sample.jsonl"),
                                  heldout=str(ROOT / "data/sample/wiki_heldout_sample.jsonl"), batch_size=8,
                                  max_length=48, steps=4, ntp_steps=2, warmup_steps=1, save_every=2, eval_every=0,
                                  log_every=1, p_plain=0.5, lr_ntp=1e-3, lr_cl=1e-3, alpha_cl=0.5,
@@ -80,7 +82,7 @@ def test_embedding_distillation_is_zero_at_the_teacher_and_names_a_width_mismatc
 def test_config_names_what_teacher_space_distillation_needs(tmp_path):
     with pytest.raises(ValueError, match="readout_head: true"):
         _cfg(tmp_path, readout_head=False, readout_dim=0)
-    with pytest.raises(ValueError, match="readout_dim > 0 needs readout_head"):
+    with pytest.raises(ValueError, match="readout_dim must be 0, or > 0 with readout_head=True"):
         _cfg(tmp_path, readout_head=False, distill_embedding_weight=0.0, head_init="default")
     with pytest.raises(ValueError, match="head_init: ridge"):
         _cfg(tmp_path, readout_dim=0, distill_embedding_weight=0.0)
@@ -89,28 +91,29 @@ def test_config_names_what_teacher_space_distillation_needs(tmp_path):
 def test_fitted_head_brings_the_embedding_close_to_the_teacher(tmp_path):
     cfg = _cfg(tmp_path)
     gem = prepare_model(cfg, torch.device("cpu"))
-    objective = GemObjective(gem.model, LogitScale(), readout_head=gem.readout_head, distill_embedding_weight=1.0)
-    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=fake_teacher)
+    objective = GemObjective(gem.model, LogitScale(), readout_head=gem.readout_head,
+                             terms=[EmbeddingDistillation(1.0, fake_teacher)])
+    collator = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     texts = [json.loads(r)["text"] for r in (ROOT / "data/sample/wiki_train_sample.jsonl").read_text().splitlines()][:64]
     examples = [{"text": t, "index": i} for i, t in enumerate(texts[:8])]
-    before = float(objective(collator(examples), alpha=1.0)["ke"])
-    fit = fit_head_to_teacher(objective.eval(), collator, texts)
-    after = float(objective(collator(examples), alpha=1.0)["ke"])
+    before = float(objective(collator(examples), alpha=1.0)["distill_embedding"])
+    fit = fit_head_to_teacher(objective.eval(), collator, fake_teacher, texts)
+    after = float(objective(collator(examples), alpha=1.0)["distill_embedding"])
     assert fit > 0.5 and after < before, (fit, before, after)
 
 
 def test_a_teacher_space_run_fits_the_head_when_the_contrastive_phase_starts_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: fake_teacher)
+    monkeypatch.setattr(setup, "distillation_teacher", lambda cfg: fake_teacher)
     fitted = []
-    real_fit = loop.fit_head_to_teacher
-    monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
+    real_fit = head_init.fit_head_to_teacher
+    monkeypatch.setattr(head_init, "fit_head_to_teacher", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
     cfg = _cfg(tmp_path)
     straight = loop.train(cfg)
     assert len(fitted) == 1, "fitted once, at step ntp_steps"
     gem = load_checkpoint(straight)
     assert gem.embedding_dim() == TEACHER_DIM and gem.encode(["a text"]).shape == (1, TEACHER_DIM)
     rows = [r for r in gem_metrics(straight.parent) if r["alpha"] > 0]
-    assert rows and all(r["ke"] > 0 for r in rows)
+    assert rows and all(r["distill_embedding"] > 0 for r in rows)
     # stopped after the fit and resumed: the same head as the straight run
     cfg2 = _cfg(tmp_path, output_dir=str(tmp_path / "run2"))
     loop.train(cfg2, stop_after=3)
@@ -125,13 +128,13 @@ def gem_metrics(ckpt):
 
 
 def test_head_refit_fits_again_before_the_last_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "distillation_teacher", lambda cfg: fake_teacher)
+    monkeypatch.setattr(setup, "distillation_teacher", lambda cfg: fake_teacher)
     steps = []
-    real_fit = loop.fit_head_to_teacher
-    monkeypatch.setattr(loop, "fit_head_to_teacher", lambda *a, **k: steps.append(1) or real_fit(*a, **k))
+    real_fit = head_init.fit_head_to_teacher
+    monkeypatch.setattr(head_init, "fit_head_to_teacher", lambda *a, **k: steps.append(1) or real_fit(*a, **k))
     loop.train(_cfg(tmp_path, steps=5, head_refit=True))
     assert len(steps) == 2, "at the start of the contrastive phase and before the last step"
-    with pytest.raises(ValueError, match="head_refit needs head_init: ridge"):
+    with pytest.raises(ValueError, match="extensions.head_refit needs extensions.head_init: ridge"):
         _cfg(tmp_path, head_refit=True, head_init="default")
 
 

@@ -6,15 +6,15 @@ import random
 import pytest
 import torch
 
+from tests.conftest import flat_config
 from lab.gem.lm_loss import IGNORE_INDEX as IGNORE
-from lab.gem.masks import Role
+from lab.gem.masks import Role, gem_mask
 from lab.gem.tokens import text_ids
 from lab.training.collate import GemCollator
-from lab.training.config import TrainConfig
 from lab.training.losses import LogitScale, alpha_at, info_nce, lr_at, ntp_loss
 from lab.training.spans import SPAN_WORDS, random_span, span_words
 
-from .conftest import fake_teacher, tiny_gem
+from .conftest import tiny_gem
 
 TEXTS = ["the first training text", "second one here, a bit longer than the first", "third",
          "fourth text about cats", "fifth about stocks and bonds"]
@@ -22,19 +22,20 @@ TEXTS = ["the first training text", "second one here, a bit longer than the firs
 
 def collate(cfg, texts=TEXTS, k=1, contrastive=True):
     gem = tiny_gem("llama", k=k)
-    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=contrastive)
-    return gem, col([{"text": t, "index": i} for i, t in enumerate(texts)])
+    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    return gem, col([{"text": t, "index": i} for i, t in enumerate(texts)], contrastive=contrastive)
 
 
 @pytest.mark.parametrize("mode", ["plain", "reconstruction", "continuation"])
 def test_rows_per_mode(mode):
-    cfg = TrainConfig(p_plain=1.0 if mode == "plain" else 0.0,
+    cfg = flat_config(p_plain=1.0 if mode == "plain" else 0.0,
                       reconstruction_share=1.0 if mode == "reconstruction" else 0.0, k=2, batch_size=4,
                       pack=False)
     gem, b = collate(cfg, k=2)
     ids, roles, labels = b["input_ids"], b["roles"], b["labels"]
     assert getattr(b["stats"], mode) == len(TEXTS) - b["stats"].skipped_short
-    assert b["attention_mask"].shape == (ids.shape[0], 1, ids.shape[1], ids.shape[1])
+    assert set(b) >= {"input_ids", "roles", "position_ids", "labels"} and "attention_mask" not in b, \
+        "a batch carries (B, T) tensors; the mask is built where the model runs"
     assert (labels[roles == Role.SPECIAL] == IGNORE).all(), "S is never a target"
     assert (labels[roles == Role.PAD] == IGNORE).all()
     assert (labels[b["position_ids"] == 0] == IGNORE).all(), "a segment's first token is never a target"
@@ -53,7 +54,7 @@ def test_rows_per_mode(mode):
         else:
             text = gem.tokenizer(TEXTS[r] if b["stats"].skipped_short == 0 else "", add_special_tokens=False)["input_ids"]
             assert prefix + suffix == text[: len(prefix) + len(suffix)]
-            assert len(prefix) >= cfg.min_part and len(suffix) >= cfg.min_part
+            assert len(prefix) >= cfg.rows.min_part and len(suffix) >= cfg.rows.min_part
 
 
 # Two reconstruction rows, "ab" and "cd", packed into one sequence, drawn by hand: each segment is
@@ -81,20 +82,20 @@ def _drawn(grid: str) -> torch.Tensor:
 
 
 def test_packed_reconstruction_rows_get_the_hand_drawn_mask():
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, max_length=64, pack=True)
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, max_length=64, pack=True)
     gem, b = collate(cfg, texts=["ab", "cd"], contrastive=False)
     assert b["input_ids"].shape == (1, 12), "both rows fit one packed sequence"
     S, bos = gem.special_ids[0], gem.bos[0]
     a, bb, c, d = (gem.text_ids(ch)[0] for ch in "abcd")
     assert b["input_ids"][0].tolist() == [bos, a, bb, S, a, bb, bos, c, d, S, c, d]
-    assert torch.equal(b["attention_mask"][0, 0], _drawn(PACKED_MASK))
+    assert torch.equal(gem_mask(b["roles"], b["segment_ids"])[0, 0], _drawn(PACKED_MASK))
     assert b["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5] * 2
     ignore = IGNORE
     assert b["labels"][0].tolist() == [ignore, a, bb, ignore, a, bb] + [ignore, c, d, ignore, c, d]
 
 
 def test_short_rows_are_skipped_and_counted_never_crash():
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=0.0, min_part=4, batch_size=4, pack=False)
+    cfg = flat_config(p_plain=0.0, reconstruction_share=0.0, min_part=4, batch_size=4, pack=False)
     gem, b = collate(cfg, texts=["ab", "a much longer text that can be split", "xyz"])
     assert b["stats"].skipped_short == 2 and b["input_ids"].shape[0] == 1
     _, empty = collate(cfg, texts=["ab"])
@@ -102,7 +103,7 @@ def test_short_rows_are_skipped_and_counted_never_crash():
 
 
 def test_same_index_same_row_whatever_the_batch():
-    cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4, pack=False)
+    cfg = flat_config(p_plain=0.5, reconstruction_share=0.5, batch_size=4, pack=False)
     gem = tiny_gem("llama")
     col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     a = col([{"text": TEXTS[1], "index": 7}, {"text": TEXTS[0], "index": 3}])
@@ -113,7 +114,7 @@ def test_same_index_same_row_whatever_the_batch():
 
 
 def test_contrastive_views_end_in_s_and_drop_tokens():
-    cfg = TrainConfig(drop_rate=0.5, batch_size=4)
+    cfg = flat_config(drop_rate=0.5, batch_size=4)
     gem, b = collate(cfg)
     for view in ("query", "positive"):
         roles = b[view]["roles"]
@@ -159,9 +160,9 @@ def test_article_positives_come_from_another_row_of_the_article():
     assert [g for _, g in partners] == [0, 0, 1, 1, 2]
     assert [j for j, _ in partners] == [1, 0, 3, 2, 4], "the other row of the article; alone: itself"
     assert article_partners(rows, seed=0) == partners, "deterministic"
-    cfg = TrainConfig(drop_rate=0.0, batch_size=4, positive="article", pack_views=False)  # one view per row
+    cfg = flat_config(drop_rate=0.0, batch_size=4, positive="article")
     gem = tiny_gem("llama")
-    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+    col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, pack_views=False)  # one view per row
     b = col([training_example(i, TEXTS, partners) for i in range(5)])
     assert b["groups"].tolist() == [0, 0, 1, 1, 2]
     n_text = int((b["positive"]["roles"][0] == Role.PREFIX).sum())
@@ -180,9 +181,9 @@ def test_logit_scale_init_and_clamp():
 
 
 def test_schedules():
-    cfg = TrainConfig(steps=1000, ntp_steps=100, warmup_steps=10, lr_ntp=1e-4, lr_cl=1e-5, min_lr_ratio=0.1)
+    cfg = flat_config(steps=1000, ntp_steps=100, warmup_steps=10, lr_ntp=1e-4, lr_cl=1e-5, min_lr_ratio=0.1)
     assert alpha_at(0, cfg) == 0.0 and alpha_at(99, cfg) == 0.0 and alpha_at(100, cfg) == 1.0
-    assert alpha_at(100, TrainConfig(steps=1000, ntp_steps=100, alpha_cl=0.5)) == 0.5
+    assert alpha_at(100, flat_config(steps=1000, ntp_steps=100, alpha_cl=0.5)) == 0.5
     assert math.isclose(lr_at(0, cfg), 1e-5) and math.isclose(lr_at(9, cfg), 1e-4)
     assert math.isclose(lr_at(10, cfg), 1e-4)
     assert math.isclose(lr_at(100, cfg), 1e-5) and math.isclose(lr_at(1000, cfg), 1e-6)
@@ -192,27 +193,25 @@ def test_schedules():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="p_plain"):
-        TrainConfig(p_plain=1.5)
+        flat_config(p_plain=1.5)
     with pytest.raises(ValueError, match="in-batch negatives"):
-        TrainConfig(batch_size=1)
+        flat_config(batch_size=1)
 
 
 def test_packed_batch_has_the_same_loss_as_unpacked(arch):
     """Packing only removes padding: same targets, same NTP sum, fewer positions."""
-    from lab.gem.masks import model_attention_mask
+    from lab.gem.forward import gem_inputs
     from lab.training.losses import ntp_loss_sum
 
     texts = TEXTS * 3
     gem = tiny_gem(arch, k=1)
     results = {}
     for pack in (False, True):
-        cfg = TrainConfig(p_plain=0.5, reconstruction_share=0.5, batch_size=4, max_length=128, pack=pack)
-        col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, contrastive=False)
-        b = col([{"text": t, "index": i} for i, t in enumerate(texts)])
+        cfg = flat_config(p_plain=0.5, reconstruction_share=0.5, batch_size=4, max_length=128, pack=pack)
+        col = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
+        b = col([{"text": t, "index": i} for i, t in enumerate(texts)], contrastive=False)
         with torch.no_grad():
-            logits = gem.model(input_ids=b["input_ids"], position_ids=b["position_ids"],
-                               attention_mask=model_attention_mask(b["attention_mask"], gem.model.config,
-                                                                   torch.float32)).logits
+            logits = gem.model(**gem_inputs(gem.model, b["input_ids"], b["roles"], b.get("segment_ids"))).logits
         results[pack] = (*ntp_loss_sum(logits, b["labels"]), b["input_ids"].numel())
     (s0, c0, n0), (s1, c1, n1) = results[False], results[True]
     assert int(c0) == int(c1)
@@ -236,15 +235,11 @@ def test_random_span_is_a_few_consecutive_words_of_the_text():
 def test_span_views_cut_queries_to_spans_and_leave_the_rest_unchanged():
     texts = TEXTS + ["a sixth text with several words in it", "the seventh and last one of them"]
     examples = [{"text": t, "index": i} for i, t in enumerate(texts)]
-    seen: list[list[str]] = []
-
-    def teacher(batch_texts):
-        seen.append(list(batch_texts))
-        return fake_teacher(batch_texts)
-
     gem = tiny_gem("llama")
-    batches = {share: GemCollator(gem.tokenizer, gem.special_ids, gem.bos, TrainConfig(span_views=share, batch_size=7),
-                                  teacher=teacher)(examples) for share in (0.0, 1.0)}
+    batches = {share: GemCollator(gem.tokenizer, gem.special_ids, gem.bos, flat_config(span_views=share, batch_size=7))(
+        examples) for share in (0.0, 1.0)}
+    seen = [batches[0.0]["query_texts"], batches[0.0]["positive_texts"], batches[1.0]["query_texts"],
+            batches[1.0]["positive_texts"]]  # what a teacher reads
     plain_q, span_q = seen[0], seen[2]
     assert plain_q == [gem.tokenizer.decode(text_ids(gem.tokenizer, [t])[0][0]) for t in texts]
     assert all(q in " ".join(span_words(t)) and len(q.split()) <= max(SPAN_WORDS) for q, t in zip(span_q, texts))
@@ -259,7 +254,7 @@ def test_span_views_cut_queries_to_spans_and_leave_the_rest_unchanged():
 
 def test_reconstruction_min_tokens_cuts_texts_to_lengths_between_it_and_the_budget():
     texts = ["a long text with many many words in it, far longer than the budget " * 3] * 40
-    cfg = TrainConfig(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, pack=False, max_length=40,
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, pack=False, max_length=40,
                       reconstruction_min_tokens=4)
     gem, b = collate(cfg, texts=texts, contrastive=False)
     budget = (40 - len(gem.bos) - 1) // 2
@@ -268,6 +263,6 @@ def test_reconstruction_min_tokens_cuts_texts_to_lengths_between_it_and_the_budg
     for r in range(b["input_ids"].shape[0]):
         ids = b["input_ids"][r]
         assert ids[b["roles"][r] == Role.PREFIX].tolist() == ids[b["roles"][r] == Role.SUFFIX].tolist()
-    whole = collate(TrainConfig(p_plain=0.0, k=1, batch_size=4, pack=False, max_length=40), texts=texts,
+    whole = collate(flat_config(p_plain=0.0, k=1, batch_size=4, pack=False, max_length=40), texts=texts,
                     contrastive=False)[1]
     assert {int((whole["roles"][r] == Role.PREFIX).sum()) for r in range(whole["input_ids"].shape[0])} == {budget}

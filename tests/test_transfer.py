@@ -38,7 +38,7 @@ def test_word_similarity_is_the_rank_correlation_with_the_human_scores():
 
 
 def test_sink_probe_pools_only_the_words_tokens_whatever_the_padding():
-    from lab.experiments.sink_words import sink_word_similarity, word_states
+    from research.sink_words import sink_word_similarity, word_states
 
     gem = tiny_gem("llama")
     words = ["cat", "a much longer word", "dog"]
@@ -57,7 +57,7 @@ def test_sink_probe_pools_only_the_words_tokens_whatever_the_padding():
 
 def test_with_sink_reads_texts_as_a_model_trained_with_the_sink_does():
     from lab.evaluation.language import text_perplexity
-    from lab.experiments.sink_words import with_sink
+    from research.sink_words import with_sink
     from lab.gem import GemModel
     from lab.gem.config import GemConfig
     from lab.gem.tokens import add_gem_tokens

@@ -58,7 +58,7 @@ CAPTIONS = {
     "reconstruct": "Decoded from the special tokens' key/value cache alone: how much of the text does S carry? "
                    "(The shipped model, on 32 held-out texts per length: 25 % of 8-token texts come back exactly "
                    "and 64 % of their tokens; at 16 tokens 37 % of the tokens, at 32 17 % — the gist, not the "
-                   "sentence. results/reconstruction_tradeoff.md shows what its second stage added and what "
+                   "sentence. research/reconstruction/results/reconstruction_tradeoff.md shows what its second stage added and what "
                    "more would cost the embedding.)",
     "embed": "One pass over the document gives its embedding and the cache the answer continues from; "
              "the timing compares it with embedding and generating separately.",

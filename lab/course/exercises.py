@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..gem.lm_loss import IGNORE_INDEX
+from ..training.config_files import flat_items
 from ..gem.masks import Role, gem_mask, gist_mask
 
 
@@ -129,15 +130,16 @@ def check_number(name: str, answer: float, truth: float, tolerance: float = 0.01
 
 
 def check_ablation_run(cfg, metrics: list[dict], changed: dict, reference: list[dict] | None = None) -> bool:
-    """3.2 / 3.3 — a training run made with the asked-for settings (`changed`), with in-training
+    """3.2 / 3.3 — a training run made with the asked-for settings (`changed`: {dotted key: value}), with in-training
     evals; prints its last losses and evals beside the reference run's, to interpret."""
     if not _answered(cfg, metrics, changed):
         return False
-    wrong = {k: getattr(cfg, k) for k, v in changed.items() if getattr(cfg, k) != v}
+    settings = flat_items(cfg)  # {"extensions.positive": ..., "objective.alpha_cl": ...}
+    wrong = {k: settings.get(k) for k, v in changed.items() if settings.get(k) != v}
     evals = [r for r in metrics if "eval_lee50_spearman" in r]
     if wrong or not evals:
         return _verdict(False, "", f"train with {changed} (you have {wrong})" if wrong else
-                        "set eval_every so the run logs evals, and pass its rows (on_log gives them)")
+                        "set run.eval_every so the run logs evals, and pass its rows (on_log gives them)")
 
     def last(rows, key):
         vals = [r[key] for r in rows if key in r]

@@ -37,13 +37,10 @@ def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[l
 
 
 @torch.inference_mode()
-def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_length: int = 16,
-                             use_reader: bool = True) -> dict:
+def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
     """{"exact": {n: rate}, "token_accuracy": {n: rate}, "count": {n: texts}} for a GEM model.
 
     token_accuracy: share of the n positions where the decoded token equals the input token.
-    use_reader: decode with the model's reconstruction reader when it has one (`lab.gem.reader`);
-    False measures the GEM weights alone.
     """
     gem.require_gem_tokens("reconstruction")
     rows = read_jsonl(heldout)
@@ -54,7 +51,7 @@ def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_len
         for ids in tqdm(seqs, desc=f"reconstruct {n} tokens", leave=False):
             text = gem.tokenizer.decode(ids)
             ids = gem.text_ids(text)  # what the model reads (a cut can re-tokenise differently)
-            out = gem.reconstruct_ids(text, max_new_tokens=len(ids), use_reader=use_reader)
+            out = gem.reconstruct_ids(text, max_new_tokens=len(ids))
             matched += sum(a == b for a, b in zip(out, ids))
             total += len(ids)
             hits += out == ids

@@ -86,11 +86,8 @@ def reconstruction_table(results: list[dict]) -> str:
     """Exact-match rate and token accuracy (%) by input length, "exact / tokens" per cell, for every
     result that has reconstruction numbers."""
     have = []
-    for r in results:  # a model with a reconstruction reader gets a second row: its GEM weights alone
-        if r.get("reconstruction_no_reader"):
-            have.append((f"{r['label']} (with its reader)", r["reconstruction"]))
-            have.append((f"{r['label']} (GEM weights alone, no reader)", r["reconstruction_no_reader"]))
-        elif r.get("reconstruction"):
+    for r in results:
+        if r.get("reconstruction"):
             have.append((r["label"], r["reconstruction"]))
     if not have:
         return ""

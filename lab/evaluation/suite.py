@@ -165,10 +165,6 @@ def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dic
                                                   max_tokens=suite.news_max_tokens),
         "reconstruction": lambda: reconstruction_by_length(
             gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
-        # with a reconstruction reader (lab.gem.reader): the same texts read back by the GEM weights alone
-        **({"reconstruction_no_reader": lambda: reconstruction_by_length(
-            gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length, use_reader=False)}
-           if getattr(gem, "reader", None) is not None else {}),
         "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
                              data_dir=data_dir),
     }

@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
+import dataclasses
 import logging
 import threading
 
@@ -53,7 +52,6 @@ class GemModel:
         self.sink_ids, self.bos = self.prefix_ids(tokenizer, gem_config)
         self.pieces = template_piece_ids(tokenizer)
         self.readout_head = self._readout_head(gem_config)
-        self.reader = None  # a lab.gem.reader.Reader when the checkpoint has one (reconstruction only)
 
     def _readout_head(self, gem_config: GemConfig | None) -> ReadoutHead | None:
         """A fresh (identity) head on the model's device when the config asks for one; loaders fill it."""
@@ -339,15 +337,13 @@ class GemModel:
         return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
 
     @torch.inference_mode()
-    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, use_reader: bool = True) -> list[int]:
-        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`). The last S predicts
-        the first token; with a reader (`lab.gem.reader`) and `use_reader`, the later steps run it."""
-        cache, pos, last_logits = self.special_cache(text)  # reader off: S as the embedding computes it
+    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None) -> list[int]:
+        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`); the last S
+        predicts the first token."""
+        cache, pos, last_logits = self.special_cache(text)
         if max_new_tokens is None:
             max_new_tokens = len(self.text_ids(text)) + 8
-        reader = self.reader if use_reader else None
-        with reader.enabled() if reader is not None else contextlib.nullcontext():
-            return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
+        return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
 
     @torch.inference_mode()
     def greedy_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int) -> list[int]:
@@ -389,10 +385,14 @@ class GemModel:
                               self.suffix_sees_bos)
 
 
-def add_new_gem_tokens(gem: GemModel, k: int = 1, **config) -> GemModel:
-    """A GemModel with k fresh (untrained) GEM tokens on the same backbone: the start of training.
-    This is the explicit step that changes the model and tokenizer (new vocabulary rows)."""
-    add_gem_tokens(gem.model, gem.tokenizer, k)
-    if gem.name:
-        config.setdefault("base_model", gem.name)
-    return GemModel(gem.model, gem.tokenizer, GemConfig(k=k, trained=False, **config), name=gem.name)
+def add_new_gem_tokens(gem: GemModel, k: int = 1, config: GemConfig | None = None, **settings) -> GemModel:
+    """A GemModel with fresh (untrained) GEM tokens on the same backbone: the start of training.
+    This is the explicit step that changes the model and tokenizer (new vocabulary rows). The GEM
+    settings: `config` (e.g. a training config's `gem`), or k and GemConfig's other fields."""
+    if config is None:
+        if gem.name:
+            settings.setdefault("base_model", gem.name)
+        config = GemConfig(k=k, **settings)
+    config = dataclasses.replace(config, trained=False)
+    add_gem_tokens(gem.model, gem.tokenizer, config.k)
+    return GemModel(gem.model, gem.tokenizer, config, name=gem.name)

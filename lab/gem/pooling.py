@@ -116,3 +116,10 @@ def pool_states(hidden: torch.Tensor, pool: torch.Tensor, readout: str = "mean")
         return h[pool].reshape(h.shape[0], n * h.shape[-1])
     w = pool.to(h.dtype).unsqueeze(-1)
     return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def pooled_at(hidden: torch.Tensor, s_index: torch.Tensor) -> torch.Tensor:
+    """(N, d) float32: the mean of hidden (B, T, d) over each row's S positions, s_index (N, k)
+    flat indices into B * T (e.g. `lab.training.collate.s_index`: every row's S in a packed batch)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])  # (B * T, d)
+    return flat[s_index].float().mean(1)  # (N, k, d) -> (N, d)

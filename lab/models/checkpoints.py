@@ -4,7 +4,6 @@
     config.json + weights    only in merged exports (lab.export): the whole model, no base needed
     gem_tokens.safetensors   the k new input-embedding rows (and output rows if the head is untied)
     readout_head.safetensors optional: the readout head (GemConfig.readout_head; lab.gem.readout)
-    reader.safetensors       optional, + reader_config.json: the reconstruction reader (lab.gem.reader)
     adapter/                 optional: a peft LoRA adapter (adapter_config.json + safetensors)
     weights.safetensors      optional: full fine-tuned weights that differ from the base
     MANIFEST.json            written last: a folder without it is unfinished and is never loaded
@@ -24,7 +23,6 @@ from safetensors.torch import load_file, save_file
 
 from ..gem import GemConfig, GemModel
 from ..gem.forward import unwrap
-from ..gem.reader import Reader, has_reader
 from ..gem.tokens import add_gem_tokens
 from ..storage import atomic_dir, folder_problem
 from .causal_lm import load_causal_lm
@@ -72,8 +70,6 @@ def save_checkpoint(gem: GemModel, folder: str | Path, full_weights: dict[str, t
         save_file(gem_token_tensors(gem), str(tmp / TOKENS_FILE))
         if gem.readout_head is not None:
             gem.readout_head.save(tmp)
-        if gem.reader is not None:
-            gem.reader.save(tmp)
         if hasattr(gem.model, "peft_config"):
             # The new token rows are in TOKENS_FILE; without save_embedding_layers=False peft would
             # also save the whole resized embedding matrix and LM head (~230 MB for SmolLM2).
@@ -128,8 +124,6 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
     if gem.readout_head is not None:
         gem.readout_head.load(folder)
         gem.readout_head.eval()
-    if has_reader(folder):  # the reconstruction reader (lab.gem.reader): on only while decoding from S
-        gem.reader = Reader.load(unwrap(gem.model), folder)
     return gem
 
 

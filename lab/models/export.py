@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..gem import GemModel
-from ..storage import atomic_dir, folder_problem, read_manifest
+from ..storage import atomic_dir, folder_problem
 from .checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ def _save_merged(gem: GemModel, folder: Path) -> None:
     gem.gem_config.save(folder)
     if gem.readout_head is not None:
         gem.readout_head.save(folder)
-    if gem.reader is not None:
-        gem.reader.save(folder)
 
 
 def _save_dense_head(gem: GemModel, folder: Path) -> None:
@@ -140,32 +138,4 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> P
             shutil.copy2(metrics, tmp / "metrics.jsonl")
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")
-    return out
-
-
-def add_reader(checkpoint: str | Path, reader_dir: str | Path, out: str | Path | None = None) -> Path:
-    """`checkpoint` plus the reconstruction reader trained in `reader_dir` (`lab train-reader`),
-    written atomically to `out` (default: over `checkpoint` itself). The run's `reader_state.json`
-    (steps, minutes, config) goes along as `reader_training.json`."""
-    import shutil
-
-    from ..gem.reader import READER_CONFIG, READER_WEIGHTS, has_reader
-
-    checkpoint, reader_dir = Path(checkpoint).resolve(), Path(reader_dir)
-    out = Path(out) if out else checkpoint
-    problem = folder_problem(checkpoint)
-    if problem:
-        raise RuntimeError(f"cannot add a reader to {checkpoint}: {problem}")
-    if not has_reader(reader_dir):
-        raise FileNotFoundError(f"{reader_dir} has no {READER_WEIGHTS} + {READER_CONFIG}: train one first "
-                                f"(python -m lab train-reader --model {checkpoint} --out {reader_dir})")
-    with atomic_dir(out, metadata={**((read_manifest(checkpoint) or {}).get("metadata") or {}),
-                                   "reader_from": str(reader_dir)}) as tmp:
-        for item in checkpoint.iterdir():
-            if item.name != "MANIFEST.json":
-                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        for name in (READER_WEIGHTS, READER_CONFIG):
-            shutil.copy2(reader_dir / name, tmp / name)
-        if (reader_dir / "reader_state.json").is_file():
-            shutil.copy2(reader_dir / "reader_state.json", tmp / "reader_training.json")
     return out

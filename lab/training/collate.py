@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..gem.lm_loss import IGNORE_INDEX
-from ..gem.masks import ROLE_NAMES, Role, gem_mask, position_ids_from_roles
+from ..gem.masks import ROLE_NAMES, Role, position_ids_from_roles
 from ..gem.tokens import Row, pad_rows, text_ids
 from .config import TrainConfig
 from .spans import random_span
@@ -54,29 +54,29 @@ def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainC
         stats.skipped_empty += 1
         return None
     bos_id = bos[0] if bos else None
-    plain = rng.random() < cfg.p_plain
-    reconstruction = rng.random() < cfg.reconstruction_share
+    plain = rng.random() < cfg.rows.p_plain
+    reconstruction = rng.random() < cfg.rows.reconstruction_share
     if plain:
-        budget = cfg.max_length - len(bos)
+        budget = cfg.rows.max_length - len(bos)
         stats.truncated += len(ids) > budget
         stats.plain += 1
         return Row.build(bos + ids[:budget], [], bos_token_id=bos_id)
     k = len(special_ids)
     if reconstruction:
-        budget = (cfg.max_length - len(bos) - k) // 2
+        budget = (cfg.rows.max_length - len(bos) - k) // 2
         stats.truncated += len(ids) > budget
         ids = ids[:budget]
-        if cfg.reconstruction_min_tokens and len(ids) > cfg.reconstruction_min_tokens:
-            ids = ids[:rng.randint(cfg.reconstruction_min_tokens, len(ids))]
+        if cfg.rows.reconstruction_min_tokens and len(ids) > cfg.rows.reconstruction_min_tokens:
+            ids = ids[:rng.randint(cfg.rows.reconstruction_min_tokens, len(ids))]
         stats.reconstruction += 1
         return Row.build(bos + ids, special_ids, ids, bos_token_id=bos_id)
-    budget = cfg.max_length - len(bos) - k
+    budget = cfg.rows.max_length - len(bos) - k
     stats.truncated += len(ids) > budget
     ids = ids[:budget]
-    if len(ids) < 2 * cfg.min_part:
+    if len(ids) < 2 * cfg.rows.min_part:
         stats.skipped_short += 1
         return None
-    i = rng.randint(cfg.min_part, len(ids) - cfg.min_part)
+    i = rng.randint(cfg.rows.min_part, len(ids) - cfg.rows.min_part)
     stats.continuation += 1
     return Row.build(bos + ids[:i], special_ids, ids[i:], bos_token_id=bos_id)
 
@@ -145,7 +145,7 @@ def view_batch(rows: list[Row], pad_token_id: int, pack_to: int | None = None) -
 
     Returns `input_ids`, `roles` (B, T) and `s_index` (N, k): for row i, the flat indices (into
     B * T) of its S tokens. With `pack_to`, rows are packed into sequences of that many tokens
-    (with `segment_ids` and `position_ids`: segments never see each other), so far fewer padded
+    (with `segment_ids`: segments never see each other), so far fewer padded
     positions run through the model; the embeddings are the same (tested).
     """
     if pack_to is None:
@@ -158,7 +158,6 @@ def view_batch(rows: list[Row], pad_token_id: int, pack_to: int | None = None) -
     batch["s_index"] = s_index(rows, where, batch["input_ids"].shape[1], k)
     if segment_ids is not None:
         batch["segment_ids"] = segment_ids
-        batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
     return batch
 
 
@@ -171,19 +170,21 @@ def drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
 class GemCollator:
     """Turns examples {"text": str, "index": int[, "positive_text": str, "group": int]} into a batch.
 
-    Returns a dict with (B, T) `input_ids`, `roles`, `position_ids`, `labels`, the canonical
-    (B, 1, T, T) bool `attention_mask` (with `cfg.pack`, B counts packed sequences: several rows
-    per sequence, each its own segment, positions restarting at 0, never seeing each other), and `query` / `positive` views (each `input_ids`, `roles`,
-    right-padded, S at the end of each row), plus `stats` (a RowStats of this batch). With a
-    `teacher`, also `teacher_query` / `teacher_positive` (N, t): its embeddings of the views' texts.
+    Returns (B, T) tensors only - `input_ids`, `roles`, `position_ids`, `labels` and, with
+    `cfg.rows.pack`, `segment_ids` (B then counts packed sequences: several rows per sequence, each
+    its own segment, positions restarting at 0); the mask is built from the roles where the model
+    runs (`lab.gem.forward.gem_inputs`). `s_index` (n, k) locates each row's S. With `contrastive`,
+    also the `query` / `positive` view batches (each `input_ids`, `roles`, `s_index`, S at the end
+    of each row) and their decoded texts `query_texts` / `positive_texts` (what a teacher reads);
+    plus `stats` (a RowStats of this batch). `pack_views` packs the views too (same embeddings,
+    fewer padded positions; False: the reference layout).
     """
 
     tokenizer: object
     special_ids: list[int]
     bos: list[int]
     cfg: TrainConfig
-    contrastive: bool = True
-    teacher: object = None  # optional callable(list[str]) -> (n, t) embeddings: adds teacher_query / teacher_positive
+    pack_views: bool = True
     stats: RowStats = field(default_factory=RowStats)
 
     @property
@@ -202,7 +203,7 @@ class GemCollator:
     @property
     def view_budget(self) -> int:
         """Text tokens one view (or training row) may hold: max_length minus BOS and the k S tokens."""
-        return self.cfg.max_length - len(self.bos) - len(self.special_ids)
+        return self.cfg.rows.max_length - len(self.bos) - len(self.special_ids)
 
     def _view_row(self, ids: list[int]) -> Row:
         """`BOS text | S` for text ids already cut to `view_budget` (the cut ids are also what the
@@ -215,62 +216,60 @@ class GemCollator:
         """(a view batch of `texts`, each `BOS text | S` cut as the training views are; the texts
         as cut, decoded: what a teacher embeds)."""
         ids = [i[:self.view_budget] for i in self._ids(texts) if i]
-        pack_to = self.cfg.max_length if self.cfg.pack_views else None
+        pack_to = self.cfg.rows.max_length if self.pack_views else None
         return view_batch([self._view_row(i) for i in ids], self.pad_token_id, pack_to), [self.tokenizer.decode(i) for i in ids]
 
     def _query_ids(self, kept: list[tuple[dict, list[int], random.Random]]) -> list[list[int]]:
         """The query view's text ids of each kept example: the text itself, or (with probability
-        `cfg.span_views`, drawn from the example's rng) a few words of it (`lab.training.spans`)."""
-        if self.cfg.span_views <= 0:
+        `cfg.extensions.span_views`, drawn from the example's rng) a few words of it (`lab.training.spans`)."""
+        if self.cfg.extensions.span_views <= 0:
             return [ids for _, ids, _ in kept]
         spans = {j: random_span(e["text"], rng) for j, (e, _, rng) in enumerate(kept)
-                 if rng.random() < self.cfg.span_views}
+                 if rng.random() < self.cfg.extensions.span_views}
         spans = {j: t for j, t in spans.items() if t}
         span_ids = dict(zip(spans, self._ids(list(spans.values()))))
         return [span_ids.get(j) or ids for j, (_, ids, _) in enumerate(kept)]
 
-    def __call__(self, examples: list[dict]) -> dict:
+    def __call__(self, examples: list[dict], contrastive: bool = True) -> dict:
         stats = RowStats()
         all_ids = self._ids([e["text"] for e in examples])
         budget = self.view_budget
         rows, kept = [], []  # kept: (example, text ids, its rng after the row was drawn)
         for e, ids in zip(examples, all_ids):
-            rng = example_rng(self.cfg.seed, int(e["index"]))
+            rng = example_rng(self.cfg.run.seed, int(e["index"]))
             row = make_row(ids, self.bos, self.special_ids, self.cfg, rng, stats)
             if row is not None:
                 rows.append(row)
                 kept.append((e, ids, rng))
         views_q, views_d, groups, texts_q, texts_d = [], [], None, [], []
-        if self.contrastive and kept:
+        if contrastive and kept:
             has_partner = "positive_text" in kept[0][0]
             others = self._ids([e["positive_text"] for e, _, _ in kept]) if has_partner else [ids for _, ids, _ in kept]
             groups = [int(e["group"]) for e, _, _ in kept] if has_partner else None
-            dropped = [drop_tokens(other[:budget], self.cfg.drop_rate, rng) for (_, _, rng), other in zip(kept, others)]
+            dropped = [drop_tokens(other[:budget], self.cfg.objective.drop_rate, rng) for (_, _, rng), other in zip(kept, others)]
             query = [ids[:budget] for ids in self._query_ids(kept)]
             views_q, views_d = [self._view_row(i) for i in query], [self._view_row(i) for i in dropped]
-            if self.teacher is not None:
-                texts_q, texts_d = [self.tokenizer.decode(i) for i in query], [self.tokenizer.decode(i) for i in dropped]
+            texts_q, texts_d = [self.tokenizer.decode(i) for i in query], [self.tokenizer.decode(i) for i in dropped]
         self.stats.add(stats)
         if not rows:
             return {"empty": True, "stats": stats}
         pad = self.pad_token_id
         segment_ids, unpacked, where = None, rows, [(i, 0) for i in range(len(rows))]
-        if self.cfg.pack:
-            rows, segs, where = pack_rows(rows, self.cfg.max_length)
+        if self.cfg.rows.pack:
+            rows, segs, where = pack_rows(rows, self.cfg.rows.max_length)
             segment_ids = segment_tensor(segs)
         batch = pad_rows(rows, pad)
         batch["s_index"] = s_index(unpacked, where, batch["input_ids"].shape[1], len(self.special_ids))
         batch["position_ids"] = position_ids_from_roles(batch["roles"], segment_ids)
-        batch["attention_mask"] = gem_mask(batch["roles"], segment_ids, suffix_sees_bos=self.cfg.suffix_attends_bos)
+        if segment_ids is not None:
+            batch["segment_ids"] = segment_ids
         batch["labels"] = labels_for(batch["input_ids"], batch["roles"], batch["position_ids"])
-        if self.contrastive:
-            pack_to = self.cfg.max_length if self.cfg.pack_views else None
+        if contrastive:
+            pack_to = self.cfg.rows.max_length if self.pack_views else None
             batch["query"] = view_batch(views_q, pad, pack_to)
             batch["positive"] = view_batch(views_d, pad, pack_to)
             if groups is not None:
                 batch["groups"] = torch.tensor(groups, dtype=torch.long)
-            if self.teacher is not None:
-                batch["teacher_query"] = torch.as_tensor(self.teacher(texts_q), dtype=torch.float32)
-                batch["teacher_positive"] = torch.as_tensor(self.teacher(texts_d), dtype=torch.float32)
+            batch["query_texts"], batch["positive_texts"] = texts_q, texts_d
         batch["stats"] = stats
         return batch

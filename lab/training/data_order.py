@@ -15,12 +15,12 @@ from .config import TrainConfig
 def example_indices(step: int, micro: int, cfg: TrainConfig, n_examples: int, rank: int = 0,
                     world: int = 1) -> list[int]:
     """Corpus indices of micro-batch `micro` of `step` on process `rank` (pure function)."""
-    per_step = cfg.batch_size * cfg.grad_accum * world
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum * world
     out = []
-    start = step * per_step + (micro * world + rank) * cfg.batch_size
-    for pos in range(start, start + cfg.batch_size):
+    start = step * per_step + (micro * world + rank) * cfg.optim.batch_size
+    for pos in range(start, start + cfg.optim.batch_size):
         epoch, offset = divmod(pos, n_examples)
-        out.append(_permutation(cfg.seed, epoch, n_examples)[offset])
+        out.append(_permutation(cfg.run.seed, epoch, n_examples)[offset])
     return out
 
 

@@ -60,9 +60,10 @@ def chosen_ridge(x: torch.Tensor, y: torch.Tensor, grid=RIDGES, held_out: float 
 
 
 @torch.no_grad()
-def fit_head_to_teacher(objective, collator, texts: list[str], batch_size: int = 32, ridge: float | None = None) -> float:
-    """Set `objective.readout_head` to the ridge map from the pooled GEM states of `texts` to the
-    collator's teacher's embeddings (ridge: None = chosen on held-out texts); returns the mean
+def fit_head_to_teacher(objective, collator, teacher, texts: list[str], batch_size: int = 32,
+                        ridge: float | None = None) -> float:
+    """Set `objective.readout_head` to the ridge map from the pooled GEM states of `texts` (cut as
+    the collator cuts views) to `teacher`'s embeddings (ridge: None = chosen on held-out texts); returns the mean
     cosine (head output vs teacher) it reaches on the texts."""
     head = objective.readout_head
     device = head.linear.weight.device
@@ -70,7 +71,7 @@ def fit_head_to_teacher(objective, collator, texts: list[str], batch_size: int =
     for i in range(0, len(texts), batch_size):
         view, cut = collator.views_of(texts[i:i + batch_size])
         states.append(objective.pooled_states({k: v.to(device) for k, v in view.items()}).cpu())
-        targets.append(torch.as_tensor(collator.teacher(cut), dtype=torch.float32))
+        targets.append(torch.as_tensor(teacher(cut), dtype=torch.float32))
     x, y = torch.cat(states), torch.cat(targets)
     if y.shape[1] != head.out_dim:
         raise ValueError(f"the readout head maps to {head.out_dim} dimensions but the teacher gives {y.shape[1]}: "
@@ -92,3 +93,22 @@ def head_init_texts(corpus: list[str], n: int, seed: int, span_share: float = 0.
     if span_share <= 0:
         return [corpus[i] for i in idx]
     return [(random_span(corpus[i], rng) if rng.random() < span_share else "") or corpus[i] for i in idx]
+
+
+class RidgeHeadFit:
+    """A callback of the training loop: fits the readout head to the teacher (ridge) when the
+    contrastive phase starts, and with `head_refit` again before the last step."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def on_step_start(self, run) -> None:
+        cfg = self.cfg
+        if run.step != cfg.objective.ntp_steps and not (cfg.extensions.head_refit and run.step == cfg.optim.steps - 1):
+            return
+        objective = run.accelerator.unwrap_model(run.objective)
+        was_training = objective.training
+        objective.eval()
+        texts = head_init_texts(run.corpus, cfg.extensions.head_init_texts, cfg.run.seed, cfg.extensions.span_views)
+        fit_head_to_teacher(objective, run.collator, run.teacher, texts)
+        objective.train(was_training)

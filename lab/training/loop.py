@@ -32,16 +32,15 @@ from ..gem.masks import Role
 from ..storage import read_jsonl
 from .collate import GemCollator
 from .config import TrainConfig
+from .config_files import flat_items, load_saved_config
 from .data_order import article_partners, example_indices, training_example
-from .head_init import fit_head_to_teacher, head_init_texts
+from .head_init import RidgeHeadFit
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
-from .setup import anchor_reference, distillation_teacher, init_checkpoint, load_weights_into, prepare_model
+from .setup import extension_terms, init_checkpoint, load_weights_into, prepare_model
 from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
 
 log = logging.getLogger(__name__)
-
-LOSS_PARTS = ("loss", "ntp", "cl", "kd", "ke", "ka")
 
 
 class StopRequested(Exception):
@@ -62,12 +61,14 @@ class Run:
     corpus: list[str]
     partners: list | None
     params: list
+    teacher: object = None  # callable(texts) -> (n, t) embeddings, when a term or the head fit needs one
+    callbacks: list = field(default_factory=list)  # each has on_step_start(run): phase changes of the recipe
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.output_dir)
+        return Path(self.cfg.run.output_dir)
 
 
 def _accelerator():
@@ -83,8 +84,8 @@ def _resume_into(run: Run) -> None:
     ckpt = latest_checkpoint(run.out)
     if ckpt is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run.out}")
-    saved = json.loads((ckpt / "train_config.json").read_text())
-    changed = sorted(k for k, v in dataclasses.asdict(run.cfg).items() if json.loads(json.dumps(v)) != saved.get(k))
+    saved = flat_items(load_saved_config(json.loads((ckpt / "train_config.json").read_text()), str(ckpt)))
+    changed = sorted(k for k, v in flat_items(run.cfg).items() if v != saved.get(k))
     if changed:
         log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
     load_weights_into(run.gem, ckpt)
@@ -95,76 +96,69 @@ def _resume_into(run: Run) -> None:
 def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
     """Model, objective, optimizer, data and (with resume) the state of the newest checkpoint."""
     accelerator = _accelerator()
-    rows = read_jsonl(cfg.corpus)
-    if len(rows) < cfg.batch_size:
-        raise ValueError(f"{cfg.corpus} has {len(rows)} rows, fewer than batch_size={cfg.batch_size}")
-    torch.manual_seed(cfg.seed)
+    rows = read_jsonl(cfg.rows.corpus)
+    if len(rows) < cfg.optim.batch_size:
+        raise ValueError(f"{cfg.rows.corpus} has {len(rows)} rows, fewer than batch_size={cfg.optim.batch_size}")
+    torch.manual_seed(cfg.run.seed)
     gem = prepare_model(cfg, accelerator.device)
-    logit_scale = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max).to(accelerator.device)
-    objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, fused_loss=cfg.fused_loss,
-                             distill_weight=cfg.distill_weight, distill_scale=cfg.distill_scale,
-                             distill_embedding_weight=cfg.distill_embedding_weight,
-                             anchor_weight=cfg.anchor_weight,
-                             anchor_reference=anchor_reference(cfg, accelerator.device),
-                             readout_head=gem.readout_head,
-                             trainable_head_rows=gem.special_ids if cfg.lora_r > 0 or not cfg.train_backbone else None)
+    logit_scale = LogitScale(cfg.objective.logit_scale_init, cfg.objective.logit_scale_max).to(accelerator.device)
+    teacher, terms = extension_terms(cfg, accelerator.device)
+    objective = GemObjective(gem.model, logit_scale, gem.suffix_sees_bos, readout_head=gem.readout_head, terms=terms,
+                             trainable_head_rows=gem.special_ids if cfg.lora.r > 0 or not cfg.lora.train_backbone else None)
     params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(objective, cfg), lr=1.0, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(objective, cfg), lr=1.0, weight_decay=cfg.optim.weight_decay)
+    callbacks = [RidgeHeadFit(cfg)] if cfg.extensions.head_init == "ridge" else []
     run = Run(cfg, accelerator, gem, objective, optimizer, logit_scale,
-              GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg, teacher=distillation_teacher(cfg)), [r["text"] for r in rows],
-              article_partners(rows, cfg.seed) if cfg.positive == "article" else None, params)
+              GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg), [r["text"] for r in rows],
+              article_partners(rows, cfg.run.seed) if cfg.extensions.positive == "article" else None, params,
+              teacher=teacher, callbacks=callbacks)
     if resume:
         _resume_into(run)
-    elif cfg.init_from:
+    elif cfg.run.init_from:
         load_weights_into(run.gem, init_checkpoint(cfg))
-        log.info("starting from the weights of %s", cfg.init_from)
-        if cfg.head_init == "ridge":
-            log.warning("init_from with head_init: ridge - the loaded readout head is fitted again at step %d; "
-                        "set head_init: default to keep it", cfg.ntp_steps)
+        log.info("starting from the weights of %s", cfg.run.init_from)
+        if cfg.extensions.head_init == "ridge":
+            log.warning("run.init_from with extensions.head_init: ridge - the loaded readout head is fitted "
+                        "again at step %d; set extensions.head_init: default to keep it", cfg.objective.ntp_steps)
     run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
     return run
 
 
 def _param_groups(objective: GemObjective, cfg: TrainConfig) -> list[dict]:
     """The trainable parameters; the readout head's (if any) in a group of its own whose learning
-    rate is `cfg.head_lr_scale` times the schedule's (a fresh projection needs a larger step than
+    rate is `cfg.extensions.head_lr_scale` times the schedule's (a fresh projection needs a larger step than
     LoRA's)."""
     head = set(map(id, objective.readout_head.parameters())) if objective.readout_head is not None else set()
     rest = [p for p in objective.parameters() if p.requires_grad and id(p) not in head]
     groups = [{"params": rest, "lr_scale": 1.0}]
     if head:
         groups.append({"params": [p for p in objective.readout_head.parameters() if p.requires_grad],
-                       "lr_scale": cfg.head_lr_scale})
+                       "lr_scale": cfg.extensions.head_lr_scale})
     return groups
 
 
 def train_step(run: Run) -> tuple[dict, int]:
     """One optimizer step at `run.step`: ({loss, ntp, cl, lr, alpha}, real tokens seen by all processes)."""
     cfg, acc = run.cfg, run.accelerator
-    if cfg.head_init == "ridge" and (run.step == cfg.ntp_steps or (cfg.head_refit and run.step == cfg.steps - 1)):
-        unwrapped = acc.unwrap_model(run.objective)
-        was_training = unwrapped.training
-        unwrapped.eval()
-        fit_head_to_teacher(unwrapped, run.collator, head_init_texts(run.corpus, cfg.head_init_texts, cfg.seed, cfg.span_views))
-        unwrapped.train(was_training)
+    for callback in run.callbacks:
+        callback.on_step_start(run)
     alpha, lr = alpha_at(run.step, cfg), lr_at(run.step, cfg)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-    run.collator.contrastive = alpha > 0
-    parts, tokens = dict.fromkeys(LOSS_PARTS, 0.0), 0
-    for micro in range(cfg.grad_accum):
+    parts, tokens = dict.fromkeys(acc.unwrap_model(run.objective).loss_names, 0.0), 0
+    for micro in range(cfg.optim.grad_accum):
         idx = example_indices(run.step, micro, cfg, len(run.corpus), acc.process_index, acc.num_processes)
-        batch = run.collator([training_example(i, run.corpus, run.partners) for i in idx])
+        batch = run.collator([training_example(i, run.corpus, run.partners) for i in idx], contrastive=alpha > 0)
         if batch.get("empty"):
             continue
         batch = batch_to_device(batch, acc.device)
         res = run.objective(batch, alpha)
-        acc.backward(res["backward"] / cfg.grad_accum)
+        acc.backward(res["backward"] / cfg.optim.grad_accum)
         tokens += int((batch["roles"] != Role.PAD).sum()) * acc.num_processes
         for k in parts:
-            parts[k] += float(res[k].detach()) / cfg.grad_accum
-    if cfg.grad_clip:
-        acc.clip_grad_norm_(run.params, cfg.grad_clip)
+            parts[k] += float(res[k].detach()) / cfg.optim.grad_accum
+    if cfg.optim.grad_clip:
+        acc.clip_grad_norm_(run.params, cfg.optim.grad_clip)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
@@ -173,9 +167,9 @@ def train_step(run: Run) -> tuple[dict, int]:
 
 def _log_row(run: Run, row: dict, evaluate, on_log) -> None:
     cfg, acc = run.cfg, run.accelerator
-    if evaluate and cfg.eval_every and run.step % cfg.eval_every == 0 and acc.is_main_process:
+    if evaluate and cfg.run.eval_every and run.step % cfg.run.eval_every == 0 and acc.is_main_process:
         row.update(_evaluate(evaluate, run.gem))
-    if run.step % cfg.log_every == 0 or run.step == cfg.steps or "eval" in str(row):
+    if run.step % cfg.run.log_every == 0 or run.step == cfg.optim.steps or "eval" in str(row):
         run.metrics.append(row)
         if acc.is_main_process:
             append_metrics(run.out, row)
@@ -200,26 +194,26 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
     run = start_run(cfg, resume)
     acc, start = run.accelerator, run.step
     log.info("training on %s with %d processes (global batch %d)", acc.device, acc.num_processes,
-             cfg.batch_size * cfg.grad_accum * acc.num_processes)
+             cfg.optim.batch_size * cfg.optim.grad_accum * acc.num_processes)
     stop = {"now": False}
     old_handlers = {s: signal.signal(s, lambda *_: stop.update(now=True)) for s in (signal.SIGINT, signal.SIGTERM)} \
         if acc.is_main_process or acc.num_processes == 1 else {}
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not acc.is_main_process)
+    bar = tqdm(total=cfg.optim.steps, initial=start, desc="train", disable=not acc.is_main_process)
     t0, tokens = time.perf_counter(), 0
     try:
-        while run.step < cfg.steps:
+        while run.step < cfg.optim.steps:
             row, n = train_step(run)
             tokens += n
             row = {"step": run.step, **row, "scale": float(run.logit_scale().detach()),
                    "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
                    "elapsed_s": time.perf_counter() - t0}
             _log_row(run, row, evaluate, on_log)
-            distill = {k: f"{row[k]:.3f}" for k in ("kd", "ke", "ka") if row[k]}
-            bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}", **distill,
+            terms = {k: f"{row[k]:.3f}" for k in acc.unwrap_model(run.objective).loss_names[3:] if row[k]}
+            bar.set_postfix(loss=f"{row['loss']:.3f}", ntp=f"{row['ntp']:.3f}", cl=f"{row['cl']:.3f}", **terms,
                             lr=f"{row['lr']:.1e}", a=row["alpha"], tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             stop_now = stop["now"] or (stop_after is not None and run.step - start >= stop_after)
-            if run.step % cfg.save_every == 0 or run.step == cfg.steps or stop_now:
+            if run.step % cfg.run.save_every == 0 or run.step == cfg.optim.steps or stop_now:
                 _save(run)
             if stop_now:
                 raise StopRequested()
@@ -239,7 +233,7 @@ def batch_to_device(batch: dict, device) -> dict:
         if torch.is_tensor(v):
             out[k] = v.to(device)
         elif isinstance(v, dict):
-            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+            out[k] = {kk: vv.to(device) if torch.is_tensor(vv) else vv for kk, vv in v.items()}
         else:
             out[k] = v
     return out

@@ -96,18 +96,18 @@ def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torc
 
 def alpha_at(step: int, cfg: TrainConfig) -> float:
     """Weight of the contrastive loss at `step` (0-based): 0 during the NTP phase, then alpha_cl."""
-    return 0.0 if step < cfg.ntp_steps else cfg.alpha_cl
+    return 0.0 if step < cfg.objective.ntp_steps else cfg.objective.alpha_cl
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate at `step`: warmup + cosine in the NTP phase, then cosine from lr_cl."""
     def cosine(t: int, length: int, peak: float) -> float:
         frac = min(max(t / max(length, 1), 0.0), 1.0)
-        floor = peak * cfg.min_lr_ratio
+        floor = peak * cfg.optim.min_lr_ratio
         return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
-    if step < cfg.ntp_steps:
-        if step < cfg.warmup_steps:
-            return cfg.lr_ntp * (step + 1) / cfg.warmup_steps
-        return cosine(step - cfg.warmup_steps, cfg.ntp_steps - cfg.warmup_steps, cfg.lr_ntp)
-    return cosine(step - cfg.ntp_steps, cfg.steps - cfg.ntp_steps, cfg.lr_cl)
+    if step < cfg.objective.ntp_steps:
+        if step < cfg.optim.warmup_steps:
+            return cfg.optim.lr_ntp * (step + 1) / cfg.optim.warmup_steps
+        return cosine(step - cfg.optim.warmup_steps, cfg.objective.ntp_steps - cfg.optim.warmup_steps, cfg.optim.lr_ntp)
+    return cosine(step - cfg.objective.ntp_steps, cfg.optim.steps - cfg.objective.ntp_steps, cfg.optim.lr_cl)

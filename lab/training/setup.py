@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 def train_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     """bf16 / fp32 as configured; "auto": bf16 where it is fast (CUDA, native-bf16 CPUs), else fp32."""
-    if cfg.precision == "bf16":
+    if cfg.run.precision == "bf16":
         return torch.bfloat16
-    if cfg.precision == "fp32":
+    if cfg.run.precision == "fp32":
         return torch.float32
     return torch.bfloat16 if device.type == "cuda" or cpu_has_fast_bf16() else torch.float32
 
@@ -41,12 +41,12 @@ def _wrap_lora(model, cfg: TrainConfig, special_ids: list[int]):
 
     model.requires_grad_(False)
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.lora_targets if t in present]
+    targets = [t for t in cfg.lora.targets if t in present]
     if not targets:
-        raise ValueError(f"none of lora_targets {cfg.lora_targets} exist in {cfg.model}; modules: "
+        raise ValueError(f"none of lora.targets {cfg.lora.targets} exist in {cfg.model}; modules: "
                          f"{sorted(present)[:20]}...")
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
+    model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                             lora_dropout=cfg.lora.dropout, target_modules=targets))
     return _train_gem_rows(model, special_ids)  # after peft, which freezes every non-adapter weight
 
 
@@ -63,12 +63,10 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA);
     with `train_backbone=False` they (and the readout head, if any) are all that trains."""
     base = load(cfg.model, dtype="float32", device="cpu")
-    gem = add_new_gem_tokens(base, cfg.k, max_length=cfg.embed_max_length, suffix_sees_bos=cfg.suffix_sees_bos,
-                             sink_token=cfg.sink_token, readout_head=cfg.readout_head, readout_dim=cfg.readout_dim,
-                             base_model=cfg.model)
-    if not cfg.train_backbone:
+    gem = add_new_gem_tokens(base, config=cfg.gem)
+    if not cfg.lora.train_backbone:
         model = _freeze_all_but_gem_rows(gem.model, gem.special_ids)
-    elif cfg.lora_r > 0:
+    elif cfg.lora.r > 0:
         model = _wrap_lora(gem.model, cfg, gem.special_ids)
     else:
         model = gem.model
@@ -101,7 +99,7 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
 
 
 def init_checkpoint(cfg: TrainConfig) -> Path:
-    """The GEM checkpoint folder `cfg.init_from` names (a folder, a run, or a shipped name), checked to
+    """The GEM checkpoint folder `cfg.run.init_from` names (a folder, a run, or a shipped name), checked to
     fit the model this config builds: same base model, k, sink token and readout head, and (for an
     adapter) the same LoRA rank and targets."""
     import json
@@ -109,26 +107,26 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     from ..gem import GemConfig
     from ..models.loading import local_path
 
-    name = cfg.init_from
+    name = cfg.run.init_from
     path = local_path(name)
     if not (path / GemConfig.FILENAME).is_file():
         raise FileNotFoundError(f"init_from: {name!r} is not a GEM checkpoint (no {GemConfig.FILENAME} in {path}); "
                                 f"name a checkpoint folder, a run (runs/NAME) or a shipped model")
     saved = GemConfig.load(path)
-    wanted = {"base_model": cfg.model, "k": cfg.k, "sink_token": cfg.sink_token, "readout_head": cfg.readout_head,
-              "readout_dim": cfg.readout_dim if cfg.readout_head else saved.readout_dim}
+    wanted = {"base_model": cfg.model, "k": cfg.gem.k, "sink_token": cfg.gem.sink_token, "readout_head": cfg.gem.readout_head,
+              "readout_dim": cfg.gem.readout_dim if cfg.gem.readout_head else saved.readout_dim}
     differ = [f"{key}: checkpoint {getattr(saved, key)!r}, config {value!r}" for key, value in wanted.items()
               if getattr(saved, key) != value]
     adapter = path / ADAPTER_DIR / "adapter_config.json"
     if adapter.is_file():
         lora = json.loads(adapter.read_text())
-        if lora.get("r") != cfg.lora_r:
-            differ.append(f"lora_r: checkpoint {lora.get('r')}, config {cfg.lora_r}")
+        if lora.get("r") != cfg.lora.r:
+            differ.append(f"lora.r: checkpoint {lora.get('r')}, config {cfg.lora.r}")
         targets = set(lora.get("target_modules") or [])
-        if targets and targets != set(cfg.lora_targets):
-            differ.append(f"lora_targets: checkpoint {sorted(targets)}, config {sorted(cfg.lora_targets)}")
-    elif cfg.lora_r > 0:
-        differ.append("the checkpoint has no LoRA adapter (a full fine-tune or a merged export): set lora_r: 0")
+        if targets and targets != set(cfg.lora.targets):
+            differ.append(f"lora.targets: checkpoint {sorted(targets)}, config {sorted(cfg.lora.targets)}")
+    elif cfg.lora.r > 0:
+        differ.append("the checkpoint has no LoRA adapter (a full fine-tune or a merged export): set lora.r: 0")
     if differ:
         raise ValueError(f"init_from {name!r} does not fit this config; set these to the checkpoint's values: "
                          + "; ".join(differ))
@@ -136,10 +134,10 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
 
 
 def anchor_reference(cfg: TrainConfig, device: torch.device) -> GemModel | None:
-    """None without `cfg.anchor_weight`; else the model `cfg.init_from` names, built as the trained
+    """None without `cfg.extensions.anchor_weight`; else the model `cfg.run.init_from` names, built as the trained
     one is (same dtype and device), frozen, in eval mode: what the anchor term holds the embedding
     to. Loaded from init_from also on --resume, so the target never moves."""
-    if cfg.anchor_weight <= 0:
+    if cfg.extensions.anchor_weight <= 0:
         return None
     reference = prepare_model(cfg, device)
     load_weights_into(reference, init_checkpoint(cfg))
@@ -148,21 +146,47 @@ def anchor_reference(cfg: TrainConfig, device: torch.device) -> GemModel | None:
     if reference.readout_head is not None:
         reference.readout_head.requires_grad_(False)
         reference.readout_head.eval()
-    log.info("anchor: the embedding is held to %s's (weight %.2f)", cfg.init_from, cfg.anchor_weight)
+    log.info("anchor: the embedding is held to %s's (weight %.2f)", cfg.run.init_from, cfg.extensions.anchor_weight)
     return reference
 
 
 def distillation_teacher(cfg: TrainConfig):
     """None without distillation; else callable(texts) -> (n, t) float32 unit-norm embeddings of
-    `cfg.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
-    if cfg.distill_weight <= 0 and cfg.distill_embedding_weight <= 0:
+    `cfg.extensions.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
+    if cfg.extensions.distill_weight <= 0 and cfg.extensions.distill_embedding_weight <= 0:
         return None
     from ..models.encoders import load_encoder
 
-    encoder = load_encoder(cfg.teacher, device="cuda" if torch.cuda.is_available() else "cpu")
-    log.info("distilling from %s (weight %.2f)", cfg.teacher, cfg.distill_weight)
+    encoder = load_encoder(cfg.extensions.teacher, device="cuda" if torch.cuda.is_available() else "cpu")
+    log.info("distilling from %s (weight %.2f)", cfg.extensions.teacher, cfg.extensions.distill_weight)
 
+    return _encoder_fn(encoder)
+
+
+def _encoder_fn(encoder):
+    """callable(texts) -> (n, t) unit-norm numpy embeddings of a sentence-transformers encoder."""
     def embed(texts: list[str]):
         return encoder.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
                               show_progress_bar=False)
     return embed
+
+
+def extension_terms(cfg: TrainConfig, device: torch.device) -> tuple[object, list]:
+    """(the distillation teacher or None, the objective's extension terms with non-zero weight):
+    anchor, similarity distillation, embedding distillation (`lab.training.terms`)."""
+    from .terms import AnchorTerm, EmbeddingDistillation, SimilarityDistillation
+
+    x = cfg.extensions
+    teacher = distillation_teacher(cfg)
+    if teacher is None and x.head_init == "ridge":
+        from ..models.encoders import load_encoder
+
+        teacher = _encoder_fn(load_encoder(x.teacher, device="cuda" if torch.cuda.is_available() else "cpu"))
+    terms = []
+    if x.anchor_weight > 0:
+        terms.append(AnchorTerm(x.anchor_weight, anchor_reference(cfg, device)))
+    if x.distill_weight > 0:
+        terms.append(SimilarityDistillation(x.distill_weight, teacher, x.distill_scale))
+    if x.distill_embedding_weight > 0:
+        terms.append(EmbeddingDistillation(x.distill_embedding_weight, teacher))
+    return teacher, terms

@@ -85,12 +85,12 @@ def save_run_checkpoint(accelerator, out: Path, cfg: TrainConfig, gem: GemModel,
     model = accelerator.unwrap_model(gem.model)
     snapshot = GemModel(model, gem.tokenizer, dataclasses.replace(gem.gem_config, trained=True), name=gem.name)
     snapshot.readout_head = gem.readout_head  # the trained head, not a fresh one
-    backbone_changed = cfg.train_backbone and cfg.lora_r == 0
+    backbone_changed = cfg.lora.train_backbone and cfg.lora.r == 0
     full = {k: v for k, v in unwrap(model).state_dict().items()} if backbone_changed else None
     folder = out / f"checkpoint-{step}"
 
     def extra(tmp: Path):
-        write_json_atomic(tmp / "train_config.json", dataclasses.asdict(cfg))
+        write_json_atomic(tmp / "train_config.json", cfg.to_dict())
         save_training_state(tmp / STATE_DIR, optimizer, logit_scale, step, metrics)
 
     save_checkpoint(snapshot, folder, full_weights=full, metadata={"step": step}, extra=extra)

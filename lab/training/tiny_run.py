@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ..storage import PROJECT_ROOT, cache_dir, folder_problem
-from .config import config_from_args
+from .config_files import config_from_args
 from .loop import train
 
 
@@ -20,6 +19,7 @@ def tiny_gem_checkpoint(folder: str | None = None, steps: int = 6) -> str:
     if done.is_dir() and folder_problem(done) is None:
         return str(done)
     cfg = config_from_args(str(root / "configs" / "tiny.yaml"), [])
-    cfg = dataclasses.replace(cfg, corpus=str(root / cfg.corpus), heldout=str(root / cfg.heldout),
-                              output_dir=str(out), steps=steps, ntp_steps=steps // 2, save_every=steps)
+    cfg = cfg.updated({"rows.corpus": str(root / cfg.rows.corpus), "rows.heldout": str(root / cfg.rows.heldout),
+                       "run.output_dir": str(out), "optim.steps": steps, "objective.ntp_steps": steps // 2,
+                       "run.save_every": steps})
     return str(train(cfg))

@@ -177,3 +177,18 @@ def tradeoff_figure(points: list[dict], base: dict | None = None,
 def _short(text: str, n: int = 90) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def ablation_figure(results: list[dict], base: dict):
+    """plotly Figure: embedding average (y) vs out-of-domain perplexity (x), one point per
+    ablation result (`results/ablations/*.json`); the base model's best pooling as a star."""
+    points = [{"label": r["ablation"]["name"], "perplexity": r.get("perplexity_ood"),
+               "score": 100 * r["rows"][0]["embedding_avg"]} for r in results]
+    best = max(base["rows"], key=lambda r: r["embedding_avg"])
+    fig = tradeoff_figure(points, {"perplexity": base.get("perplexity_ood"), "score": 100 * best["embedding_avg"],
+                                   "label": f"base · {best['pooling']}"},
+                          title="Ablations at one reduced budget: embedding score vs out-of-domain perplexity",
+                          series="ablations", lines=False)
+    fig.update_layout(xaxis_title="perplexity on BBC News (out of domain; lower is better)",
+                      yaxis_title="quick embedding average (higher is better)")
+    return fig

@@ -1,0 +1,29 @@
+# The studies that chose the recipe (research/README.md says what each asked and found).
+# Included at the end of the Makefile: `make ablations`, `make reconstruction-curve`,
+# `make reconstruction-tradeoff`, `make gpu-report`. Each reuses what it finished before.
+.PHONY: ablations reconstruction-curve reconstruction-tradeoff gpu-report
+
+# Every research/ablations/configs/*.yaml at one reduced budget -> results/ablations.md + .html
+# (the table notebook 5 reads). Delete results/ablations/NAME.json to redo a row; ~10 min a row on 2 cores.
+ablations: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m research.ablations
+
+# Reconstruction vs training budget: research/reconstruction/configs/reconstruction-budget*.yaml, every
+# checkpoint tested on held-out text -> research/reconstruction/results/. ~15 + 60 + 65 min on 2 cores.
+reconstruction-curve: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m research.reconstruction.budget
+
+# Reconstruction against embedding from stage 1 (gem-smollm2-135m-gpu): five runs from its weights,
+# then every run on 32 held-out texts per length -> research/reconstruction/results/reconstruction_tradeoff.md.
+# ~50 + 4 x 27 min of training on a bf16 CPU, ~6 min of evaluation per run.
+reconstruction-tradeoff: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m research.reconstruction.tradeoff
+
+# The GPU recipe's three runs (trained on a lent GPU with research/gpu_runs/device/): their tables.
+GPU_RESULTS := research/gpu_runs/results
+gpu-report: install data
+	$(BIN)/python -m lab report results/base.json results/perplexity-base.json $(sort $(wildcard $(GPU_RESULTS)/runs/gpu-?.json)) results/minilm.json --out $(GPU_RESULTS)/gpu_recipe
+	$(BIN)/python -m lab report $(sort $(wildcard $(GPU_RESULTS)/runs/curve/*.json)) --out $(GPU_RESULTS)/gpu_curve
