@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main(argv=None) -> None:
-    from lab.models import DEFAULT_GEM, DEFAULT_MODEL
+    from lab.weights import DEFAULT_GEM, DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default=DEFAULT_MODEL, help="base model: registry name or HF folder")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.models import DEFAULT_GEM, DEFAULT_MODEL
+from lab.weights import DEFAULT_GEM, DEFAULT_MODEL
 
 
 def main() -> None:

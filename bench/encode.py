@@ -33,7 +33,7 @@ def sentence_transformer(folder, dtype):
 
 def run(model_name: str, n: int, repeats: int) -> dict:
     import lab
-    from lab.models import prepare
+    from lab.weights import prepare
 
     texts = news_sentences(n)
     gem = lab.load(model_name)

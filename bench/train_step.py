@@ -71,7 +71,7 @@ def main():
     examples = [training_example(i, [r["text"] for r in rows], partners)
                 for i in example_indices(0, 0, cfg, len(rows))]
     variants = {"reference": dict(fused_loss=False, pack_views=False), "optimised": dict(fused_loss=True, pack_views=True)}
-    from lab.models.dtypes import cpu_has_fast_bf16
+    from lab.weights.dtypes import cpu_has_fast_bf16
 
     bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_fast_bf16())
     if bf16:  # the same step with the model in bf16, as `precision: auto` trains on such CPUs

@@ -7,11 +7,11 @@ The public surface:
     lab.gem_mask(roles)            -> the GEM attention mask, a pure function of token roles
 
 The layers (a lower layer never imports a higher one; tests/test_architecture.py checks it):
-    storage  <  gem  <  models  <  corpora  <  evaluation, training  <  viz  <  app, course  <  cli
+    storage  <  gem  <  weights  <  corpora  <  evaluation, training  <  viz  <  app, course, check  <  cli
 """
 
 from .gem import GemConfig, GemModel, Role, gem_mask
-from .models import DEFAULT_MODEL, list_models, load, load_causal_lm, prepare
+from .weights import DEFAULT_MODEL, list_models, load, load_causal_lm, prepare
 
 __all__ = ["DEFAULT_MODEL", "GemConfig", "GemModel", "Role", "gem_mask", "list_models", "load",
            "load_causal_lm", "prepare"]

@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _cmd_models(args) -> int:
-    from .models import list_models
+    from .weights import list_models
 
     rows = list_models()
     w = max(len(r["name"]) for r in rows)
@@ -43,7 +43,7 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .models import prepare
+    from .weights import prepare
 
     t0 = time.perf_counter()
     print(f"preparing {args.name} (the first conversion takes 15-60 s) ...", flush=True)
@@ -53,7 +53,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .models import load
+    from .weights import load
 
     t0 = time.perf_counter()
     gem = load(args.model)
@@ -126,10 +126,10 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .models.export import export_merged, export_release, export_sentence_transformers
+    from .weights.export import export_merged, export_release, export_sentence_transformers
 
     fn = {"merged": export_merged, "st": export_sentence_transformers, "release": export_release}[args.to]
-    from .models.checkpoints import resolve_run
+    from .weights.checkpoints import resolve_run
 
     args.checkpoint = str(resolve_run(args.checkpoint))
     if args.card and args.to != "release":
@@ -144,7 +144,7 @@ def _cmd_check(args) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from .course.ready import report, run_checks
+    from .check import report, run_checks
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.disable_progress_bar()
@@ -168,7 +168,7 @@ def _cmd_train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import DEFAULT_MODEL
+    from .weights import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m lab", description="GEM Lab command line")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

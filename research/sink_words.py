@@ -95,7 +95,7 @@ def sink_perplexity(gem, heldout: str, sink: str = SINK) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from lab.evaluation.transfer import transfer_data
-    from lab.models.loading import load
+    from lab.weights.loading import load
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lab.gem import GemModel, add_new_gem_tokens  # noqa: E402
-from lab.models import load_causal_lm  # noqa: E402
+from lab.weights import load_causal_lm  # noqa: E402
 
 ARCHS = ["llama", "qwen2", "gemma3"]
 

@@ -16,7 +16,7 @@ import pytest
 from lab.app import handlers as h
 from lab.corpora.eval_sets import build_eval_data
 from lab.corpora.textsets import MAX_TEXTS
-from lab.models.checkpoints import save_checkpoint
+from lab.weights.checkpoints import save_checkpoint
 
 from .conftest import tiny_gem
 

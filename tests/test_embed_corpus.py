@@ -10,7 +10,7 @@ import pytest
 
 from lab.corpora.embed import embed_corpus
 from lab.gem import GemModel
-from lab.models import load_causal_lm
+from lab.weights import load_causal_lm
 
 TEXTS = [f"text number {i} about {'cats' if i % 2 else 'stocks'} and more" for i in range(23)]
 

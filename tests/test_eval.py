@@ -15,7 +15,7 @@ from lab.evaluation.report import (load_results, markdown_table, reconstruction_
                                    tradeoff_scatter, write_report)
 from lab.evaluation.suite import Suite, run_suite, save_result
 from lab.evaluation.tasks import TASK_NAMES, TaskSizes, build_tasks, run_tasks
-from lab.models.checkpoints import save_checkpoint
+from lab.weights.checkpoints import save_checkpoint
 from lab.storage import read_jsonl
 from lab.storage.atomic import atomic_dir
 
@@ -303,7 +303,7 @@ def test_a_reexported_model_does_not_resume_the_old_ones_partial_results(tmp_pat
     import shutil
 
     import lab.evaluation.language as language
-    from lab.models.loading import weights_fingerprint
+    from lab.weights.loading import weights_fingerprint
 
     ckpt = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, ckpt)

@@ -12,8 +12,8 @@ from lab.gem import GemModel
 from lab.gem.config import GemConfig
 from lab.gem.readout import ReadoutHead
 from lab.gem.tokens import add_gem_tokens
-from lab.models.checkpoints import load_checkpoint, save_checkpoint
-from lab.models.tiny import build_tiny
+from lab.weights.checkpoints import load_checkpoint, save_checkpoint
+from lab.weights.tiny import build_tiny
 from lab.training.loop import train
 from lab.training.setup import prepare_model
 
@@ -98,7 +98,7 @@ def _gem_with_head(seed: int = 0, readout_dim: int = 0) -> GemModel:
 def test_head_changes_the_embedding_and_survives_save_and_exports(tmp_path, readout_dim):
     from sentence_transformers import SentenceTransformer
 
-    from lab.models.export import export_merged, export_sentence_transformers
+    from lab.weights.export import export_merged, export_sentence_transformers
 
     gem = _gem_with_head(readout_dim=readout_dim)
     texts = ["the first text", "a second, longer text"]

@@ -7,8 +7,8 @@ import torch
 from lab.gem import GemModel, forward
 from lab.gem.masks import Role
 from lab.gem.tokens import Row, pad_rows
-from lab.models import load_causal_lm
-from lab.models.checkpoints import load_checkpoint, save_checkpoint
+from lab.weights import load_causal_lm
+from lab.weights.checkpoints import load_checkpoint, save_checkpoint
 
 from .conftest import tiny_gem
 

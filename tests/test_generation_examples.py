@@ -1,7 +1,7 @@
 """The model card's generation examples: the app's preset prompts, one greedy continuation per model."""
 
 from lab.evaluation.generation import PRESET_PROMPTS, continuations, generation_table
-from lab.models.loading import load
+from lab.weights.loading import load
 
 
 def test_continuations_are_the_models_own_greedy_generate_and_tabulated():

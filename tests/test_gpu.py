@@ -65,7 +65,7 @@ def test_cuda_training_step_matches_cpu(tmp_path):
 def test_cuda_training_run_saves_a_loadable_checkpoint(precision, tmp_path):
     """A short run on the GPU (through accelerate) trains, saves and loads back on the CPU."""
 
-    from lab.models.loading import load
+    from lab.weights.loading import load
     from lab.storage import PROJECT_ROOT, read_jsonl
     from lab.training.config_files import config_from_args
     from lab.training.loop import train

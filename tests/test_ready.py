@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 
-from lab.course import ready
+from lab import check as ready
 
 
 def test_a_busy_port_fails_and_names_another_port():

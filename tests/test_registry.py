@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from lab.models import ModelNotAvailable, conversion, list_models, load_causal_lm, prepare, registry
-from lab.models.causal_lm import resolve_source
-from lab.models.registry import ModelSpec
-from lab.models.tiny import build_tiny
+from lab.weights import ModelNotAvailable, conversion, list_models, load_causal_lm, prepare, registry
+from lab.weights.causal_lm import resolve_source
+from lab.weights.registry import ModelSpec
+from lab.weights.tiny import build_tiny
 from lab.storage.atomic import MANIFEST, folder_problem
 
 

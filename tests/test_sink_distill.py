@@ -11,7 +11,7 @@ from lab.gem import GemModel
 from lab.gem.config import GemConfig
 from lab.gem.masks import Role
 from lab.gem.tokens import add_gem_tokens
-from lab.models.tiny import build_tiny
+from lab.weights.tiny import build_tiny
 from lab.training.collate import GemCollator
 from lab.training.config import TrainConfig
 from lab.training.config_files import config_diff, config_from_args
@@ -52,7 +52,7 @@ def test_sink_token_starts_every_row_and_the_suffix_sees_it(tmp_path):
 
 
 def test_sink_token_survives_a_checkpoint_and_encodes_with_it(tmp_path):
-    from lab.models.checkpoints import load_checkpoint, save_checkpoint
+    from lab.weights.checkpoints import load_checkpoint, save_checkpoint
 
     model, tok = build_tiny("qwen2")
     add_gem_tokens(model, tok, 1)

@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import flat_config
 from lab.gem.readout import ReadoutHead
-from lab.models.checkpoints import load_checkpoint
+from lab.weights.checkpoints import load_checkpoint
 from lab.storage import PROJECT_ROOT as ROOT
 from lab.training import loop
 from lab.training.collate import GemCollator

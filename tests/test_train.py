@@ -70,7 +70,7 @@ def trained_checkpoint(tmp_path_factory):
 def test_merged_export_round_trips(trained_checkpoint, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lab.models.export import export_merged
+    from lab.weights.export import export_merged
 
     out = export_merged(trained_checkpoint, tmp_path / "merged")
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -84,7 +84,7 @@ def test_merged_export_round_trips(trained_checkpoint, tmp_path):
 
 
 def test_a_run_folder_or_its_last_file_loads_the_newest_checkpoint(trained_checkpoint):
-    from lab.models.checkpoints import resolve_run
+    from lab.weights.checkpoints import resolve_run
 
     run = trained_checkpoint.parent
     assert resolve_run(run) == resolve_run(run / "last") == trained_checkpoint
@@ -92,7 +92,7 @@ def test_a_run_folder_or_its_last_file_loads_the_newest_checkpoint(trained_check
 
 
 def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path):
-    from lab.models.export import export_release
+    from lab.weights.export import export_release
 
     out = export_release(trained_checkpoint, tmp_path / "release", card="# card\n")
     names = {p.name for p in out.iterdir()}
@@ -109,7 +109,7 @@ def test_release_export_is_small_and_loads_the_same(trained_checkpoint, tmp_path
 def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoint, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from lab.models.export import export_sentence_transformers
+    from lab.weights.export import export_sentence_transformers
 
     out = export_sentence_transformers(trained_checkpoint, tmp_path / "st")
     texts = ["a text to embed", "another, longer one", "x"]

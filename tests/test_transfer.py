@@ -61,7 +61,7 @@ def test_with_sink_reads_texts_as_a_model_trained_with_the_sink_does():
     from lab.gem import GemModel
     from lab.gem.config import GemConfig
     from lab.gem.tokens import add_gem_tokens
-    from lab.models.tiny import build_tiny
+    from lab.weights.tiny import build_tiny
 
     model, tok = build_tiny("qwen2")
     add_gem_tokens(model, tok, 1)

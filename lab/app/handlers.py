@@ -17,9 +17,9 @@ import torch
 from ..corpora.textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
 from ..gem import GemModel
 from ..gem.tokens import gem_token_strings, text_ids
-from ..models.conversion import list_models
-from ..models.loading import load
-from ..models.registry import DEFAULT_GEM, DEFAULT_MODEL, SHIPPED_GEM
+from ..weights.conversion import list_models
+from ..weights.loading import load
+from ..weights.registry import DEFAULT_GEM, DEFAULT_MODEL, SHIPPED_GEM
 from ..viz import figures
 from ..viz.maps import embedding_map, top_k
 

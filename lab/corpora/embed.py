@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.loading import load
+from ..weights.loading import load
 from ..storage import atomic_file, write_json_atomic
 
 log = logging.getLogger(__name__)

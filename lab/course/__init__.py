@@ -1,5 +1,5 @@
 """Layer 6 — the course: which models notebooks load (`models`), exercise checks (`exercises`) and
-the "is this laptop ready?" check (`ready`, `make check`)."""
+the executed copies of the notebooks (`render`). The machine check (`make check`) is `lab.check`."""
 
 from .models import model_names, models
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ..models import DEFAULT_GEM, DEFAULT_MODEL, load
+from ..weights import DEFAULT_GEM, DEFAULT_MODEL, load
 from ..training.tiny_run import tiny_gem_checkpoint
 
 

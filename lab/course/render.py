@@ -18,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from ..models.dtypes import cpu_has_fast_bf16
+from ..weights.dtypes import cpu_has_fast_bf16
 from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"

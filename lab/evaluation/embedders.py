@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..models.encoders import load_encoder
+from ..weights.encoders import load_encoder
 
 log = logging.getLogger(__name__)
 

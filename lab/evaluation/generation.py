@@ -38,7 +38,7 @@ def generation_table(outputs: dict[str, list[str]], prompts=PRESET_PROMPTS) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..models.loading import load
+    from ..weights.loading import load
     from .report import save_json_and_markdown
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

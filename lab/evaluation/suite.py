@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.loading import load, weights_fingerprint
+from ..weights.loading import load, weights_fingerprint
 from ..storage import PROJECT_ROOT, write_json_atomic
 from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
 
@@ -92,7 +92,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     """Evaluate one model with one or more poolings; returns the result dict (see report.py).
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
-    encoder name from `lab.models.encoders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
+    encoder name from `lab.weights.encoders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
     skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction".
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
     the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
@@ -106,7 +106,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     import numpy as np
     import torch
 
-    from ..models.encoders import ENCODERS
+    from ..weights.encoders import ENCODERS
 
     suite = SUITES[suite] if isinstance(suite, str) else suite
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)

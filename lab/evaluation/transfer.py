@@ -89,8 +89,8 @@ def transfer_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..models.encoders import ENCODERS
-    from ..models.loading import load
+    from ..weights.encoders import ENCODERS
+    from ..weights.loading import load
     from .report import save_json_and_markdown
     from .embedders import gem_embedder, sentence_transformer_embedder
 

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from ..gem import GemModel, add_new_gem_tokens
 from ..gem.forward import unwrap
-from ..models.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
-from ..models.dtypes import cpu_has_fast_bf16
-from ..models.loading import load
+from ..weights.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
+from ..weights.dtypes import cpu_has_fast_bf16
+from ..weights.loading import load
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     import json
 
     from ..gem import GemConfig
-    from ..models.loading import local_path
+    from ..weights.loading import local_path
 
     name = cfg.run.init_from
     path = local_path(name)
@@ -155,7 +155,7 @@ def distillation_teacher(cfg: TrainConfig):
     `cfg.extensions.teacher` (an offline sentence encoder in inference mode, on the GPU when there is one)."""
     if cfg.extensions.distill_weight <= 0 and cfg.extensions.distill_embedding_weight <= 0:
         return None
-    from ..models.encoders import load_encoder
+    from ..weights.encoders import load_encoder
 
     encoder = load_encoder(cfg.extensions.teacher, device="cuda" if torch.cuda.is_available() else "cpu")
     log.info("distilling from %s (weight %.2f)", cfg.extensions.teacher, cfg.extensions.distill_weight)
@@ -179,7 +179,7 @@ def extension_terms(cfg: TrainConfig, device: torch.device) -> tuple[object, lis
     x = cfg.extensions
     teacher = distillation_teacher(cfg)
     if teacher is None and x.head_init == "ridge":
-        from ..models.encoders import load_encoder
+        from ..weights.encoders import load_encoder
 
         teacher = _encoder_fn(load_encoder(x.teacher, device="cuda" if torch.cuda.is_available() else "cpu"))
     terms = []

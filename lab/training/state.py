@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..gem import GemModel
 from ..gem.forward import unwrap
-from ..models.checkpoints import save_checkpoint
+from ..weights.checkpoints import save_checkpoint
 from ..storage import atomic_file, folder_problem, write_json_atomic
 from .config import TrainConfig
 from .losses import LogitScale

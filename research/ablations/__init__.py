@@ -121,7 +121,7 @@ def run_ablation(name: str, path: Path, results_dir: Path = RESULTS) -> dict:
 def _suffix_attention(checkpoint: str) -> dict:
     """Where the trained model's suffix tokens look (`lab.evaluation.language.suffix_attention`)."""
     from lab.evaluation.language import suffix_attention
-    from lab.models.loading import load
+    from lab.weights.loading import load
 
     return suffix_attention(load(checkpoint), str(PROJECT_ROOT / TrainConfig().heldout))
 

@@ -56,7 +56,7 @@ def checkpoints_by_step(output_dir: Path) -> list[tuple[int, Path]]:
 def curve_point(checkpoint: Path, heldout: str, lengths=LENGTHS, per_length: int = PER_LENGTH) -> dict:
     """{"reconstruction": {...}, "suffix_attention": {...}} of one checkpoint on held-out text."""
     from lab.evaluation.language import reconstruction_by_length, suffix_attention
-    from lab.models.loading import load
+    from lab.weights.loading import load
 
     gem = load(str(checkpoint))
     return {"reconstruction": reconstruction_by_length(gem, heldout, lengths, per_length),

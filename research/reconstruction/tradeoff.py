@@ -44,7 +44,7 @@ PER_LENGTH = 32
 def reconstruction_of(model: str, heldout: str, lengths=LENGTHS, per_length: int = PER_LENGTH) -> dict:
     """{"exact": {n: share}, "token_accuracy": {n: share}, "count": {n: texts}} of one model."""
     from lab.evaluation.language import reconstruction_by_length
-    from lab.models.loading import load
+    from lab.weights.loading import load
 
     return json.loads(json.dumps(reconstruction_by_length(load(model), heldout, lengths, per_length)))
 
@@ -68,7 +68,7 @@ def tradeoff(models: dict[str, dict], heldout: str, out=OUT, lengths=LENGTHS, pe
     """{"settings", "rows": {label: row}}: each model's suite (given, or measured with `suite`) and its
     reconstruction on `per_length` texts per length. models: {label: {"checkpoint"[, "final", ...]}}.
     A row is reused while its model's weights fingerprint and the settings are unchanged."""
-    from lab.models.loading import weights_fingerprint
+    from lab.weights.loading import weights_fingerprint
 
     target = out.with_suffix(".json")
     settings = {"lengths": list(lengths), "per_length": per_length, "heldout": heldout}

@@ -29,7 +29,7 @@ stage1() {
     restore_data
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch, transformers, peft, accelerate, sentence_transformers as st; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, 'st', st.__version__, torch.cuda.get_device_name())"
-    python3 -c "import lab.evaluation.suite, lab.training.loop, lab.models.encoders"
+    python3 -c "import lab.evaluation.suite, lab.training.loop, lab.weights.encoders"
     python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
 }
 

@@ -1,6 +1,6 @@
 """Where models come from: the registry of named models (offline GGUF packages, tiny test models).
 
-`lab.models.loading.load_causal_lm(name)` accepts
+`lab.weights.loading.load_causal_lm(name)` accepts
   * a registry name (`smollm2-135m`, the default; `gemma3-270m`; `qwen2.5-0.5b`;
     `tiny-llama`, `tiny-qwen2`, `tiny-gemma3`),
   * a local Hugging Face folder (config.json + safetensors),

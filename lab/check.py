@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..storage import PROJECT_ROOT, cache_dir
+from .storage import PROJECT_ROOT, cache_dir
 
 MIN_FREE_GIB = 2.0
 PACKAGES = ("torch", "transformers", "peft", "gradio", "umap", "plotly", "mteb", "nbclient")
@@ -69,8 +69,8 @@ def check_disk() -> Check:
 
 
 def check_default_model() -> Check:
-    from ..models.conversion import cache_problem
-    from ..models.registry import DEFAULT_MODEL, get_spec
+    from .weights.conversion import cache_problem
+    from .weights.registry import DEFAULT_MODEL, get_spec
 
     problem = cache_problem(get_spec(DEFAULT_MODEL))
     return Check("default model", problem is None,
@@ -81,7 +81,7 @@ def check_default_model() -> Check:
 
 def check_models_run() -> list[Check]:
     """Load the shipped GEM model, embed one text, generate a few tokens (timed)."""
-    from ..models import DEFAULT_GEM, load
+    from .weights import DEFAULT_GEM, load
 
     t = time.perf_counter()
     try:

@@ -1,6 +1,6 @@
 """Dedicated sentence encoders available offline: reference rows in evaluation, teachers in training.
 
-    from lab.models.encoders import load_encoder
+    from lab.weights.encoders import load_encoder
     teacher = load_encoder("minilm")          # a sentence_transformers.SentenceTransformer
     teacher.encode(["a text"])                # (1, 384)
 """
