@@ -34,14 +34,20 @@ def best_of(fn, repeats: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 1024, seconds: float = 2.0) -> float:
-    """Measured matrix-product rate (FLOP/s) for n x n products in `dtype` on this machine."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_flops(dtype: torch.dtype, n: int | None = None, seconds: float = 2.0, device="cpu") -> float:
+    """Measured matrix-product rate (FLOP/s) for n x n products in `dtype` on `device` (n: 1,024 on
+    a CPU, 8,192 on a GPU, large enough to reach its peak)."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b
+    sync()
     reps, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds:
         a @ b
         reps += 1
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 

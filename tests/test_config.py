@@ -49,6 +49,7 @@ def test_the_gem_settings_are_one_gem_config():
     ("--optim.grad_accum=0", "optim.grad_accum must be >= 1"),
     ("--run.save_every=-1", "run.save_every must be >= 0"),
     ("--gem.sink_token=3", "gem.sink_token must be a string or null, got 3"),
+    ("--run.attention=flash_attention_2", "run.attention must be one of"),
     ("--lora.targets=q_proj", "lora.targets must be a list of names"),
     ("steps=3", "must look like --group.key=value"),
 ])
@@ -90,8 +91,8 @@ def test_saved_configs_round_trip_and_old_flat_ones_migrate():
     for folder in ("gem-smollm2-135m", "gem-smollm2-135m-gpu"):  # shipped before the nested config: flat
         flat = json.loads((ROOT / "checkpoints" / folder / "train_config.json").read_text())
         assert "k" in flat and load_saved_config(flat).gem.k == flat["k"] == 5
-    # every old setting has a new home; gem.readout (mean | concat) is the one new training setting
-    assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - {"gem.readout"}
+    # every old setting has a new home; gem.readout (mean | concat) and run.attention are new
+    assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - {"gem.readout", "run.attention"}
     with pytest.raises(ValueError, match="did you mean `optim.steps`"):
         migrate_flat({"stesp": 3})
 

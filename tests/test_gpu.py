@@ -79,3 +79,37 @@ def test_cuda_training_run_saves_a_loadable_checkpoint(precision, tmp_path):
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     gem = load(str(ckpt), device="cpu", dtype="float32")
     assert torch.isfinite(torch.as_tensor(gem.encode(TEXTS))).all()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("k, sink, pack", [(1, False, False), (5, True, True)])
+def test_cuda_flex_attention_gives_the_dense_paths_loss_and_gradients(arch, k, sink, pack, tmp_path):
+    """FlexAttention (block-sparse GEM mask) against SDPA with the dense mask: the same mixed
+    training step, losses and every gradient (the CPU has no FlexAttention backward)."""
+    from lab.gem.flex import FLEX
+    from lab.training.collate import GemCollator
+    from lab.training.loop import batch_to_device
+    from lab.training.losses import LogitScale
+    from lab.training.objective import GemObjective
+    from lab.training.setup import prepare_model
+
+    results = {}
+    for attention in ("sdpa", FLEX):
+        cfg = flat_config(model=f"tiny-{arch}", k=k, sink_token="<s>" if sink else None, batch_size=8, max_length=48,
+                          p_plain=0.3, positive="dropout", pack=pack, output_dir=str(tmp_path), precision="fp32")
+        cfg = cfg.updated({"run.attention": attention})
+        torch.manual_seed(0)
+        gem = prepare_model(cfg, torch.device("cuda"))
+        objective = GemObjective(gem.model, LogitScale().to("cuda"), gem.suffix_sees_bos,
+                                 trainable_head_rows=gem.special_ids)
+        batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)([{"text": t, "index": i}
+                                                                          for i, t in enumerate(TEXTS * 3)])
+        out = objective(batch_to_device(batch, "cuda"), alpha=0.5)
+        out["backward"].backward()
+        results[attention] = ({k_: float(out[k_]) for k_ in ("ntp", "cl")},
+                              {n: p.grad.detach().cpu() for n, p in objective.named_parameters() if p.grad is not None})
+    (dense_loss, dense_grads), (flex_loss, flex_grads) = results["sdpa"], results[FLEX]
+    assert flex_loss == pytest.approx(dense_loss, rel=1e-4)
+    assert flex_grads.keys() == dense_grads.keys() and dense_grads
+    for name, g in dense_grads.items():
+        torch.testing.assert_close(flex_grads[name], g, rtol=1e-3, atol=1e-5, msg=name)

@@ -132,8 +132,10 @@ def test_backends():
     assert add.dtype == torch.float32 and (add[mask] == 0).all() and (add[~mask] == torch.finfo(torch.float32).min).all()
     with pytest.raises(ValueError, match="flash-attention"):
         to_backend(mask, "flash_attention_2", torch.float32)
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ValueError, match="takes a BlockMask.*gem_inputs"):
         to_backend(mask, "flex_attention", torch.float32)
+    with pytest.raises(ValueError, match="not supported"):
+        to_backend(mask, "paged_attention", torch.float32)
 
 
 def test_model_attention_mask_per_layer_type():

@@ -11,6 +11,7 @@ import contextlib
 
 import torch
 
+from .flex import flex_attention_mask, uses_flex
 from .masks import Role, causal_mask, gem_mask, model_attention_mask, position_ids_from_roles
 
 
@@ -35,8 +36,14 @@ def gem_inputs(model, input_ids: torch.Tensor, roles: torch.Tensor, segment_ids:
 
     input_ids, roles, segment_ids: (B, T) long on the model's device. mask: a canonical (B, 1, T, T)
     bool mask to use instead of `gem_mask(roles, ...)` (experiments, e.g. a deliberately broken mask).
+    A model running FlexAttention gets a BlockMask of the same rule (`lab.gem.flex`); any other a
+    dense mask in its backend's format (`lab.gem.masks.model_attention_mask`).
     """
     base = unwrap(model)
+    if uses_flex(model):  # block-sparse from the roles: no (B, 1, T, T) tensor (lab.gem.flex)
+        attention_mask = flex_attention_mask(roles, base.config, segment_ids, suffix_sees_bos, dense=mask)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "position_ids": position_ids_from_roles(roles, segment_ids)}
     mask = gem_mask(roles, segment_ids, suffix_sees_bos) if mask is None else mask
     if is_plain_causal(mask, roles):
         # The GEM mask is the causal mask here (e.g. one unpadded row with k=1 at the end): let the

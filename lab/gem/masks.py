@@ -82,24 +82,34 @@ def gem_mask(
     if roles.dim() != 2:
         raise ValueError(f"roles must be (batch, seq_len), got shape {tuple(roles.shape)}")
     B, T = roles.shape
-    q = roles[:, :, None]  # (B, T, 1) query roles
-    k = roles[:, None, :]  # (B, 1, T) key roles
-    is_context = lambda r: (r == Role.PREFIX) | (r == Role.BOS)  # noqa: E731
+    idx = torch.arange(T, device=roles.device)
+    same = torch.ones((), dtype=torch.bool, device=roles.device) if segment_ids is None else \
+        segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T) same segment
+    allowed = gem_allowed(roles[:, :, None], roles[:, None, :],  # (B, T, 1) query, (B, 1, T) key roles
+                          idx[:, None], idx[None, :], same, suffix_sees_bos)
+    return allowed.expand(B, T, T)[:, None]
 
-    suffix_keys = (k == Role.SPECIAL) | (k == Role.SUFFIX)
+
+def gem_allowed(q_role: torch.Tensor, k_role: torch.Tensor, q_idx: torch.Tensor, k_idx: torch.Tensor,
+                same_segment: torch.Tensor, suffix_sees_bos: bool = False) -> torch.Tensor:
+    """The GEM rule for (query, key) pairs, elementwise on broadcastable tensors: whether a query
+    of role `q_role` at position `q_idx` may attend to a key of role `k_role` at `k_idx`.
+    `gem_mask` broadcasts it over a whole batch; FlexAttention's mask_mod (lab.gem.flex) calls it
+    on single (b, q, kv) index tensors: one rule, two delivery formats."""
+    # plain ints, not the IntEnum: under FlexAttention's vmap `tensor == Role.X` silently compares wrong
+    pad, bos, prefix, special, suffix = (int(r) for r in (Role.PAD, Role.BOS, Role.PREFIX, Role.SPECIAL, Role.SUFFIX))
+    is_context = lambda r: (r == prefix) | (r == bos)  # noqa: E731
+    suffix_keys = (k_role == special) | (k_role == suffix)
     if suffix_sees_bos:
-        suffix_keys = suffix_keys | (k == Role.BOS)
-    eye = torch.eye(T, dtype=torch.bool, device=roles.device)[None]
+        suffix_keys = suffix_keys | (k_role == bos)
+    eye = q_idx == k_idx
     allowed = (
-        (is_context(q) & is_context(k))
-        | ((q == Role.SPECIAL) & (is_context(k) | eye))
-        | ((q == Role.SUFFIX) & suffix_keys)
+        (is_context(q_role) & is_context(k_role))
+        | ((q_role == special) & (is_context(k_role) | eye))
+        | ((q_role == suffix) & suffix_keys)
     )
-    allowed = allowed & causal_mask(T, roles.device)[None] & (k != Role.PAD)
-    if segment_ids is not None:
-        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
-    allowed = allowed | (eye & (q == Role.PAD))  # padding queries see themselves: no NaN rows
-    return allowed[:, None]
+    allowed = allowed & (k_idx <= q_idx) & (k_role != pad) & same_segment
+    return allowed | (eye & (q_role == pad))  # padding queries see themselves: no NaN rows
 
 
 def gist_mask(roles: torch.Tensor) -> torch.Tensor:
@@ -153,6 +163,9 @@ def to_backend(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype)
     if attn_implementation == "eager":
         zero = torch.zeros((), dtype=dtype, device=mask.device)
         return torch.where(mask, zero, torch.finfo(dtype).min)
+    if attn_implementation == "flex_attention":
+        raise ValueError("a FlexAttention model takes a BlockMask, not a dense mask: build its inputs with "
+                         "lab.gem.forward.gem_inputs (it calls lab.gem.flex.flex_attention_mask)")
     if "flash" in attn_implementation:
         raise ValueError(
             f"attn_implementation={attn_implementation!r} cannot take GEM's custom attention mask "

@@ -27,6 +27,7 @@ from ..gem.config import GemConfig
 
 POSITIVES = ("dropout", "article")
 PRECISIONS = ("auto", "fp32", "bf16")
+ATTENTIONS = ("auto", "sdpa", "flex_attention", "eager")
 HEAD_INITS = ("default", "ridge")
 
 
@@ -122,12 +123,14 @@ class LoraConfig:
 class RunConfig:
     """Where a run writes and how it keeps books. `init_from`: a trained GEM checkpoint (folder, run
     or shipped name) whose weights the run starts from. `precision`: auto picks bf16 on a GPU or a
-    CPU with native bf16, else fp32."""
+    CPU with native bf16, else fp32. `attention`: auto picks FlexAttention on a GPU for rows of 1,024
+    tokens or more (block-sparse GEM masks), SDPA with the dense mask otherwise (`lab.gem.flex.attention_for`)."""
 
     output_dir: str = "runs/gem"
     init_from: str = ""
     seed: int = 0
     precision: str = "auto"
+    attention: str = "auto"
     eval_every: int = 100
     save_every: int = 100
     log_every: int = 10
@@ -243,6 +246,7 @@ def _checks(cfg: TrainConfig) -> list[tuple[bool, str]]:
         (lo.train_backbone or r.p_plain < 1.0, "a frozen backbone (lora.train_backbone: false) learns nothing "
                                                "from plain rows: set rows.p_plain below 1"),
         (run.precision in PRECISIONS, f"run.precision must be one of {PRECISIONS}"),
+        (run.attention in ATTENTIONS, f"run.attention must be one of {ATTENTIONS}"),
         (min(run.eval_every, run.save_every) >= 0 and run.log_every >= 1,
          "run.eval_every and run.save_every must be >= 0 (0 = never), run.log_every >= 1"),
         (x.positive in POSITIVES, f"extensions.positive must be one of {POSITIVES}"),

@@ -27,6 +27,18 @@ def train_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" or cpu_has_fast_bf16() else torch.float32
 
 
+def train_attention(cfg: TrainConfig, device: torch.device) -> str:
+    """The attention implementation a run trains with: `cfg.run.attention`, "auto" resolved by
+    `lab.gem.flex.attention_for`; FlexAttention on a CPU is refused (torch has no CPU backward)."""
+    from ..gem.flex import FLEX, attention_for
+
+    choice = attention_for(device, cfg.rows.max_length) if cfg.run.attention == "auto" else cfg.run.attention
+    if choice == FLEX and torch.device(device).type != "cuda":
+        raise ValueError("run.attention: flex_attention trains only on a GPU (torch has no FlexAttention backward "
+                         "on a CPU); use run.attention: auto or sdpa here")
+    return choice
+
+
 def only_rows_grad_hook(ids: list[int]):
     """Gradient hook keeping only the given rows of an embedding's gradient (new GEM tokens)."""
     def hook(grad):
@@ -71,6 +83,7 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     else:
         model = gem.model
     model.to(device=device, dtype=train_dtype(cfg, device))
+    unwrap(model).set_attn_implementation(train_attention(cfg, device))
     model.train()
     prepared = GemModel(model, gem.tokenizer, gem.gem_config, name=cfg.model)
     if prepared.readout_head is not None:
