@@ -177,3 +177,9 @@ def test_a_short_run_of_the_tiny_recipe_gives_the_losses_recorded_before_the_nes
     train(cfg)
     rows = [json.loads(line) for line in open(Path(cfg.run.output_dir) / "metrics.jsonl")]
     assert [r["loss"] for r in rows] == pytest.approx([5.622105, 5.652561, 0.161913, 0.039584], rel=1e-4)
+
+
+def test_save_every_zero_saves_only_the_last_step(tmp_path):
+    final = train(tiny_cfg(tmp_path, steps=3, ntp_steps=1, save_every=0))
+    assert final.name == "checkpoint-3"
+    assert sorted(p.name for p in final.parent.glob("checkpoint-*")) == ["checkpoint-3"]

@@ -213,7 +213,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int
                             lr=f"{row['lr']:.1e}", a=row["alpha"], tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             stop_now = stop["now"] or (stop_after is not None and run.step - start >= stop_after)
-            if run.step % cfg.run.save_every == 0 or run.step == cfg.optim.steps or stop_now:
+            periodic = cfg.run.save_every and run.step % cfg.run.save_every == 0  # 0: only the last step
+            if periodic or run.step == cfg.optim.steps or stop_now:
                 _save(run)
             if stop_now:
                 raise StopRequested()
