@@ -135,7 +135,7 @@ def _cmd_export(args) -> int:
     if args.card and args.to != "release":
         raise SystemExit("--card goes with --to release (merged and st folders carry no model card)")
     extra = {"card": Path(args.card).read_text(encoding="utf-8")} if args.card else {}
-    print(f"exported: {fn(args.checkpoint, args.out, **extra)}")
+    print(f"exported: {fn(args.checkpoint, args.out, force=args.force, **extra)}")
     return 0
 
 
@@ -162,7 +162,7 @@ def _cmd_train(args) -> int:
 
     cfg = config_from_args(args.config, args.overrides)
     evaluate = partial(quick_eval, heldout=cfg.rows.heldout) if cfg.run.eval_every else None
-    final = train(cfg, resume=args.resume, evaluate=evaluate)
+    final = train(cfg, resume=args.resume, evaluate=evaluate, force=args.force)
     print(f"checkpoint: {final}")
     return 0
 
@@ -218,7 +218,7 @@ def _add_data(sub) -> None:
     s.add_argument("what", choices=["build"])
     s.add_argument("--out", default=None, help="corpus folder (default data/build/wiki)")
     s.add_argument("--eval-out", default=None, help="evaluation data folder (default data/build/eval)")
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--force", action="store_true", help="rebuild, replacing the folders even if the lab did not write them")
     s.set_defaults(func=_cmd_data)
 
 
@@ -255,11 +255,14 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("out")
     s.add_argument("--card", default=None, help="release: the model card (README.md) to ship with it, read before "
                                                 "OUT is replaced, so OUT/README.md itself may be given")
+    s.add_argument("--force", action="store_true", help="replace OUT even if the lab did not write it")
     s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--group.key=value ...] [--resume]")
     s.add_argument("--config", default=None)
-    s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output_dir")
+    s.add_argument("--force", action="store_true", help="start over in a run.output_dir that holds another run "
+                                                        "(its checkpoints and metrics.jsonl are removed first)")
     s.set_defaults(func=_cmd_train, overrides=[])
 
 

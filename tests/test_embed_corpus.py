@@ -97,3 +97,36 @@ def test_two_processes_equal_one(corpus, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "process 0 of 2: 3 of 6 chunks" in res.stderr and "process 1 of 2: 3 of 6 chunks" in res.stderr
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, atol=1e-5)
+
+
+def test_writes_never_replace_a_folder_the_lab_did_not_make(tmp_path):
+    from lab.storage import atomic_dir
+    from lab.weights.export import export_target
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="did not write .*--force"):
+        with atomic_dir(notes) as tmp:
+            (tmp / "x").write_text("new")
+    assert (notes / "todo.txt").read_text() == "keep me" and not list(tmp_path.glob(".notes.*"))
+    with atomic_dir(notes, replace_foreign=True) as tmp:  # --force
+        (tmp / "x").write_text("new")
+    with atomic_dir(notes) as tmp:  # now the lab's own folder: replaced like any output
+        (tmp / "y").write_text("newer")
+    assert sorted(p.name for p in notes.iterdir()) == ["MANIFEST.json", "y"]
+    run = tmp_path / "run"
+    (run / "checkpoint-40").mkdir(parents=True)
+    for out in (run, run / "checkpoint-40", run / "checkpoint-40" / "inside"):
+        with pytest.raises(ValueError, match="holds or is inside the checkpoint"):
+            export_target(run / "checkpoint-40", out)
+    assert export_target(run / "checkpoint-40", tmp_path / "release") == tmp_path / "release"
+
+
+def test_line_endings_never_shift_rows(tmp_path):
+    from lab.corpora.embed import count_texts, iter_texts
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes(b"first text\r\nsecond\rstill the second\nthird\n")
+    texts = list(iter_texts(path))
+    assert texts == ["first text", "second\rstill the second", "third"] and count_texts(path) == 3

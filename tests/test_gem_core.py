@@ -248,3 +248,17 @@ def test_causal_fast_path_gives_the_same_numbers(arch):
         torch.testing.assert_close(gem.model(**fast).logits, gem.model(**explicit).logits, rtol=1e-4, atol=1e-4)
     two = forward.gem_inputs(gem.model, *pad_rows([row, _row(gem, "short", "")], 0).values())
     assert two["attention_mask"] is not None, "padding needs the explicit mask"
+
+
+def test_bad_sizes_and_saved_settings_are_named_not_used():
+    from lab.gem.config import GemConfig
+
+    gem = tiny_gem("llama", k=1)
+    for kw, name in [({"batch_size": -1}, "batch_size"), ({"batch_size": 0}, "batch_size"),
+                     ({"max_length": 0}, "max_length"), ({"batch_size": True}, "batch_size")]:
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            gem.encode(["a text"], **kw)
+    for bad, message in [({"trained": "false"}, "trained must be true or false"), ({"k": "5"}, "k must be an integer"),
+                         ({"readout_head": 0}, "readout_head must be true or false")]:
+        with pytest.raises(ValueError, match=message):
+            GemConfig(**bad)

@@ -183,3 +183,15 @@ def test_save_every_zero_saves_only_the_last_step(tmp_path):
     final = train(tiny_cfg(tmp_path, steps=3, ntp_steps=1, save_every=0))
     assert final.name == "checkpoint-3"
     assert sorted(p.name for p in final.parent.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_unless_resumed_or_forced(tmp_path):
+    cfg = tiny_cfg(tmp_path, steps=2, ntp_steps=1, save_every=1)
+    train(cfg)
+    (Path(cfg.run.output_dir) / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--force"):
+        train(cfg)
+    final = train(cfg, force=True)
+    assert sorted(p.name for p in final.parent.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert [r[0] for r in losses(cfg.run.output_dir)] == [1, 2], "the new run's log only, no repeated steps"
+    assert (Path(cfg.run.output_dir) / "notes.txt").read_text() == "mine", "nothing but the old run is removed"

@@ -36,9 +36,12 @@ def iter_texts(path: Path, field: str = "text") -> Iterator[str]:
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl"):
         raise ValueError(f"{path}: unsupported input type {suffix!r}; use .txt (one text per line) or .jsonl")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+    with open(path, "rb") as f:  # lines end at "\n" only (a lone "\r" inside a text is part of it)
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{n} is not UTF-8 text ({e.reason})") from None
             if suffix == ".jsonl":
                 try:
                     obj = json.loads(line)

@@ -146,7 +146,7 @@ def build_eval_data(out_dir: str | Path | None = None, force: bool = False) -> P
     meta = {"rows": {k: len(v) for k, v in tables.items()}, "licences": LICENCES,
             "sources": sorted(f"{m}=={v}" for m, v in versions.items()),
             "shuffle_seed": 0}
-    with atomic_dir(out_dir, metadata=meta) as tmp:
+    with atomic_dir(out_dir, metadata=meta, replace_foreign=force) as tmp:
         for name, rows in tables.items():
             _write_jsonl(tmp / name, rows)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

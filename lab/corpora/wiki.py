@@ -159,7 +159,7 @@ def build_corpus(out_dir: str | Path | None = None, heldout_fraction: float = 0.
         "words": {"train": sum(len(r["text"].split()) for r in train)},
         "heldout_fraction": heldout_fraction,
     }
-    with atomic_dir(out_dir, metadata=meta) as tmp:
+    with atomic_dir(out_dir, metadata=meta, replace_foreign=force) as tmp:
         for name, rows in (("train", train), ("heldout", heldout)):
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 for r in rows:

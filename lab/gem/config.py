@@ -47,6 +47,15 @@ class GemConfig:
     trained: bool = False
 
     def __post_init__(self):
+        kinds = {"k": int, "readout": str, "suffix_sees_bos": bool, "readout_head": bool, "readout_dim": int,
+                 "max_length": int, "base_model": str, "trained": bool}
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                what = {bool: "true or false", int: "an integer", str: "a string"}[kind]
+                raise ValueError(f"GemConfig.{name} must be {what}, got {value!r}")
+        if self.sink_token is not None and not isinstance(self.sink_token, str):
+            raise ValueError(f"GemConfig.sink_token must be a string or null, got {self.sink_token!r}")
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"GemConfig.k must be a positive int, got {self.k!r}")
         if self.readout not in READOUTS:
@@ -73,4 +82,7 @@ class GemConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{folder}/{cls.FILENAME} has unknown keys {sorted(unknown)} (newer lab version?)")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as e:
+            raise ValueError(f"{Path(folder) / cls.FILENAME}: {e}") from None

@@ -166,6 +166,9 @@ class GemModel:
         (less padding) and returned in input order. Texts over `max_length` tokens are truncated
         with one warning. Empty strings and non-strings raise ValueError / TypeError.
         """
+        _check_positive_int("batch_size", batch_size)
+        if max_length is not None:
+            _check_positive_int("max_length", max_length)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         pooling = self.check_pooling(pooling)
@@ -383,6 +386,11 @@ class GemModel:
         return attention_view(unwrap(self.model), self.tokenizer, self.bos + ids[:split], self.special_ids[:k],
                               ids[split:], self.bos[0] if self.bos else None, self.pad_token_id,
                               self.suffix_sees_bos)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def add_new_gem_tokens(gem: GemModel, k: int = 1, config: GemConfig | None = None, **settings) -> GemModel:

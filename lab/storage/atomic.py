@@ -82,14 +82,31 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     }
 
 
+def foreign_folder_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` must not be replaced by a folder the lab writes, or None: it is a file, or a
+    non-empty folder with no manifest (so not written by the lab: a user's notes, a run folder)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if read_manifest(path) is None and any(path.iterdir()):
+        return f"{path} is a folder the lab did not write (no {MANIFEST}); replacing it would delete its files"
+    return None
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, metadata: dict | None = None) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, metadata: dict | None = None, replace_foreign: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it becomes `path`, with a manifest, atomically.
 
     If `path` already exists it is replaced (the old one is moved aside first, then deleted), so a
-    reader never sees a mix of old and new files. On failure the temporary folder is deleted.
+    reader never sees a mix of old and new files; a folder the lab did not write is refused (a
+    FileExistsError naming it) unless `replace_foreign`. On failure the temporary folder is deleted.
     """
     path = Path(path)
+    problem = None if replace_foreign else foreign_folder_problem(path)
+    if problem:
+        raise FileExistsError(f"{problem}: choose another output folder (or pass --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()

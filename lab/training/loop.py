@@ -38,7 +38,8 @@ from .head_init import RidgeHeadFit
 from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
 from .setup import extension_terms, init_checkpoint, load_weights_into, prepare_model
-from .state import STATE_DIR, append_metrics, latest_checkpoint, load_training_state, save_run_checkpoint
+from .state import (STATE_DIR, append_metrics, clear_previous_run, latest_checkpoint, load_training_state, previous_run,
+                    save_run_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,17 @@ def _resume_into(run: Run) -> None:
     log.info("resumed from %s at step %d", ckpt, run.step)
 
 
-def start_run(cfg: TrainConfig, resume: bool = False) -> Run:
-    """Model, objective, optimizer, data and (with resume) the state of the newest checkpoint."""
+def start_run(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Run:
+    """Model, objective, optimizer, data and (with resume) the state of the newest checkpoint. A new
+    run into a folder that holds another run is refused unless `force` (which removes the old
+    run's checkpoints and log first)."""
+    left = [] if resume else previous_run(Path(cfg.run.output_dir))
+    if left and not force:
+        raise FileExistsError(f"{cfg.run.output_dir} already holds a run ({', '.join(left[:4])}): continue it with "
+                              f"--resume, choose another --run.output_dir, or pass --force to start over there")
     accelerator = _accelerator()
+    if left and accelerator.is_main_process:
+        clear_previous_run(Path(cfg.run.output_dir))
     rows = read_jsonl(cfg.rows.corpus)
     if len(rows) < cfg.optim.batch_size:
         raise ValueError(f"{cfg.rows.corpus} has {len(rows)} rows, fewer than batch_size={cfg.optim.batch_size}")
@@ -183,15 +192,16 @@ def _save(run: Run) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False, evaluate=None, stop_after: int | None = None,
-          on_log=None) -> Path:
+          on_log=None, force: bool = False) -> Path:
     """Run (or resume) training; returns the final checkpoint folder.
 
     evaluate: optional callable(GemModel) -> dict of quick metrics, run every `eval_every` steps.
     on_log: optional callable(list of metric rows so far), called on the main process whenever a
     row is logged (notebooks draw live curves with it).
     stop_after: stop (with a checkpoint) after this many steps of *this call* (for tests).
+    force: start over in an output_dir that holds another run (without it, that is refused).
     """
-    run = start_run(cfg, resume)
+    run = start_run(cfg, resume, force)
     acc, start = run.accelerator, run.step
     log.info("training on %s with %d processes (global batch %d)", acc.device, acc.num_processes,
              cfg.optim.batch_size * cfg.optim.grad_accum * acc.num_processes)

@@ -68,6 +68,24 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def previous_run(out: Path) -> list[str]:
+    """What a finished or stopped run left in `out` (checkpoints, `last`, metrics.jsonl): empty if none."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir()
+                  if p.name.startswith("checkpoint-") or p.name in ("last", "metrics.jsonl"))
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove what `previous_run` lists (only that: other files in the folder stay)."""
+    import shutil
+
+    for name in previous_run(out):
+        path = Path(out) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def append_metrics(out: Path, row: dict) -> None:
     """Append one logged row to `out/metrics.jsonl`."""
     out.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,7 @@ def prepare(name: str, force: bool = False) -> Path:
     remove_stale_temporaries(spec.cached_dir.parent)
     log.info("converting %s from GGUF to a cached HF folder (once; ~15-60 s) ...", name)
     t0 = time.perf_counter()
-    with atomic_dir(spec.cached_dir, metadata=_metadata(spec)) as tmp:
+    with atomic_dir(spec.cached_dir, metadata=_metadata(spec), replace_foreign=True) as tmp:  # the lab's own cache
         (spec.builder or convert_gguf_to_hf)(spec, tmp)
     log.info("converted %s in %.1f s -> %s", name, time.perf_counter() - t0, spec.cached_dir)
     return spec.cached_dir

@@ -57,11 +57,21 @@ def _save_dense_head(gem: GemModel, folder: Path) -> None:
     dense.save(str(folder))
 
 
-def export_merged(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a merged, plain HF folder (atomically)."""
+def export_target(checkpoint: str | Path, out: str | Path) -> Path:
+    """`out` as a folder an export may write: never the checkpoint itself, a folder inside it, or a
+    folder holding it (`export RUN/checkpoint-40 --to release RUN` would delete the run)."""
+    src, dst = Path(checkpoint).resolve(), Path(out).resolve()
+    if dst == src or src.is_relative_to(dst) or dst.is_relative_to(src):
+        raise ValueError(f"cannot export {src} to {dst}: the output folder holds or is inside the checkpoint; "
+                         f"choose a folder outside it")
+    return Path(out)
+
+
+def export_merged(checkpoint: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Write a merged, plain HF folder (atomically; a folder the lab did not write only with force)."""
+    out = export_target(checkpoint, out)
     gem = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu", merge_adapter=True)
-    out = Path(out)
-    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "merged"}) as tmp:
+    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "merged"}, replace_foreign=force) as tmp:
         _save_merged(gem, tmp)
     return out
 
@@ -78,16 +88,18 @@ def _append_special_post_processor(tokenizer, bos: list[int], special: str, spec
         single=" ".join(pieces), special_tokens=tokens)
 
 
-def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a sentence-transformers folder whose encode() gives the GEM embeddings (k = 1)."""
+def export_sentence_transformers(checkpoint: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Write a sentence-transformers folder whose encode() gives the GEM embeddings (k = 1;
+    atomically; a folder the lab did not write only with force)."""
+    out = export_target(checkpoint, out)
     gem = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu", merge_adapter=True)
     if gem.gem_config.k != 1:
         raise ValueError(f"the sentence-transformers export needs k=1 GEM token (this checkpoint has k="
                          f"{gem.gem_config.k}): stock modules cannot keep several special tokens from seeing each "
                          f"other. Use lab.load(checkpoint).encode(...) instead.")
-    out = Path(out)
     special = gem.tokenizer.convert_ids_to_tokens(gem.special_ids[0])
-    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "sentence-transformers"}) as tmp:
+    with atomic_dir(out, metadata={"exported_from": str(checkpoint), "kind": "sentence-transformers"},
+                    replace_foreign=force) as tmp:
         _save_merged(gem, tmp)
         _append_special_post_processor(gem.tokenizer, gem.bos, special, gem.special_ids[0])
         gem.tokenizer.save_pretrained(tmp)
@@ -120,16 +132,17 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path) -> Pat
 RELEASE_SKIP = {"training_state", "MANIFEST.json"}
 
 
-def export_release(checkpoint: str | Path, out: str | Path, card: str = "") -> Path:
-    """Copy a training checkpoint without its optimizer state, with the run's metrics log (atomically)."""
+def export_release(checkpoint: str | Path, out: str | Path, card: str = "", force: bool = False) -> Path:
+    """Copy a training checkpoint without its optimizer state, with the run's metrics log
+    (atomically; a folder the lab did not write only with force)."""
     import shutil
 
-    checkpoint, out = Path(checkpoint).resolve(), Path(out)
+    checkpoint, out = Path(checkpoint).resolve(), export_target(checkpoint, out)
     problem = folder_problem(checkpoint)
     if problem:
         raise RuntimeError(f"cannot export {checkpoint}: {problem}")
     metrics = checkpoint.parent / "metrics.jsonl"
-    with atomic_dir(out, metadata={"exported_from": checkpoint.name, "kind": "release"}) as tmp:
+    with atomic_dir(out, metadata={"exported_from": checkpoint.name, "kind": "release"}, replace_foreign=force) as tmp:
         for item in checkpoint.iterdir():
             if item.name in RELEASE_SKIP:
                 continue
