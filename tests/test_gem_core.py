@@ -262,3 +262,15 @@ def test_bad_sizes_and_saved_settings_are_named_not_used():
                          ({"readout_head": 0}, "readout_head must be true or false")]:
         with pytest.raises(ValueError, match=message):
             GemConfig(**bad)
+
+
+def test_missing_or_malformed_inputs_are_named():
+    gem = tiny_gem("llama", k=2)
+    for call, err, message in [(lambda: gem.encode(None), TypeError, "texts must be a string or a list"),
+                               (lambda: gem.generate(None), TypeError, "prompt must be a string or a list"),
+                               (lambda: gem.generate([]), ValueError, "prompt is an empty list"),
+                               (lambda: gem.generate(["ok", None]), TypeError, "prompt must hold strings only"),
+                               (lambda: gem.attention("a text", k=-1), ValueError, "k must be 0"),
+                               (lambda: gem.attention("a text", k=3), ValueError, "k=3 but this model has 2")]:
+        with pytest.raises(err, match=message):
+            call()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
+from .checks import check_encode_args, check_k, check_texts
 from .config import GemConfig
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
 from .kv_cache import end_past_recording, full_prefill_cache, s_cache_positions, select_entries
@@ -166,9 +167,7 @@ class GemModel:
         (less padding) and returned in input order. Texts over `max_length` tokens are truncated
         with one warning. Empty strings and non-strings raise ValueError / TypeError.
         """
-        _check_positive_int("batch_size", batch_size)
-        if max_length is not None:
-            _check_positive_int("max_length", max_length)
+        check_encode_args(texts, batch_size, max_length)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         pooling = self.check_pooling(pooling)
@@ -237,6 +236,7 @@ class GemModel:
     def generate(self, prompt: str | list[str], max_new_tokens: int = 64, chat: bool = False, **kwargs):
         """Continue `prompt` with the plain causal LM (greedy unless do_sample=True). Returns the new
         text only (a list for a list of prompts). GEM tokens are suppressed: never emitted."""
+        check_texts("prompt", prompt, allow_empty=False)
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         ids = [self.prompt_ids(p, chat) for p in prompts]
@@ -374,10 +374,9 @@ class GemModel:
         plain causal model.
         """
         k = (self.gem_config.k if self.gem_config else 0) if k is None else k
-        if k > 0:
+        if k != 0:
             self.require_gem_tokens("attention with k > 0")
-            if k > len(self.special_ids):
-                raise ValueError(f"k={k} but this model has {len(self.special_ids)} GEM tokens")
+        check_k(k, len(self.special_ids))
         ids, _ = text_ids(self.tokenizer, [text], self.max_length - len(self.bos) - k)
         ids = ids[0]
         split = len(ids) if split is None else split
@@ -386,11 +385,6 @@ class GemModel:
         return attention_view(unwrap(self.model), self.tokenizer, self.bos + ids[:split], self.special_ids[:k],
                               ids[split:], self.bos[0] if self.bos else None, self.pad_token_id,
                               self.suffix_sees_bos)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def add_new_gem_tokens(gem: GemModel, k: int = 1, config: GemConfig | None = None, **settings) -> GemModel:
