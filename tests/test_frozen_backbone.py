@@ -116,3 +116,27 @@ def test_head_changes_the_embedding_and_survives_save_and_exports(tmp_path, read
     assert kinds == ["Transformer", "Pooling", "Dense", "Normalize"]
     st = SentenceTransformer(str(st_dir), device="cpu").encode(texts, convert_to_numpy=True)
     torch.testing.assert_close(torch.as_tensor(st), torch.as_tensor(with_head), rtol=1e-4, atol=1e-4)
+
+
+def test_a_head_file_the_config_disowns_and_a_missing_gpu_are_named(tmp_path):
+    import json
+    import shutil
+
+    import lab
+    from lab.storage import PROJECT_ROOT
+    from lab.storage.atomic import MANIFEST
+
+    src = PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m"
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(src, ckpt)
+    cfg = json.loads((ckpt / "gem_config.json").read_text())
+    cfg.update(readout_head=False, readout_dim=0)
+    (ckpt / "gem_config.json").write_text(json.dumps(cfg))
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    manifest["files"]["gem_config.json"] = (ckpt / "gem_config.json").stat().st_size
+    (ckpt / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="holds readout_head.safetensors but .*readout_head: false"):
+        lab.load(str(ckpt), device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device; use device='cpu'"):
+            lab.load("tiny-llama", device="cuda")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..gem import GemConfig, GemModel
 from ..gem.forward import unwrap
+from ..gem.readout import HEAD_FILE
 from ..gem.tokens import add_gem_tokens
 from ..storage import atomic_dir, folder_problem
 from .causal_lm import load_causal_lm
@@ -103,6 +104,9 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
     if problem:
         raise RuntimeError(f"cannot load GEM checkpoint: {problem}")
     cfg = GemConfig.load(folder)
+    if not cfg.readout_head and (folder / HEAD_FILE).is_file():
+        raise RuntimeError(f"{folder} holds {HEAD_FILE} but its {GemConfig.FILENAME} says readout_head: false, so "
+                           f"the embedding would skip the head; set readout_head: true (and readout_dim) there")
     # A merged export holds the whole model (config.json); a training checkpoint names its base.
     base = str(folder) if (folder / "config.json").is_file() else cfg.base_model
     model, tok = load_causal_lm(base, dtype=torch.float32, device="cpu", attn_implementation=attn_implementation)

@@ -61,6 +61,9 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype=None, device: str | None = Non
     (or a training run: its newest checkpoint, also as `runs/NAME/last`), or the name of a shipped
     GEM checkpoint ("gem-smollm2-135m")."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but this torch ({torch.__version__}) sees no CUDA device; "
+                         f"use device='cpu' (or leave device unset to pick one)")
     dtype = as_dtype(dtype) if dtype is not None else default_dtype(device)
     path = local_path(name_or_path)  # a shipped name's folder always holds a GEM checkpoint
     if (path / GemConfig.FILENAME).is_file():
