@@ -6,13 +6,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lab.gem import GemModel, add_new_gem_tokens  # noqa: E402
+from lab.gem import GemConfig, GemModel, add_new_gem_tokens  # noqa: E402
 from lab.weights import load_causal_lm  # noqa: E402
+from lab.weights.registry import DEFAULT_GEM, SHIPPED_GEM  # noqa: E402
 
 ARCHS = ["llama", "qwen2", "gemma3"]
+SHIPPED = SHIPPED_GEM[DEFAULT_GEM]
 
 
 def tiny_gem(arch: str, k: int = 1, attn_implementation: str = "sdpa", **config) -> GemModel:
@@ -26,6 +31,29 @@ def tiny_gem(arch: str, k: int = 1, attn_implementation: str = "sdpa", **config)
         torch.manual_seed(1)
         emb = gem.model.get_input_embeddings().weight
         emb[gem.special_ids] = torch.randn(k, emb.shape[1]) * emb.std()
+    return gem
+
+
+def shipped_gem_config() -> GemConfig:
+    """The shipped checkpoint's GEM settings (its gem_config.json), read at test time: a change to
+    what ships changes what the tests run."""
+    return GemConfig.load(SHIPPED)
+
+
+def shipped_like_gem(max_length: int | None = None) -> GemModel:
+    """A tiny model configured like the shipped one: `tiny-smollm2` (SmolLM2's tokens, no BOS)
+    with the shipped checkpoint's k, sink token, readout and readout head (its width too), the
+    head's weights random but fixed. What the app, the course and the CLI are tested on."""
+    shipped = shipped_gem_config()
+    config = dataclasses.replace(shipped, base_model="tiny-smollm2", max_length=max_length or shipped.max_length)
+    model, tok = load_causal_lm("tiny-smollm2")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        gem = add_new_gem_tokens(GemModel(model, tok, None, name="tiny-smollm2"), config=config)
+        emb = gem.model.get_input_embeddings().weight
+        with torch.no_grad():
+            emb[gem.special_ids] = torch.randn(config.k, emb.shape[1]) * emb.std()
+    gem.gem_config.trained = True
     return gem
 
 

@@ -1,6 +1,8 @@
 """The app: handlers called directly, bad input, the Blocks' API, 8 concurrent clients, a real browser.
 
-Models are tiny (built in code): the base is `tiny-llama`, the GEM model a checkpoint of it.
+Models are tiny (built in code) and configured like the shipped pair: the base is `tiny-smollm2`
+(SmolLM2's tokens, no BOS), the GEM model a checkpoint of it with the shipped checkpoint's k, sink
+token and readout head (`shipped_like_gem`); a BOS family (`tiny-llama`) is checked too.
 """
 
 import os
@@ -18,7 +20,7 @@ from lab.corpora.eval_sets import build_eval_data
 from lab.corpora.textsets import MAX_TEXTS
 from lab.weights.checkpoints import save_checkpoint
 
-from .conftest import tiny_gem
+from .conftest import shipped_gem_config, shipped_like_gem, tiny_gem
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTEFACTS = ROOT / "test-artifacts"
@@ -28,10 +30,17 @@ TEXTS = "a cat on a mat\na dog in the fog\nstocks fell sharply\nbonds rose today
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     build_eval_data()
-    ckpt = save_checkpoint(tiny_gem("llama", k=2, max_length=128), tmp_path_factory.mktemp("app") / "gem")
-    s = h.Session("tiny-llama", str(ckpt))
+    ckpt = save_checkpoint(shipped_like_gem(max_length=128), tmp_path_factory.mktemp("app") / "gem")
+    s = h.Session("tiny-smollm2", str(ckpt))
     s.models()
     return s
+
+
+def test_the_app_runs_what_ships(session):
+    gem = session.models()[1].gem_config
+    shipped = shipped_gem_config()
+    assert (gem.k, gem.sink_token, gem.readout_head, gem.readout_dim) == \
+        (shipped.k, shipped.sink_token, shipped.readout_head, shipped.readout_dim)
 
 
 def test_embeddings_maps_are_cached_and_deterministic(session):
@@ -61,14 +70,31 @@ def test_heatmaps_group_texts_by_label_and_fit_the_colour_scale(session):
     assert heat.zmin >= off.min() - 1e-9 and heat.zmax <= 1.0 and heat.zmin > -1.0
 
 
-def test_attention_grids_line_up_and_long_prompts_are_cut(session):
-    r = h.attention_view(session, "a short text here", split=3, k=1)
+def _base_grid_lines_up(r, k: int):
     base, gem = r["base"].data[0], r["gem"].data[0]
     assert list(base.x) == list(gem.x), "both grids are drawn on the GEM row's tokens"
-    s_col = [i for i, t in enumerate(gem.x) if "gem_0" in t][0]
-    assert all(np.isnan(row[s_col]) for row in np.array(base.z, dtype=float)), "the base model has no S"
+    z = np.array(base.z, dtype=float)
+    s_cols = [i for i, t in enumerate(gem.x) if "gem_" in t]
+    assert len(s_cols) == k and np.isnan(z[:, s_cols]).all(), "the base model has no S"
+    return z
+
+
+def test_attention_grids_line_up_and_long_prompts_are_cut(session):
+    r = h.attention_view(session, "a short text here", split=3)  # default: all of the model's S
+    z = _base_grid_lines_up(r, shipped_gem_config().k)
+    assert np.isnan(z[:, 0]).all() and np.isnan(z[0]).all(), "the sink is GEM's; the base row has none"
+    assert not np.isnan(z[1, 1]), "the base model's own first token"
+    assert "on the sink" in r["info"]
     *_, (_, _, timing) = h.generate_side_by_side(session, "word " * 700, 2)
     assert "only the first 512 were used" in timing
+
+
+def test_attention_grids_line_up_for_a_family_with_bos(tmp_path):
+    ckpt = save_checkpoint(tiny_gem("llama", k=2, max_length=128), tmp_path / "gem")
+    s = h.Session("tiny-llama", str(ckpt))
+    r = h.attention_view(s, "hello world, this is a test", split=5, k=2, layer=-1, head=1)
+    z = _base_grid_lines_up(r, 2)
+    assert not np.isnan(z[0, 0]), "both rows start with the tokenizer's own BOS"
 
 
 def test_bundled_text_sets_are_decoded_correctly(session):
@@ -90,6 +116,7 @@ def test_search_ranks_an_exact_copy_first(session):
 def test_attention_generation_reconstruction_embed_and_generate(session):
     r = h.attention_view(session, "hello world, this is a test", split=5, k=2, layer=-1, head=1)
     assert r["mask"].data[0].z.shape[0] == len(r["gem"].data[0].x)
+    _base_grid_lines_up(r, 2)
     outs = list(h.generate_side_by_side(session, "hello", 6))
     base, gem = session.models()
     assert outs[-1][0] == base.generate("hello", 6) and outs[-1][1] == gem.generate("hello", 6)
@@ -140,7 +167,7 @@ def test_long_text_and_special_token_strings_warn(session):
 def test_picking_a_base_model_as_gem_is_refused_and_keeps_the_old_models(session):
     before = session.gem
     with pytest.raises(ValueError, match="not a GEM checkpoint"):
-        session.pick("tiny-llama", "tiny-llama")
+        session.pick("tiny-smollm2", "tiny-smollm2")
     assert session.gem is before
 
 
@@ -218,9 +245,10 @@ def _chromium() -> str | None:
     return None
 
 
-def test_browser_runs_every_tab(server):
-    """Headless Chromium opens the page, runs each tab once and sees a plot or an answer appear; a
-    query preset fills the search box and the search is highlighted on the maps; an attention preset runs."""
+def test_browser_runs_every_preset_of_every_tab(server, session):
+    """Headless Chromium opens the page and runs every preset of every tab on the shipped-like
+    models, each checked against what the handler returns for the same input (so a preset that
+    errors, or an output that never arrives, fails); no error toast appears anywhere."""
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
@@ -228,46 +256,77 @@ def test_browser_runs_every_tab(server):
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); `make test` installs it as root")
     from playwright.sync_api import expect, sync_playwright
 
+    from lab.app.ui import DOCUMENT
+    from lab.evaluation.generation import PRESET_PROMPTS
+
+    slow = 120_000
     ARTEFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server, wait_until="load")
 
-        def click(tab, button):
-            page.get_by_role("tab", name=tab).click()
-            page.get_by_role("button", name=button).click()
+        def box(name):
+            return page.get_by_label(name, exact=True).filter(visible=True)
 
-        page.get_by_role("tab", name="Embeddings").click()
-        page.wait_for_selector("text=500 texts with labels", timeout=180_000)  # the default maps, drawn on open
-        page.get_by_label("paste: one text per line").fill(TEXTS)  # the source switches to "paste" itself
-        page.wait_for_function("() => [...document.querySelectorAll('input[type=radio]')]"
-                               ".some(r => r.value === 'paste' && r.checked)", timeout=30_000)
-        page.get_by_role("button", name="Map").click()
         try:
-            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-            page.wait_for_selector("text=6 texts · embedded and mapped", timeout=120_000)
+            page.get_by_role("tab", name="Embeddings").click()
+            page.wait_for_selector("text=500 texts with labels", timeout=180_000)  # the default maps, drawn on open
+            page.get_by_label("paste: one text per line").fill(TEXTS)  # the source switches to "paste" itself
+            page.wait_for_function("() => [...document.querySelectorAll('input[type=radio]')]"
+                                   ".some(r => r.value === 'paste' && r.checked)", timeout=30_000)
+            page.get_by_role("button", name="Map").click()
+            page.wait_for_selector(".js-plotly-plot", timeout=slow)
+            page.wait_for_selector("text=6 texts · embedded and mapped", timeout=slow)
             page.screenshot(path=str(ARTEFACTS / "app-embeddings.png"), full_page=True)
-            page.get_by_text("a new mobile phone", exact=True).click()  # a query preset fills the box
-            # the preset fills the box through a server round trip: wait for it (a loaded CPU is slow)
-            expect(page.get_by_label("semantic search: query")).to_have_value("a new mobile phone", timeout=30_000)
-            page.get_by_role("button", name="Search").click()
-            page.wait_for_selector("text=top 5 for the query", timeout=120_000)
+            for query in ("interest rates and the economy", "a new mobile phone", "the football season",
+                          "the general election campaign", "a film wins an award"):
+                page.get_by_text(query, exact=True).click()  # the preset fills the box (a server round trip)
+                expect(page.get_by_label("semantic search: query")).to_have_value(query, timeout=30_000)
+                page.get_by_role("button", name="Search").click()
+                _, cosine, _ = h.search(session, query, "paste", pasted=TEXTS, k=5)["gem"][0]  # GEM's best hit
+                expect(page.get_by_text(str(cosine), exact=True).filter(visible=True).first).to_be_visible(timeout=slow)
+            page.wait_for_selector("text=top 5 for the query", timeout=slow)
             page.screenshot(path=str(ARTEFACTS / "app-search.png"), full_page=True)
+
             page.get_by_role("tab", name="Mask and attention").click()
-            page.get_by_text("Paris is the capital of France. It is famous", exact=False).first.click()  # preset
-            page.get_by_role("button", name="Show").click()
-            page.wait_for_selector("text=layers ×", timeout=120_000)
-            assert page.locator(".js-plotly-plot:visible").count() >= 3, "mask + two attention maps"
+            for text, split in (("The cat sat on the mat because it was warm.", 6),
+                                ("Paris is the capital of France. It is famous for the Eiffel Tower.", 8),
+                                ("Stock markets fell sharply after the central bank raised interest rates.", -1)):
+                page.get_by_text(text[:40], exact=False).first.click()
+                expect(box("text")).to_have_value(text, timeout=30_000)
+                page.get_by_role("button", name="Show").click()
+                info = h.attention_view(session, text, split, 0, -1, 0)["info"]
+                page.wait_for_selector(f"text={info.split(';')[0]};", timeout=slow)  # "N text tokens;"
+                assert page.locator(".js-plotly-plot:visible").count() >= 3, "mask + two attention maps"
             page.screenshot(path=str(ARTEFACTS / "app-attention.png"), full_page=True)
-            click("Generation", "Generate with both")
-            page.wait_for_selector("text=done", timeout=120_000)
-            click("Embed + generate", "Embed and answer in one prefill")
-            page.wait_for_selector("text=one prefill:", timeout=120_000)
+
+            page.get_by_role("tab", name="Generation").click()
+            for prompt in PRESET_PROMPTS:
+                page.get_by_text(prompt, exact=True).click()
+                expect(box("prompt (up to 512 tokens)")).to_have_value(prompt, timeout=30_000)
+                page.get_by_role("button", name="Generate with both").click()
+                _, gem = session.models()
+                expect(box("GEM")).to_have_value(gem.generate(prompt, 32), timeout=slow)
+            for text in ("Paris is the capital and largest city of France.", "The cat sat on the mat."):
+                page.get_by_text(text, exact=True).last.click()
+                expect(box("text (≤ 64 tokens)")).to_have_value(text, timeout=30_000)
+                page.get_by_role("button", name="Reconstruct").click()
+                expect(box("decoded from S")).to_have_value(h.reconstruct(session, text)["text"], timeout=slow)
+
+            page.get_by_role("tab", name="Embed + generate").click()
+            for question in (" Question: Where was Marie Curie born? Answer:",
+                             " Question: Which elements did she discover? Answer:"):
+                page.get_by_text(question.strip(), exact=True).click()
+                expect(box("question")).to_have_value(question, timeout=30_000)
+                page.get_by_role("button", name="Embed and answer in one prefill").click()
+                answer = h.embed_and_answer(session, DOCUMENT, question, 16)["answer"]
+                expect(box("answer")).to_have_value(answer, timeout=slow)
+            page.wait_for_selector("text=one prefill:", timeout=slow)
             page.screenshot(path=str(ARTEFACTS / "app-embed-generate.png"), full_page=True)
+            assert page.locator(".toast-body.error").count() == 0, "no error toast"
         except Exception:
             page.screenshot(path=str(ARTEFACTS / "app-failure.png"), full_page=True)
             raise
         browser.close()
     assert (ARTEFACTS / "app-embeddings.png").stat().st_size > 10_000
-

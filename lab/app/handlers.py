@@ -188,16 +188,17 @@ def search(session: Session, query: str, source: str, set_name: str | None = Non
 
 
 # -- attention tab ----------------------------------------------------------------------------------
-def attention_view(session: Session, text: str, split: int | None = None, k: int = 1, layer: int = -1,
+def attention_view(session: Session, text: str, split: int | None = None, k: int | None = 0, layer: int = -1,
                    head: int = 0) -> dict:
-    """The GEM mask of `prefix | S_1..S_k | suffix` and one head's attention, base (causal) vs GEM."""
+    """The GEM mask of `prefix | S_1..S_k | suffix` and one head's attention, base (causal) vs GEM.
+    k = 0 or None: all of the model's special tokens (what it embeds with)."""
     base, gem = session.models()
     text = check_text(text)
     warnings = text_warnings(gem, text, MAX_ATTENTION_TOKENS)
     text = gem.tokenizer.decode(gem.text_ids(text)[:MAX_ATTENTION_TOKENS])
     n = len(gem.text_ids(text))  # the cut text re-tokenised: what attention() will read
     split = n if split is None or int(split) < 0 else min(int(split), n)
-    k = int(k)
+    k = int(k or 0) or len(gem.special_ids)
     if not 1 <= k <= len(gem.special_ids):
         raise ValueError(f"k={k}: this GEM model has {len(gem.special_ids)} special token(s); use 1..{len(gem.special_ids)}")
     gv = gem.attention(text, split=split, k=k)
@@ -208,8 +209,9 @@ def attention_view(session: Session, text: str, split: int | None = None, k: int
         raise ValueError(f"head={head}: the model has heads 0..{n_heads - 1}")
     head = int(head)
     base_w, base_mask = on_gem_tokens(bv.attentions[layer % bv.attentions.shape[0], head % bv.attentions.shape[1]],
-                                      bv.mask, gv.roles)
+                                      bv.mask, bv.roles, gv.roles)
     suffix_on_s = gv.share_on("suffix", "special", skip_first_query=True)
+    suffix_on_sink = gv.share_on("suffix", "bos", skip_first_query=True) if "bos" in gv.roles else float("nan")
     return {
         "mask": figures.mask_figure(gv.mask, gv.tokens, gv.roles, f"GEM mask: prefix {split} · S × {k} · suffix {n - split}"),
         "base": figures.attention_figure(base_w, gv.tokens, f"base (causal, no S) · layer {layer} · head {head}",
@@ -218,15 +220,27 @@ def attention_view(session: Session, text: str, split: int | None = None, k: int
                                         f"GEM (masked) · layer {layer} · head {head}", gv.mask),
         "info": f"{n} text tokens; {n_layers} layers × {n_heads} heads"
                 + (f" · suffix tokens (after the first) put **{suffix_on_s:.0%}** of their attention on S "
-                   f"(mean over layers and heads)" if suffix_on_s == suffix_on_s else ""),
+                   f"(mean over layers and heads)" if suffix_on_s == suffix_on_s else "")
+                + (f", **{suffix_on_sink:.0%}** on the sink (the first token)" if suffix_on_sink == suffix_on_sink else ""),
         "warnings": warnings,
     }
 
 
-def on_gem_tokens(weights: np.ndarray, mask: np.ndarray, gem_roles: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A base model's (T, T) attention and mask placed on the GEM row's tokens (T + k, with S
-    inserted): S rows and columns are empty (the base model has no S), so the two grids line up."""
+def on_gem_tokens(weights: np.ndarray, mask: np.ndarray, base_roles: list[str],
+                  gem_roles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A base model's (T, T) attention and mask placed on the GEM row's tokens (T + k + sink), so
+    the two grids line up: the S rows and columns are empty (the base model has no S), and so are
+    the sink's when the GEM model puts a sink token in front that the base row does not have.
+
+        GEM row:   sink  t1  t2  S1 .. Sk  t3        base row:  t1  t2  t3
+        kept:       -    x   x   -  ..  -  x
+    """
     keep = np.array([r != "special" for r in gem_roles])
+    if "bos" in gem_roles and "bos" not in base_roles:
+        keep[gem_roles.index("bos")] = False
+    if int(keep.sum()) != len(base_roles):
+        raise ValueError(f"the base row has {len(base_roles)} tokens and the GEM row {int(keep.sum())} besides S: "
+                         "the two models tokenise this text differently; compare models of the same backbone")
     n = len(gem_roles)
     w = np.full((n, n), np.nan)
     m = np.zeros((n, n), dtype=bool)

@@ -179,13 +179,13 @@ def _attention_tab(session: h.Session) -> None:
     att_text = gr.Textbox("The cat sat on the mat because it was warm.", label="text")
     with gr.Row():
         split = gr.Number(6, precision=0, label="split: tokens before S (-1 = S at the end)")
-        att_k = gr.Number(1, precision=0, minimum=1, label="k special tokens")
+        att_k = gr.Number(0, precision=0, minimum=0, label="k special tokens (0 = all of the model's)")
         layer = gr.Number(-1, precision=0, label="layer (-1 = last)")
         head = gr.Number(0, precision=0, minimum=0, label="head")
         att_btn = gr.Button("Show", variant="primary")
-    gr.Examples([["The cat sat on the mat because it was warm.", 6, 1, -1, 0],
-                 ["Paris is the capital of France. It is famous for the Eiffel Tower.", 8, 1, 15, 3],
-                 ["Stock markets fell sharply after the central bank raised interest rates.", -1, 1, -1, 0]],
+    gr.Examples([["The cat sat on the mat because it was warm.", 6, 0, -1, 0],
+                 ["Paris is the capital of France. It is famous for the Eiffel Tower.", 8, 0, 15, 3],
+                 ["Stock markets fell sharply after the central bank raised interest rates.", -1, 0, -1, 0]],
                 [att_text, split, att_k, layer, head], label="presets")
     att_info = gr.Markdown()
     mask_plot = gr.Plot(label="GEM mask")

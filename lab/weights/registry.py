@@ -2,7 +2,7 @@
 
 `lab.weights.loading.load_causal_lm(name)` accepts
   * a registry name (`smollm2-135m`, the default; `gemma3-270m`; `qwen2.5-0.5b`;
-    `tiny-llama`, `tiny-qwen2`, `tiny-gemma3`),
+    `tiny-llama`, `tiny-qwen2`, `tiny-gemma3`, `tiny-smollm2`),
   * a local Hugging Face folder (config.json + safetensors),
   * a hub id such as `HuggingFaceTB/SmolLM2-135M` (only when online; offline it says so).
 
@@ -155,7 +155,8 @@ register(ModelSpec(
 for _arch in TINY_ARCHITECTURES:
     register(ModelSpec(
         name=f"tiny-{_arch}",
-        description=f"random tiny {_arch} (built in code, byte-level tokenizer) for tests",
+        description=f"random tiny {_arch} (built in code, byte-level tokenizer) for tests"
+                    + (" — SmolLM2's special tokens, no BOS: the shipped model's shape" if _arch == "smollm2" else ""),
         licence="ours (random weights)",
         tiny_arch=_arch,
     ))
