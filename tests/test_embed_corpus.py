@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from lab.corpora.embed import embed_corpus
 from lab.gem import GemModel
@@ -130,3 +131,40 @@ def test_line_endings_never_shift_rows(tmp_path):
     path.write_bytes(b"first text\r\nsecond\rstill the second\nthird\n")
     texts = list(iter_texts(path))
     assert texts == ["first text", "second\rstill the second", "third"] and count_texts(path) == 3
+
+
+def test_cli_embeds_with_a_shipped_like_checkpoint_and_never_resumes_other_weights(corpus, tmp_path):
+    """`lab embed` on a checkpoint configured like the shipped one equals encode(); after the
+    weights behind the same path change, the old partial results are refused, not mixed in."""
+    from lab.weights.checkpoints import save_checkpoint
+
+    from .conftest import shipped_like_gem
+
+    gem = shipped_like_gem(max_length=64)
+    ckpt = save_checkpoint(gem, tmp_path / "gem")
+    out = tmp_path / "E.npy"
+    cmd = [sys.executable, "-m", "lab", "embed", "--model", str(ckpt), "--input", str(corpus),
+           "--output", str(out), "--chunk-size", "8", "--dtype", "float32"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), gem.encode(TEXTS), atol=1e-5)
+    assert np.load(out).shape == (len(TEXTS), gem.readout_head.out_dim)
+
+    calls = []
+
+    def interrupted(*args, **kwargs):  # the run is killed after its first chunk
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return type(gem).encode(gem, *args, **kwargs)
+
+    gem.encode = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(str(ckpt), corpus, tmp_path / "F.npy", chunk_size=8, dtype="float32", gem=gem)
+    assert (tmp_path / "F.npy.parts" / "chunk-000000.npy").exists()
+    del gem.encode
+    with torch.no_grad():
+        gem.readout_head.linear.weight.mul_(2.0)  # re-trained weights behind the same path
+    save_checkpoint(gem, ckpt)
+    with pytest.raises(RuntimeError, match="different run .*weights"):
+        embed_corpus(str(ckpt), corpus, tmp_path / "F.npy", chunk_size=8, dtype="float32")

@@ -19,7 +19,7 @@ from lab.weights.checkpoints import save_checkpoint
 from lab.storage import read_jsonl
 from lab.storage.atomic import atomic_dir
 
-from .conftest import tiny_gem
+from .conftest import shipped_like_gem, tiny_gem
 from .test_train import ROOT
 
 HELDOUT = str(ROOT / "data/sample/wiki_heldout_sample.jsonl")
@@ -144,9 +144,10 @@ TINY = Suite("tiny", TaskSizes(classification_train=12, samples_per_label=2, n_e
              reconstruction_per_length=2)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    gem = tiny_gem("llama", k=1, max_length=64)
+@pytest.fixture(scope="module", params=["tiny", "shipped-like"])
+def tiny_checkpoint(request, tmp_path_factory):
+    """A tiny GEM checkpoint (tiny-llama, k = 1) and one configured like the shipped model."""
+    gem = tiny_gem("llama", k=1, max_length=64) if request.param == "tiny" else shipped_like_gem(max_length=64)
     return save_checkpoint(gem, tmp_path_factory.mktemp("ckpt") / "tiny-gem")
 
 

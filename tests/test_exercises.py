@@ -1,5 +1,6 @@
 """Exercise checks accept the right answer and refuse a wrong one (each can fail)."""
 
+import pytest
 import torch
 
 from tests.conftest import flat_config
@@ -10,7 +11,7 @@ from lab.gem.masks import gem_mask
 from lab.gem.tokens import Row
 from lab.training.collate import GemCollator
 
-from .conftest import tiny_gem
+from .conftest import shipped_like_gem, tiny_gem
 
 ROLES = torch.tensor([[R.BOS, R.PREFIX, R.PREFIX, R.PREFIX, R.SPECIAL, R.SPECIAL, R.SUFFIX, R.SUFFIX, R.SUFFIX]])
 
@@ -22,16 +23,25 @@ def test_mask_exercises():
     assert ex.check_gist_extra_cells(3, 3) and not ex.check_gist_extra_cells(3, 6)
 
 
-def test_the_leak_exercise_needs_a_broken_mask():
-    gem = tiny_gem("llama", k=1)
+@pytest.mark.parametrize("make", [lambda: tiny_gem("llama", k=1), shipped_like_gem], ids=["bos", "shipped-like"])
+def test_the_leak_exercise_needs_a_broken_mask(make):
+    gem = make()
+
+    def template(roles):  # the notebook's cell, untouched
+        return gem_mask(roles, suffix_sees_bos=gem.suffix_sees_bos).clone()
 
     def leaky(roles):
-        m = gem_mask(roles).clone()
+        m = template(roles)
         m[:, :, roles[0] == R.SUFFIX, 1] = True  # the suffix may see the first prefix token
         return m
 
+    def sinkless(roles):  # hides the sink from the suffix: the logits change, but nothing leaks
+        return gem_mask(roles).clone()
+
     args = ("the prefix text that must stay hidden", " and then the suffix")
     assert not ex.check_leak_detected(leak_check(gem, *args))
+    assert not ex.check_leak_detected(leak_check(gem, *args, mask_fn=template))
+    assert not ex.check_leak_detected(leak_check(gem, *args, mask_fn=sinkless))
     assert ex.check_leak_detected(leak_check(gem, *args, mask_fn=leaky))
 
 

@@ -233,6 +233,23 @@ def test_unfinished_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ckpt")
 
 
+def test_a_file_damaged_at_the_same_size_is_refused_and_named(tmp_path):
+    """Sizes alone miss a file zeroed in place: the manifest's SHA-256 catches it, on load and export."""
+    from lab.weights.export import export_release
+
+    from .conftest import shipped_like_gem
+
+    save_checkpoint(shipped_like_gem(max_length=64), tmp_path / "ckpt")
+    head = tmp_path / "ckpt" / "readout_head.safetensors"
+    data = bytearray(head.read_bytes())
+    data[-64:] = bytes(64)  # the last weights zeroed, the size unchanged
+    head.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="readout_head.safetensors is damaged"):
+        load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(RuntimeError, match="readout_head.safetensors is damaged"):
+        export_release(tmp_path / "ckpt", tmp_path / "release")
+
+
 def test_causal_fast_path_gives_the_same_numbers(arch):
     """When the GEM mask is plain causal (k=1 at the end, no padding) no mask is passed, so SDPA
     can use its fused causal kernel; the result must equal the explicit-mask forward."""

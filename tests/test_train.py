@@ -61,8 +61,14 @@ def test_resume_equals_straight_run(tmp_path, lora_r):
     assert losses(split.run.output_dir) == losses(straight.run.output_dir)
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny", "shipped-like"])
+def trained_checkpoint(request, tmp_path_factory):
+    """A trained checkpoint of configs/tiny.yaml (tiny-llama, k = 1), and one configured like the
+    shipped model (tiny-smollm2 with its k, sink and readout head): exports are tested on both."""
+    if request.param == "shipped-like":
+        from lab.training.tiny_run import tiny_gem_checkpoint
+
+        return Path(tiny_gem_checkpoint(str(tmp_path_factory.mktemp("shipped") / "run"), steps=4))
     cfg = tiny_cfg(tmp_path_factory.mktemp("exp"))
     return train(cfg)
 
@@ -111,6 +117,11 @@ def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoin
 
     from lab.weights.export import export_sentence_transformers
 
+    if lab.load(str(trained_checkpoint)).gem_config.k > 1:  # the shipped model: k = 5
+        with pytest.raises(ValueError, match="needs k=1 GEM token .* Use lab.load"):
+            export_sentence_transformers(trained_checkpoint, tmp_path / "st")
+        assert not (tmp_path / "st").exists()
+        return
     out = export_sentence_transformers(trained_checkpoint, tmp_path / "st")
     texts = ["a text to embed", "another, longer one", "x"]
     st = SentenceTransformer(str(out), device="cpu").encode(texts)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..weights.loading import load
+from ..weights.loading import load, weights_fingerprint
 from ..storage import atomic_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,10 @@ def embed_corpus(model: str, input_path: str | os.PathLike, output_path: str | o
     if n == 0:
         raise ValueError(f"{input_path} holds no texts")
     parts = output_path.with_name(output_path.name + ".parts")
-    settings = dict(model=model, pooling=pooling, chunk_size=chunk_size, field=field, max_length=max_length,
-                    dtype=dtype, n=n)
+    # keyed on the weights too: a model re-trained or re-exported behind the same name never resumes
+    # the old weights' chunks
+    settings = dict(model=model, weights=weights_fingerprint(model), pooling=pooling, chunk_size=chunk_size,
+                    field=field, max_length=max_length, dtype=dtype, n=n)
     if state.is_main_process:
         _claim_parts_folder(parts, _fingerprint(input_path, **settings))
     state.wait_for_everyone()
@@ -140,7 +142,7 @@ def _claim_parts_folder(parts: Path, fingerprint: dict) -> None:
     meta = parts / "run.json"
     if meta.exists() and json.loads(meta.read_text()) != json.loads(json.dumps(fingerprint)):
         raise RuntimeError(
-            f"{parts} holds partial results of a different run (other input, model or settings). "
+            f"{parts} holds partial results of a different run (other input, model, weights or settings). "
             f"Finish that run, or delete {parts} to start over."
         )
     write_json_atomic(meta, fingerprint)

@@ -58,14 +58,24 @@ def check_bos_cells(roles: torch.Tensor, changed_cells: int) -> bool:
                     "count (gem_mask(roles, suffix_sees_bos=True) != gem_mask(roles)).sum()")
 
 
+START_1_3 = "gem_mask(roles, suffix_sees_bos=gem_model.suffix_sees_bos).clone()"
+
+
 def check_leak_detected(report: dict) -> bool:
-    """1.3 — the leak check run with a broken mask (the suffix may see a prefix token)."""
+    """1.3 — the leak check run with a broken mask (the suffix may see a prefix token), built from
+    the model's own mask: a mask that only hides the sink also changes the suffix's logits, but that
+    is not a leak, and it does not count."""
     if not _answered(report):
         return False
+    if "suffix_sees_prefix" not in report:
+        return _verdict(False, "", f"pass mask_fn=broken to leak_check (start from {START_1_3})")
+    if report["closed"]:
+        return _verdict(False, "", f"your mask also hides {report['closed']} cell(s) the model's own mask "
+                        f"allows (the sink, if the model has one); start from {START_1_3}")
     diff = report["max_diff_from_s_cache"]
-    return _verdict(diff > 1e-3, f"the check caught the leak: the suffix logits differ by {diff:.3g} from "
-                    f"what the S cache alone gives", "pass mask_fn=a function of roles that lets SUFFIX rows "
-                    "see a PREFIX column (start from gem_mask(roles).clone())")
+    return _verdict(report["suffix_sees_prefix"] > 0 and diff > 1e-3,
+                    f"the check caught the leak: the suffix logits differ by {diff:.3g} from what the S "
+                    f"cache alone gives", f"let SUFFIX rows see a PREFIX column (start from {START_1_3})")
 
 
 def check_gist_extra_cells(k: int, extra_cells: int) -> bool:

@@ -3,8 +3,9 @@
     base, gem = course.models(QUICK)
 
 QUICK = False: the offline default model (SmolLM2-135M) and the shipped GEM checkpoint.
-QUICK = True: a tiny random model built in code and a GEM checkpoint trained from it in seconds
-(what CI runs every notebook with); the numbers are meaningless, the code paths are the same.
+QUICK = True: a tiny random model built in code and a GEM checkpoint trained from it in seconds,
+configured like the shipped one (`tiny-smollm2`: no BOS; the shipped k, sink token and readout
+head): what CI runs every notebook with; the numbers are meaningless, the code paths are the same.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..weights import DEFAULT_GEM, DEFAULT_MODEL, load
-from ..training.tiny_run import tiny_gem_checkpoint
+from ..training.tiny_run import SHIPPED_LIKE_BASE, tiny_gem_checkpoint
 
 
 @lru_cache(maxsize=2)
 def model_names(quick: bool) -> tuple[str, str]:
     """(base model name, GEM checkpoint name or folder)."""
     if quick:
-        return "tiny-llama", tiny_gem_checkpoint()
+        return SHIPPED_LIKE_BASE, tiny_gem_checkpoint()
     return DEFAULT_MODEL, DEFAULT_GEM
 
 

@@ -3,13 +3,16 @@
 Everything the lab writes that a user may care about (converted models, checkpoints, embeddings,
 results) goes through these helpers. The recipe is the usual one: write into a temporary sibling
 on the same filesystem, flush it to disk, then `os.replace` it into place (atomic on POSIX).
-Folders additionally carry a `MANIFEST.json` listing each file's size; it is written last, so a
-folder without a valid manifest is, by construction, unfinished or damaged.
+Folders additionally carry a `MANIFEST.json` listing each file's size and SHA-256; it is written
+last, so a folder without a valid manifest is, by construction, unfinished or damaged, and a file
+changed in place at the same size (zeroed, flipped bits) is caught by `folder_problem(path,
+content=True)` (what loading a checkpoint does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -82,6 +85,18 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     }
 
 
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {name: file_sha256(folder / name) for name in _file_sizes(folder)}
+
+
 def foreign_folder_problem(path: str | os.PathLike) -> str | None:
     """Why `path` must not be replaced by a folder the lab writes, or None: it is a file, or a
     non-empty folder with no manifest (so not written by the lab: a user's notes, a run folder)."""
@@ -112,7 +127,7 @@ def atomic_dir(path: str | os.PathLike, metadata: dict | None = None, replace_fo
     tmp.mkdir()
     try:
         yield tmp
-        manifest = {"files": _file_sizes(tmp), "metadata": metadata or {}}
+        manifest = {"files": _file_sizes(tmp), "sha256": _file_hashes(tmp), "metadata": metadata or {}}
         write_json_atomic(tmp / MANIFEST, manifest)
         old = None
         if path.exists():
@@ -127,6 +142,16 @@ def atomic_dir(path: str | os.PathLike, metadata: dict | None = None, replace_fo
         raise
 
 
+def reseal(path: str | os.PathLike) -> None:
+    """Rewrite a lab folder's manifest for its files as they are now: for a maintainer who edited a
+    file on purpose (a model card). Never call it to silence a damaged-file error."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise FileNotFoundError(f"{path} has no {MANIFEST}: not a folder the lab wrote")
+    write_json_atomic(path / MANIFEST, {**manifest, "files": _file_sizes(path), "sha256": _file_hashes(path)})
+
+
 def read_manifest(path: str | os.PathLike) -> dict | None:
     """The manifest of a folder written by `atomic_dir`, or None if it is missing or unreadable."""
     try:
@@ -137,10 +162,12 @@ def read_manifest(path: str | os.PathLike) -> dict | None:
     return manifest if isinstance(manifest, dict) and "files" in manifest else None
 
 
-def folder_problem(path: str | os.PathLike) -> str | None:
+def folder_problem(path: str | os.PathLike, content: bool = False) -> str | None:
     """Why the folder at `path` is not a complete `atomic_dir` output, or None if it is complete.
 
-    Checks that the manifest exists and that every listed file exists with the listed size.
+    Checks that the manifest exists and that every listed file exists with the listed size; with
+    `content`, also that each file's SHA-256 is the listed one (manifests written before hashes
+    were kept are checked by size only).
     """
     path = Path(path)
     if not path.is_dir():
@@ -154,6 +181,10 @@ def folder_problem(path: str | os.PathLike) -> str | None:
             return f"{f} is missing"
         if f.stat().st_size != size:
             return f"{f} has {f.stat().st_size} bytes, expected {size} (truncated or modified)"
+    if content:
+        for name, digest in (manifest.get("sha256") or {}).items():
+            if file_sha256(path / name) != digest:
+                return f"{path / name} is damaged: its content is not what was written (SHA-256 differs from {MANIFEST})"
     return None
 
 

@@ -100,9 +100,10 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
                     merge_adapter: bool = True) -> GemModel:
     """A `GemModel` from a folder written by `save_checkpoint`."""
     folder = Path(folder)
-    problem = folder_problem(folder)
+    problem = folder_problem(folder, content=True)
     if problem:
-        raise RuntimeError(f"cannot load GEM checkpoint: {problem}")
+        raise RuntimeError(f"cannot load GEM checkpoint: {problem}. Re-export or re-train it (a shipped "
+                           f"checkpoint: git checkout -- {folder})")
     cfg = GemConfig.load(folder)
     if not cfg.readout_head and (folder / HEAD_FILE).is_file():
         raise RuntimeError(f"{folder} holds {HEAD_FILE} but its {GemConfig.FILENAME} says readout_head: false, so "

@@ -138,7 +138,7 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "", forc
     import shutil
 
     checkpoint, out = Path(checkpoint).resolve(), export_target(checkpoint, out)
-    problem = folder_problem(checkpoint)
+    problem = folder_problem(checkpoint, content=True)
     if problem:
         raise RuntimeError(f"cannot export {checkpoint}: {problem}")
     metrics = checkpoint.parent / "metrics.jsonl"
