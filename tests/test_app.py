@@ -171,6 +171,71 @@ def test_picking_a_base_model_as_gem_is_refused_and_keeps_the_old_models(session
     assert session.gem is before
 
 
+def test_long_inputs_are_cut_and_the_one_prefill_check_compares_what_was_read(session):
+    _, gem = session.models()
+    doc = "the cat sat on the mat. " * 40  # > the model's max_length (128 here) of tokens
+    question = " and why? " * 60  # > MAX_QUESTION_TOKENS
+    r = h.embed_and_answer(session, doc, question, 4)
+    assert any("document had" in w and "only the first" in w for w in r["warnings"])
+    assert any(f"question had" in w and f"only the first {h.MAX_QUESTION_TOKENS}" in w for w in r["warnings"])
+    assert "same answer and embedding: yes" in r["info"], "both paths read the same cut document"
+    rec = h.reconstruct(session, "word " * 300)
+    assert len(gem.text_ids(rec["text"])) <= h.MAX_RECONSTRUCT_TOKENS + 2 and rec["warnings"]
+
+
+def test_the_picker_loads_only_known_models_and_nearby_folders(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    assert h.pickable_problem("tiny-smollm2") is None and h.pickable_problem("gem-smollm2-135m") is None
+    assert h.pickable_problem("mine") is None, "a folder under the working directory"
+    assert "outside the working directory" in h.pickable_problem("../..")
+    assert h.pickable_problem("../..", allow_any_folder=True) is None
+    assert "unknown model 'nope'" in h.pickable_problem("nope")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "--online" in h.pickable_problem("someone/some-model")
+    before = session.gem
+    with pytest.raises(ValueError, match="outside the working directory"):
+        session.pick("tiny-smollm2", "../..")
+    assert session.gem is before
+
+
+def test_errors_reach_the_page_as_messages_that_name_the_fix():
+    from lab.app.ui import user_message
+    from lab.weights.registry import get_spec
+
+    with pytest.raises(KeyError) as e:
+        get_spec("nope")
+    assert user_message(e.value).startswith("unknown model 'nope'")
+    assert "--online" in user_message(OSError("We couldn't connect to 'https://huggingface.co'"))
+    assert user_message(RuntimeError("cannot load GEM checkpoint: x is damaged")).endswith("damaged")
+
+
+def test_app_py_is_offline_by_default_and_warns_beyond_the_loopback(monkeypatch, caplog):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_main", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    app.apply_network_settings(app.parse_args([]))
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and not caplog.records
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    app.apply_network_settings(app.parse_args(["--online", "--host", "0.0.0.0"]))
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert any("no password" in r.getMessage() for r in caplog.records)
+
+
+def test_the_map_cache_is_bounded(tmp_path):
+    from lab.viz.maps import evict_maps
+
+    for i in range(5):
+        f = tmp_path / f"{i}.npz"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (i, i))  # 4 is the newest
+    assert evict_maps(tmp_path, keep_bytes=2500) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.npz", "4.npz"]
+
+
 API = {"load_models", "embeddings", "search", "attention", "generate", "reconstruct", "embed_and_generate"}
 
 
@@ -194,9 +259,27 @@ def server(session):
 
     demo = build_demo(session)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    from lab.app.ui import LAUNCH
+
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+def test_uploads_over_the_limit_are_refused_before_they_are_stored(server, tmp_path):
+    import tempfile
+
+    import httpx
+
+    from lab.corpora.textsets import MAX_UPLOAD_BYTES
+
+    temp = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
+    before = set(temp.rglob("*")) if temp.exists() else set()
+    big = b"a line of text\n" * (MAX_UPLOAD_BYTES // 15 + 10)
+    r = httpx.post(server + "gradio_api/upload", files={"files": ("big.txt", big, "text/plain")}, timeout=60)
+    assert r.status_code == 413, r.text[:200]
+    after = set(temp.rglob("*")) if temp.exists() else set()
+    assert not [p for p in after - before if p.name == "big.txt"], "nothing of it was stored"
 
 
 def test_server_binds_to_localhost_and_survives_bad_input(server):

@@ -28,17 +28,50 @@ log = logging.getLogger(__name__)
 MAX_TEXT_TOKENS = 512  # embeddings, generation prompts, documents
 MAX_ATTENTION_TOKENS = 48  # the attention tab draws T x T grids per head
 MAX_NEW_TOKENS = 128
+MAX_QUESTION_TOKENS = 256  # the embed + generate tab's question
+MAX_RECONSTRUCT_TOKENS = 64  # the reconstruction tab reads (and decodes) at most this many tokens
+
+
+def pickable_problem(name: str, allow_any_folder: bool = False) -> str | None:
+    """Why the app's model picker must not load `name`, or None. Allowed: registry names, shipped
+    GEM names, folders under the project's checkpoints/ or the working directory (any readable
+    folder with `allow_any_folder`: `app.py --allow-any-folder`), and hub ids only when online."""
+    import os
+    from pathlib import Path
+
+    from ..storage import PROJECT_ROOT
+    from ..weights.registry import REGISTRY
+
+    if name in REGISTRY or name in SHIPPED_GEM:
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        where = path.resolve()
+        roots = [Path.cwd().resolve(), (PROJECT_ROOT / "checkpoints").resolve()]
+        if allow_any_folder or any(where == r or r in where.parents for r in roots):
+            return None
+        return (f"{name} is outside the working directory and the project's checkpoints/; the picker loads "
+                f"only folders there (start the app with --allow-any-folder to allow any folder)")
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            return (f"{name} is not a registry name or a folder here, and the app is offline, so it cannot "
+                    f"download it; start the app with --online, or pick one of: {', '.join(REGISTRY)}")
+        return None
+    return (f"unknown model {name!r}: pick a registry name ({', '.join(REGISTRY)}), a shipped GEM model "
+            f"({', '.join(SHIPPED_GEM)}) or a checkpoint folder such as runs/NAME/last")
 
 
 @dataclass
 class Session:
-    """The two models the app compares; `pick` swaps either (loading is serialised by a lock)."""
+    """The two models the app compares; `pick` swaps either (loading is serialised by a lock).
+    allow_any_folder: let the picker load folders outside the working directory."""
 
     base_name: str = DEFAULT_MODEL
     gem_name: str = DEFAULT_GEM
     base: GemModel | None = None
     gem: GemModel | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    allow_any_folder: bool = False
 
     def models(self) -> tuple[GemModel, GemModel]:
         with self.lock:
@@ -55,6 +88,10 @@ class Session:
         base_name, gem_name = (base_name or "").strip(), (gem_name or "").strip()
         if not base_name or not gem_name:
             raise ValueError("name both models: a registry name (see `python -m lab models`) or a folder")
+        for name in (base_name, gem_name):
+            problem = pickable_problem(name, self.allow_any_folder)
+            if problem:
+                raise ValueError(problem)
         t = time.perf_counter()
         new_base = self.base if base_name == self.base_name and self.base is not None else load(base_name)
         new_gem = self.gem if gem_name == self.gem_name and self.gem is not None else load(gem_name)
@@ -93,6 +130,20 @@ def text_warnings(gem: GemModel, text: str, limit: int = MAX_TEXT_TOKENS) -> lis
         out.append("the text contains special-token strings (e.g. <|gem_0|>); they are read as plain "
                    "text, never as the model's GEM tokens")
     return out
+
+
+def cut_to_tokens(gem: GemModel, text: str, limit: int, what: str = "text") -> tuple[str, list[str]]:
+    """(`text` cut to at most `limit` tokens, as the model will read it; a warning when it was cut).
+    Every long input of the app goes through here, so no action reads more than it says."""
+    ids = gem.text_ids(text)
+    if len(ids) <= limit:
+        return text, []
+    n = limit
+    cut = gem.tokenizer.decode(ids[:n])
+    while len(gem.text_ids(cut)) > limit and n > 1:  # re-tokenising a cut can merge differently
+        n -= 1
+        cut = gem.tokenizer.decode(ids[:n])
+    return cut, [f"the {what} had {len(ids):,} tokens; only the first {limit:,} were used"]
 
 
 # -- embeddings tab ---------------------------------------------------------------------------------
@@ -290,9 +341,9 @@ def reconstruct(session: Session, text: str) -> dict:
     """Decode `text` back from its special tokens' KV cache alone (paper Appendix B)."""
     _, gem = session.models()
     text = check_text(text)
-    warnings = text_warnings(gem, text, 64)
+    warnings = text_warnings(gem, text, MAX_RECONSTRUCT_TOKENS)
     t = time.perf_counter()
-    ids = gem.text_ids(text)[:64]
+    ids = gem.text_ids(text)[:MAX_RECONSTRUCT_TOKENS]
     out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids))
     hits = sum(a == b for a, b in zip(out_ids, ids))
     return {"text": gem.tokenizer.decode(out_ids, skip_special_tokens=True),
@@ -308,7 +359,11 @@ def embed_and_answer(session: Session, document: str, question: str, max_new_tok
     _, gem = session.models()
     document, question = check_text(document, "document"), check_text(question, "question")
     n = _new_tokens(max_new_tokens)
-    warnings = text_warnings(gem, document) + text_warnings(gem, question)
+    readable = min(MAX_TEXT_TOKENS, gem.max_length - len(gem.bos) - gem.gem_config.k)  # what the prefill reads
+    document, cut_doc = cut_to_tokens(gem, document, readable, "document")
+    question, cut_q = cut_to_tokens(gem, question, MAX_QUESTION_TOKENS, "question")
+    warnings = cut_doc + cut_q + [w for w in text_warnings(gem, document) + text_warnings(gem, question)
+                                  if "only the first" not in w]
     t = time.perf_counter()
     emb, answer = gem.embed_and_generate(document, question, max_new_tokens=n)
     one = time.perf_counter() - t

@@ -13,13 +13,16 @@ import logging
 
 import gradio as gr
 
-from ..corpora.textsets import bundled_sets
+from ..corpora.textsets import MAX_UPLOAD_BYTES, bundled_sets
 from ..gem.pooling import POOLINGS
 from ..evaluation.generation import PRESET_PROMPTS
 from . import handlers as h
 
 log = logging.getLogger(__name__)
 
+# demo.launch(**LAUNCH) in app.py and the tests: uploads over the limit are refused while they
+# stream in, before anything is stored
+LAUNCH = {"footer_links": ["api"], "max_file_size": MAX_UPLOAD_BYTES}
 BASE_POOLINGS = [p for p in POOLINGS if p != "gem"]
 INTRO = """# GEM Lab — base vs GEM, side by side
 The left model is the base LM; the right one is the same LM after GEM training: a special token
@@ -65,14 +68,28 @@ CAPTIONS = {
 }
 
 
+def user_message(e: BaseException) -> str:
+    """The message the page shows for an exception: the lab's own errors already name the problem
+    and the fix; anything else is named with what to try."""
+    if isinstance(e, KeyError):  # the registry's "unknown model ..." (str() would add quotes)
+        return str(e.args[0]) if e.args else "unknown name"
+    if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, TypeError, RuntimeError)):
+        return str(e)
+    if isinstance(e, OSError):
+        return (f"{e}. If this is a hub id: the app is offline unless started with --online; otherwise "
+                f"check the folder's path and permissions")
+    log.exception("unexpected error in a handler")
+    return f"unexpected error ({type(e).__name__}: {e}); the server log has the details"
+
+
 def _visible(fn):
     """Run a handler; user errors become `gr.Error`, handler warnings become `gr.Warning` toasts."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
             out = fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, TypeError) as e:
-            raise gr.Error(str(e)) from None
+        except Exception as e:  # shown in the page, naming the problem; the server keeps serving
+            raise gr.Error(user_message(e)) from None
         for w in out.get("warnings", []) if isinstance(out, dict) else []:
             gr.Warning(w)
         return out
@@ -83,7 +100,8 @@ def build_demo(session: h.Session | None = None) -> gr.Blocks:
     """The app: a models panel and one tab per part of GEM (in teaching order), all calling
     `lab.app.handlers`. The default text set's maps are drawn when the page opens."""
     session = session or h.Session()
-    with gr.Blocks(title="GEM Lab") as demo:
+    # uploads (and Gradio's other temporary files) are deleted after 10 minutes and at shutdown
+    with gr.Blocks(title="GEM Lab", delete_cache=(600, 600)) as demo:
         gr.Markdown(INTRO)
         _models_panel(session)
         with gr.Tab("1 · Mask and attention"):
@@ -206,8 +224,8 @@ def _generation_tab(session: h.Session) -> None:
     def generate(prompt, n):
         try:
             yield from h.generate_side_by_side(session, prompt, n)
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
+        except Exception as e:
+            raise gr.Error(user_message(e)) from None
 
     prompt = gr.Textbox(PRESET_PROMPTS[0], label=f"prompt (up to {h.MAX_TEXT_TOKENS} tokens)")
     with gr.Row():

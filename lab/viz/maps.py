@@ -4,7 +4,8 @@
 
 The cache key is (model identity, pooling, max length, the text set's sha256, UMAP settings), the
 file is `$GEM_LAB_CACHE/maps/<key>.npz`, written atomically, so a second request for the same map
-is a file read, and an interrupted write leaves no half file. UMAP runs with a fixed seed, so a
+is a file read, and an interrupted write leaves no half file. The cache is bounded: past
+`MAX_MAP_CACHE_BYTES` the least recently used maps are deleted. UMAP runs with a fixed seed, so a
 map is the same on every run (UMAP with a seed is single-threaded, hence deterministic).
 """
 
@@ -23,6 +24,29 @@ from ..storage import atomic_file, cache_dir
 log = logging.getLogger(__name__)
 
 UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 42}
+MAX_MAP_CACHE_BYTES = int(os.environ.get("GEM_LAB_MAP_CACHE_MB", "256")) * 2**20
+
+
+def evict_maps(folder, keep_bytes: int = MAX_MAP_CACHE_BYTES) -> int:
+    """Delete the least recently used `*.npz` maps of `folder` until they total <= keep_bytes (the
+    newest is always kept); returns how many were deleted. A read refreshes a map's time."""
+    from pathlib import Path
+
+    files = []
+    for f in Path(folder).glob("*.npz"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # another process evicted it
+            continue
+        files.append((st.st_mtime, st.st_size, f))
+    files.sort(reverse=True)  # newest first
+    total, deleted = 0, 0
+    for i, (_, size, f) in enumerate(files):
+        total += size
+        if i > 0 and total > keep_bytes:
+            f.unlink(missing_ok=True)
+            deleted += 1
+    return deleted
 
 
 def model_identity(gem) -> str:
@@ -73,7 +97,9 @@ def embedding_map(gem, textset: TextSet, pooling: str | None = None, max_length:
     if use_cache and path.is_file():
         try:
             with np.load(path) as z:
-                return z["embeddings"], z["coords"]
+                emb, coords = z["embeddings"], z["coords"]
+            os.utime(path)  # recently used: evicted last
+            return emb, coords
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable map cache %s", path)
     emb = gem.encode(textset.texts, pooling=pooling, max_length=max_length, show_progress_bar=False)
@@ -82,6 +108,7 @@ def embedding_map(gem, textset: TextSet, pooling: str | None = None, max_length:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as f:
             np.savez(f, embeddings=emb, coords=coords)
+        evict_maps(path.parent)
     return emb, coords
 
 
