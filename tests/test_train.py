@@ -206,3 +206,37 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_unless_resumed_or_forc
     assert sorted(p.name for p in final.parent.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert [r[0] for r in losses(cfg.run.output_dir)] == [1, 2], "the new run's log only, no repeated steps"
     assert (Path(cfg.run.output_dir) / "notes.txt").read_text() == "mine", "nothing but the old run is removed"
+
+
+def test_a_resumed_log_has_no_repeated_steps_and_killed_writes_leave_no_debris(tmp_path):
+    """A run stopped after its checkpoint at step 2 but logged step 3 before it was killed: the
+    resumed metrics.jsonl holds each step once; hidden temporaries of the killed write are gone."""
+    cfg = tiny_cfg(tmp_path, steps=4, ntp_steps=2, save_every=2, log_every=1)
+    train(cfg, stop_after=2)
+    out = Path(cfg.run.output_dir)
+    with open(out / "metrics.jsonl", "a") as f:  # logged after the checkpoint, then the process died
+        f.write(json.dumps({"step": 3, "loss": 9.9, "ntp": 9.9, "cl": 0.0}) + "\n")
+    debris = out / ".checkpoint-3.1234abcd.tmp"
+    debris.mkdir()
+    (debris / "adapter_model.safetensors").write_bytes(b"half")
+    (out / ".last.x1y2.tmp").write_text("check")
+    train(cfg, resume=True)
+    steps = [json.loads(l)["step"] for l in open(out / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_checkpoints_rotate_keeping_the_newest_and_the_best(tmp_path):
+    from lab.training.state import best_step, rotate_checkpoints
+
+    cfg = tiny_cfg(tmp_path, steps=5, ntp_steps=2, save_every=1, log_every=1)
+    final = train(cfg.updated({"run.keep_last": 2}))
+    assert sorted(p.name for p in final.parent.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+    assert (final.parent / "last").read_text().strip() == "checkpoint-5"
+    run = tmp_path / "fake"
+    for s in (10, 20, 30, 40, 50):
+        (run / f"checkpoint-{s}").mkdir(parents=True)
+    metrics = [{"step": 20, "eval_x": 0.9}, {"step": 40, "eval_x": 0.5}]
+    assert best_step(metrics, "eval_x") == 20 and best_step(metrics, "") is None
+    assert rotate_checkpoints(run, 2, best=20) == ["checkpoint-10", "checkpoint-30"]
+    assert rotate_checkpoints(run, 0) == [] and len(list(run.iterdir())) == 3

@@ -123,6 +123,7 @@ def atomic_dir(path: str | os.PathLike, metadata: dict | None = None, replace_fo
     if problem:
         raise FileExistsError(f"{problem}: choose another output folder (or pass --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)  # what a killed earlier write of this target left
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
@@ -188,13 +189,15 @@ def folder_problem(path: str | os.PathLike, content: bool = False) -> str | None
     return None
 
 
-def remove_stale_temporaries(parent: str | os.PathLike) -> None:
-    """Delete `.NAME.*.tmp` / `.old` leftovers of interrupted `atomic_dir` calls in `parent`."""
+def remove_stale_temporaries(parent: str | os.PathLike, name: str | None = None) -> None:
+    """Delete `.NAME.*.tmp` / `.old` leftovers of interrupted (killed) `atomic_dir` / `atomic_file`
+    calls in `parent`; with `name`, only those of that target."""
     parent = Path(parent)
     if not parent.is_dir():
         return
+    prefix = f".{name}." if name else "."
     for p in parent.iterdir():
-        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+        if p.name.startswith(prefix) and (p.name.endswith(".tmp") or p.name.endswith(".old")):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -134,6 +134,8 @@ class RunConfig:
     eval_every: int = 100
     save_every: int = 100
     log_every: int = 10
+    keep_last: int = 3  # checkpoints kept besides the best and the final one; 0 = keep every one
+    best_metric: str = ""  # a logged metric, higher is better (e.g. eval_lee50_spearman): its best checkpoint is kept
 
 
 GROUPS = {"gem": GemConfig, "rows": RowsConfig, "objective": ObjectiveConfig, "extensions": ExtensionsConfig,
@@ -249,6 +251,7 @@ def _checks(cfg: TrainConfig) -> list[tuple[bool, str]]:
         (run.attention in ATTENTIONS, f"run.attention must be one of {ATTENTIONS}"),
         (min(run.eval_every, run.save_every) >= 0 and run.log_every >= 1,
          "run.eval_every and run.save_every must be >= 0 (0 = never), run.log_every >= 1"),
+        (run.keep_last >= 0, "run.keep_last must be >= 0 (0 keeps every checkpoint)"),
         (x.positive in POSITIVES, f"extensions.positive must be one of {POSITIVES}"),
         (0.0 <= x.span_views <= 1.0, "extensions.span_views must be in [0, 1] (the share of query views cut to a span)"),
         (min(x.distill_weight, x.distill_embedding_weight, x.anchor_weight) >= 0.0,

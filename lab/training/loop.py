@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..gem import GemModel
 from ..gem.masks import Role
-from ..storage import read_jsonl
+from ..storage import read_jsonl, remove_stale_temporaries
 from .collate import GemCollator
 from .config import TrainConfig
 from .config_files import flat_items, load_saved_config
@@ -39,7 +39,7 @@ from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
 from .setup import extension_terms, init_checkpoint, load_weights_into, prepare_model
 from .state import (STATE_DIR, append_metrics, clear_previous_run, latest_checkpoint, load_training_state, previous_run,
-                    save_run_checkpoint)
+                    rewrite_metrics, save_run_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ def _resume_into(run: Run) -> None:
         log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
     load_weights_into(run.gem, ckpt)
     run.step, run.metrics = load_training_state(ckpt / STATE_DIR, run.optimizer, run.logit_scale)
+    if run.accelerator.is_main_process:
+        rewrite_metrics(run.out, run.metrics)  # rows logged after the checkpoint are logged again
     log.info("resumed from %s at step %d", ckpt, run.step)
 
 
@@ -103,6 +105,8 @@ def start_run(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Ru
         raise FileExistsError(f"{cfg.run.output_dir} already holds a run ({', '.join(left[:4])}): continue it with "
                               f"--resume, choose another --run.output_dir, or pass --force to start over there")
     accelerator = _accelerator()
+    if accelerator.is_main_process:
+        remove_stale_temporaries(cfg.run.output_dir)  # half-written checkpoints of a killed run
     if left and accelerator.is_main_process:
         clear_previous_run(Path(cfg.run.output_dir))
     rows = read_jsonl(cfg.rows.corpus)

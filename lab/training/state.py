@@ -86,6 +86,14 @@ def clear_previous_run(out: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def rewrite_metrics(out: Path, rows: list[dict]) -> None:
+    """Replace `out/metrics.jsonl` with `rows` (atomically): on resume, the checkpoint's rows, so
+    steps logged after it (and logged again now) never appear twice."""
+    with atomic_file(Path(out) / "metrics.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
 def append_metrics(out: Path, row: dict) -> None:
     """Append one logged row to `out/metrics.jsonl`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -115,3 +123,37 @@ def save_run_checkpoint(accelerator, out: Path, cfg: TrainConfig, gem: GemModel,
     with atomic_file(out / "last", "w") as f:
         f.write(folder.name + "\n")
     log.info("saved %s", folder)
+    removed = rotate_checkpoints(out, cfg.run.keep_last, best_step(metrics, cfg.run.best_metric))
+    if removed:
+        log.info("removed older checkpoints %s (run.keep_last=%d)", ", ".join(removed), cfg.run.keep_last)
+
+
+def best_step(metrics: list[dict], name: str) -> int | None:
+    """The step of the logged row with the highest `name` (None without such rows)."""
+    rows = [r for r in metrics if name and isinstance(r.get(name), (int, float)) and r[name] == r[name]]
+    return max(rows, key=lambda r: r[name])["step"] if rows else None
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in Path(out).glob("checkpoint-*")
+                  if p.is_dir() and p.name.split("-")[1].isdigit())
+
+
+def rotate_checkpoints(out: Path, keep_last: int, best: int | None = None) -> list[str]:
+    """Delete all but the newest `keep_last` checkpoints of a run, always keeping the newest (the
+    final one, which `last` names) and the one at or just before step `best` (the best logged
+    metric); keep_last 0 keeps every checkpoint. Returns the names removed."""
+    import shutil
+
+    steps = checkpoint_steps(out)
+    if keep_last <= 0 or len(steps) <= keep_last:
+        return []
+    keep = set(steps[-keep_last:])
+    if best is not None and any(s <= best for s in steps):
+        keep.add(max(s for s in steps if s <= best))
+    removed = []
+    for s in steps:
+        if s not in keep:
+            shutil.rmtree(Path(out) / f"checkpoint-{s}", ignore_errors=True)
+            removed.append(f"checkpoint-{s}")
+    return removed
