@@ -177,7 +177,7 @@ def test_long_inputs_are_cut_and_the_one_prefill_check_compares_what_was_read(se
     question = " and why? " * 60  # > MAX_QUESTION_TOKENS
     r = h.embed_and_answer(session, doc, question, 4)
     assert any("document had" in w and "only the first" in w for w in r["warnings"])
-    assert any(f"question had" in w and f"only the first {h.MAX_QUESTION_TOKENS}" in w for w in r["warnings"])
+    assert any("question had" in w and f"only the first {h.MAX_QUESTION_TOKENS}" in w for w in r["warnings"])
     assert "same answer and embedding: yes" in r["info"], "both paths read the same cut document"
     rec = h.reconstruct(session, "word " * 300)
     assert len(gem.text_ids(rec["text"])) <= h.MAX_RECONSTRUCT_TOKENS + 2 and rec["warnings"]

@@ -291,3 +291,31 @@ def test_missing_or_malformed_inputs_are_named():
                                (lambda: gem.attention("a text", k=3), ValueError, "k=3 but this model has 2")]:
         with pytest.raises(err, match=message):
             call()
+
+
+def test_damaged_files_are_named_even_without_content_hashes(tmp_path):
+    """A manifest from before content hashes (sizes only): a damaged head or config still gives an
+    error naming the file, not a bare parser traceback; so does a damaged corpus line."""
+    import json
+
+    from lab.storage import read_jsonl
+    from lab.storage.atomic import MANIFEST
+
+    from .conftest import shipped_like_gem
+
+    ckpt = save_checkpoint(shipped_like_gem(max_length=64), tmp_path / "ckpt")
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    del manifest["sha256"]
+    (ckpt / MANIFEST).write_text(json.dumps(manifest))
+    head = ckpt / "readout_head.safetensors"
+    head.write_bytes(b"\xff" * 16 + head.read_bytes()[16:])  # the header destroyed, the size kept
+    with pytest.raises(ValueError, match="readout_head.safetensors is damaged"):
+        load_checkpoint(ckpt)
+    config = ckpt / "gem_config.json"
+    config.write_text("{" + " " * (config.stat().st_size - 1))
+    with pytest.raises(ValueError, match="gem_config.json is damaged"):
+        load_checkpoint(ckpt)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"text": "cut off\n')
+    with pytest.raises(ValueError, match="c.jsonl is damaged at line 2"):
+        read_jsonl(corpus)

@@ -13,10 +13,9 @@ and the figures read those rows, so checkpoints and ablations compare in one tab
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..storage import atomic_file, write_json_atomic
+from ..storage import atomic_file, read_json, write_json_atomic
 from .tasks import SHORT_NAMES, TASK_NAMES
 
 
@@ -28,8 +27,7 @@ def load_results(paths) -> list[dict]:
     out: list[dict] = []
     by_key: dict[tuple, dict] = {}
     for p in paths:
-        with open(p, encoding="utf-8") as f:
-            res = json.load(f)
+        res = read_json(p)
         key = (res.get("model"), res.get("label"))
         if key not in by_key:
             by_key[key] = res

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +75,9 @@ class GemConfig:
 
     @classmethod
     def load(cls, folder: str | Path) -> "GemConfig":
-        with open(Path(folder) / cls.FILENAME, encoding="utf-8") as f:
-            data = json.load(f)
+        from ..storage import read_json
+
+        data = read_json(Path(folder) / cls.FILENAME)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

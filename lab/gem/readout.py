@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from ..storage import load_safetensors
 from torch import nn
 
 HEAD_FILE = "readout_head.safetensors"
@@ -60,4 +62,4 @@ class ReadoutHead(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"{folder} has readout_head in its gem_config.json but no {HEAD_FILE}; "
                                     f"the checkpoint is incomplete: re-export or re-train it")
-        self.load_state_dict({k: v.to(self.linear.weight.dtype) for k, v in load_file(str(path)).items()})
+        self.load_state_dict({k: v.to(self.linear.weight.dtype) for k, v in load_safetensors(path).items()})

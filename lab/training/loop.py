@@ -17,7 +17,6 @@ JSON) and the metrics so far. Metrics go to `output_dir/metrics.jsonl`, one line
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..gem import GemModel
 from ..gem.masks import Role
-from ..storage import read_jsonl, remove_stale_temporaries
+from ..storage import read_json, read_jsonl, remove_stale_temporaries
 from .collate import GemCollator
 from .config import TrainConfig
 from .config_files import flat_items, load_saved_config
@@ -85,7 +84,7 @@ def _resume_into(run: Run) -> None:
     ckpt = latest_checkpoint(run.out)
     if ckpt is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run.out}")
-    saved = flat_items(load_saved_config(json.loads((ckpt / "train_config.json").read_text()), str(ckpt)))
+    saved = flat_items(load_saved_config(read_json(ckpt / "train_config.json"), str(ckpt)))
     changed = sorted(k for k, v in flat_items(run.cfg).items() if v != saved.get(k))
     if changed:
         log.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))

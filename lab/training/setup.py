@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..gem import GemModel, add_new_gem_tokens
 from ..gem.forward import unwrap
+from ..storage import load_safetensors
 from ..weights.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
 from ..weights.dtypes import cpu_has_fast_bf16
 from ..weights.loading import load
@@ -104,9 +104,9 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
 
     load_token_rows(gem.model, gem.special_ids, ckpt)
     if (ckpt / ADAPTER_DIR).is_dir():
-        set_peft_model_state_dict(gem.model, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
+        set_peft_model_state_dict(gem.model, load_safetensors(ckpt / ADAPTER_DIR / "adapter_model.safetensors"))
     if (ckpt / WEIGHTS_FILE).is_file():
-        unwrap(gem.model).load_state_dict(load_file(str(ckpt / WEIGHTS_FILE)), strict=False)
+        unwrap(gem.model).load_state_dict(load_safetensors(ckpt / WEIGHTS_FILE), strict=False)
     if gem.readout_head is not None:
         gem.readout_head.load(ckpt)
 

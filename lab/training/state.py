@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..gem import GemModel
 from ..gem.forward import unwrap
 from ..weights.checkpoints import save_checkpoint
-from ..storage import atomic_file, folder_problem, write_json_atomic
+from ..storage import atomic_file, folder_problem, load_safetensors, read_json, write_json_atomic
 from .config import TrainConfig
 from .losses import LogitScale
 
@@ -44,8 +44,8 @@ def save_training_state(folder: Path, optimizer, logit_scale: LogitScale, step: 
 
 
 def load_training_state(folder: Path, optimizer, logit_scale: LogitScale) -> tuple[int, list[dict]]:
-    meta = json.loads((folder / "state.json").read_text())
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    meta = read_json(folder / "state.json")
+    tensors = load_safetensors(folder / "optimizer.safetensors")
     with torch.no_grad():
         logit_scale.log_scale.copy_(tensors.pop("logit_scale")[0])
     state: dict = {}

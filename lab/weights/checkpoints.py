@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..gem import GemConfig, GemModel
 from ..gem.forward import unwrap
 from ..gem.readout import HEAD_FILE
 from ..gem.tokens import add_gem_tokens
-from ..storage import atomic_dir, folder_problem
+from ..storage import atomic_dir, folder_problem, load_safetensors
 from .causal_lm import load_causal_lm
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def load_token_rows(model, ids: list[int], folder: Path) -> None:
     """Copy a checkpoint's GEM embedding rows (and untied output rows) into `model`, if it has them."""
     if not (Path(folder) / TOKENS_FILE).is_file():
         return
-    rows = load_file(str(Path(folder) / TOKENS_FILE))
+    rows = load_safetensors(Path(folder) / TOKENS_FILE)
     base = unwrap(model)
     with torch.no_grad():
         emb = base.get_input_embeddings().weight
@@ -113,7 +113,7 @@ def load_checkpoint(folder: str | Path, dtype=torch.float32, device="cpu", attn_
     model, tok = load_causal_lm(base, dtype=torch.float32, device="cpu", attn_implementation=attn_implementation)
     ids = add_gem_tokens(model, tok, cfg.k)
     if (folder / WEIGHTS_FILE).is_file():
-        missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
+        missing, unexpected = model.load_state_dict(load_safetensors(folder / WEIGHTS_FILE), strict=False)
         if unexpected:
             raise RuntimeError(f"{folder / WEIGHTS_FILE} has weights this model lacks: {unexpected[:5]}")
     load_token_rows(model, ids, folder)
