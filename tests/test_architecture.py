@@ -181,3 +181,15 @@ def test_the_research_folder_says_what_each_study_asked_found_and_how_to_rerun()
         assert (RESEARCH / study).exists() or (RESEARCH / f"{study}.py").exists(), study
         assert study.replace("_", " ").split()[0] in readme.lower(), study
     assert "| study | asked | found | rerun |" in readme
+
+
+def test_every_promise_names_a_test_that_exists():
+    """docs/promises.md: each `file.py::test_name` it cites is a test in tests/."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    cited = re.findall(r"`(test_\w+\.py)::(test_\w+)`", (root / "docs" / "promises.md").read_text())
+    assert len(cited) >= 25
+    for file, name in cited:
+        source = (root / "tests" / file).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"docs/promises.md cites {file}::{name}, which does not exist"
