@@ -331,7 +331,9 @@ def _chromium() -> str | None:
 def test_browser_runs_every_preset_of_every_tab(server, session):
     """Headless Chromium opens the page and runs every preset of every tab on the shipped-like
     models, each checked against what the handler returns for the same input (so a preset that
-    errors, or an output that never arrives, fails); no error toast appears anywhere."""
+    errors, or an output that never arrives, fails); no error toast appears anywhere. The expected
+    value is computed before the click: the app runs one handler at a time (its queue), and a handler
+    called from here while the server runs one would share the models with it."""
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
@@ -366,8 +368,8 @@ def test_browser_runs_every_preset_of_every_tab(server, session):
                           "the general election campaign", "a film wins an award"):
                 page.get_by_text(query, exact=True).click()  # the preset fills the box (a server round trip)
                 expect(page.get_by_label("semantic search: query")).to_have_value(query, timeout=30_000)
-                page.get_by_role("button", name="Search").click()
                 _, cosine, _ = h.search(session, query, "paste", pasted=TEXTS, k=5)["gem"][0]  # GEM's best hit
+                page.get_by_role("button", name="Search").click()
                 expect(page.get_by_text(str(cosine), exact=True).filter(visible=True).first).to_be_visible(timeout=slow)
             page.wait_for_selector("text=top 5 for the query", timeout=slow)
             page.screenshot(path=str(ARTEFACTS / "app-search.png"), full_page=True)
@@ -378,8 +380,8 @@ def test_browser_runs_every_preset_of_every_tab(server, session):
                                 ("Stock markets fell sharply after the central bank raised interest rates.", -1)):
                 page.get_by_text(text[:40], exact=False).first.click()
                 expect(box("text")).to_have_value(text, timeout=30_000)
-                page.get_by_role("button", name="Show").click()
                 info = h.attention_view(session, text, split, 0, -1, 0)["info"]
+                page.get_by_role("button", name="Show").click()
                 page.wait_for_selector(f"text={info.split(';')[0]};", timeout=slow)  # "N text tokens;"
                 assert page.locator(".js-plotly-plot:visible").count() >= 3, "mask + two attention maps"
             page.screenshot(path=str(ARTEFACTS / "app-attention.png"), full_page=True)
@@ -388,22 +390,23 @@ def test_browser_runs_every_preset_of_every_tab(server, session):
             for prompt in PRESET_PROMPTS:
                 page.get_by_text(prompt, exact=True).click()
                 expect(box("prompt (up to 512 tokens)")).to_have_value(prompt, timeout=30_000)
+                expected = session.models()[1].generate(prompt, 32)
                 page.get_by_role("button", name="Generate with both").click()
-                _, gem = session.models()
-                expect(box("GEM")).to_have_value(gem.generate(prompt, 32), timeout=slow)
+                expect(box("GEM")).to_have_value(expected, timeout=slow)
             for text in ("Paris is the capital and largest city of France.", "The cat sat on the mat."):
                 page.get_by_text(text, exact=True).last.click()
                 expect(box("text (≤ 64 tokens)")).to_have_value(text, timeout=30_000)
+                expected = h.reconstruct(session, text)["text"]
                 page.get_by_role("button", name="Reconstruct").click()
-                expect(box("decoded from S")).to_have_value(h.reconstruct(session, text)["text"], timeout=slow)
+                expect(box("decoded from S")).to_have_value(expected, timeout=slow)
 
             page.get_by_role("tab", name="Embed + generate").click()
             for question in (" Question: Where was Marie Curie born? Answer:",
                              " Question: Which elements did she discover? Answer:"):
                 page.get_by_text(question.strip(), exact=True).click()
                 expect(box("question")).to_have_value(question, timeout=30_000)
-                page.get_by_role("button", name="Embed and answer in one prefill").click()
                 answer = h.embed_and_answer(session, DOCUMENT, question, 16)["answer"]
+                page.get_by_role("button", name="Embed and answer in one prefill").click()
                 expect(box("answer")).to_have_value(answer, timeout=slow)
             page.wait_for_selector("text=one prefill:", timeout=slow)
             page.screenshot(path=str(ARTEFACTS / "app-embed-generate.png"), full_page=True)

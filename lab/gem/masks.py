@@ -181,12 +181,18 @@ def model_attention_mask(mask: torch.Tensor, config, dtype: torch.dtype):
     """What to pass as `attention_mask=` to a transformers decoder for a canonical (B,1,T,T) mask.
 
     Models with several layer types (Gemma3, Qwen2 with sliding windows) take a dict
-    {layer_type: mask}; sliding layers get the GEM mask intersected with their window.
-    Others take the 4D tensor, which transformers passes to attention unchanged.
+    {layer_type: mask}; sliding layers get the GEM mask intersected with their window. Others
+    take the 4D tensor, which transformers passes to attention unchanged (intersected here with
+    the model's window if every layer has one: Mistral, Phi-3).
     """
     impl = getattr(config, "_attn_implementation", None) or "sdpa"
     layer_types = getattr(config, "layer_types", None)
     if not layer_types:
+        window = getattr(config, "sliding_window", None)
+        if window and getattr(config, "use_sliding_window", True) is not False:
+            # one window on every layer (Mistral, Phi-3 with sliding_window): transformers applies it
+            # to the masks it builds, never to a 4D mask it is given, so it is applied here
+            mask = sliding_window(mask, window)
         return to_backend(mask, impl, dtype)
     out = {}
     for lt in set(layer_types):

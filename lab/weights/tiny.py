@@ -1,7 +1,8 @@
 """Tiny random decoder LMs built in code, for tests and quick experiments.
 
 Each one has the real architecture class (`LlamaForCausalLM`, `Qwen2ForCausalLM`,
-`Gemma3ForCausalLM` with sliding-window layers) at toy size, with deterministic weights (a fixed
+`Gemma3ForCausalLM` with sliding-window layers, `MistralForCausalLM` with a sliding window,
+`Phi3ForCausalLM` with fused projections) at toy size, with deterministic weights (a fixed
 seed), and a byte-level tokenizer (every UTF-8 byte is a token, plus the family's special tokens),
 so no file or network access is needed. The tokenizers differ like the real families do: the llama
 and gemma3 ones prepend `<s>` (BOS), the qwen2 one does not.
@@ -20,18 +21,22 @@ from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
+    MistralConfig,
+    Phi3Config,
     PreTrainedConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
 
-TINY_ARCHITECTURES = ("llama", "qwen2", "gemma3", "smollm2")
+TINY_ARCHITECTURES = ("llama", "qwen2", "gemma3", "smollm2", "mistral", "phi3")
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 # family -> (bos, eos, pad, whether every text starts with bos, the special tokens in vocabulary order)
 TINY_TOKENS = {
     "llama": (BOS, EOS, PAD, True, (BOS, EOS, PAD)),
     "qwen2": (BOS, EOS, PAD, False, (BOS, EOS, PAD)),
     "gemma3": (BOS, EOS, PAD, True, (BOS, EOS, PAD)),
+    "mistral": (BOS, EOS, PAD, True, (BOS, EOS, PAD)),
+    "phi3": (BOS, EOS, PAD, True, (BOS, EOS, PAD)),
     "smollm2": ("<|im_start|>", "<|im_end|>", "<|im_end|>", False, ("<|im_start|>", "<|im_end|>", "<|endoftext|>")),
 }
 
@@ -82,6 +87,20 @@ def tiny_config(arch: str, vocab_size: int, bos: int, eos: int, pad: int) -> Pre
             num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
             sliding_window=8, max_position_embeddings=1024,
             layer_types=["sliding_attention", "sliding_attention", "full_attention"], **ids,
+        )
+    if arch == "mistral":
+        # a sliding window shorter than the test rows, as in the real family's configs
+        return MistralConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, sliding_window=16,
+            tie_word_embeddings=False, **ids,
+        )
+    if arch == "phi3":
+        # fused projections (qkv_proj, gate_up_proj): LoRA targets differ from the llama family's
+        return Phi3Config(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            tie_word_embeddings=False, **ids,
         )
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {TINY_ARCHITECTURES}")
 
