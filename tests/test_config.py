@@ -91,8 +91,10 @@ def test_saved_configs_round_trip_and_old_flat_ones_migrate():
     for folder in ("gem-smollm2-135m", "gem-smollm2-135m-gpu"):  # shipped before the nested config: flat
         flat = json.loads((ROOT / "checkpoints" / folder / "train_config.json").read_text())
         assert "k" in flat and load_saved_config(flat).gem.k == flat["k"] == 5
-    # every old setting has a new home; gem.readout (mean | concat) and run.attention are new
-    assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - {"gem.readout", "run.attention"}
+    # every old setting has a new home; gem.readout (mean | concat), run.attention and checkpoint
+    # rotation are new
+    new = {"gem.readout", "run.attention", "run.keep_last", "run.best_metric"}
+    assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - new
     with pytest.raises(ValueError, match="did you mean `optim.steps`"):
         migrate_flat({"stesp": 3})
 
