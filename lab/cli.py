@@ -9,6 +9,7 @@
     eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
+    start MODEL          check your own model for GEM and write its recipe (configs/gem-NAME.yaml)
     train                train GEM (configs/*.yaml, --group.key=value overrides, --resume)
 
 The studies that chose the recipe run from research/ (research/README.md), not from here.
@@ -167,6 +168,15 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_start(args) -> int:
+    from .training.your_model import start_config
+
+    path, report = start_config(args.model, args.out, gpu=args.gpu, force=args.force)
+    print("\n".join(report.lines()))
+    print(f"\nrecipe: {path}\ntrain:  python -m lab train --config {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .weights import DEFAULT_MODEL
 
@@ -257,6 +267,13 @@ def _add_report_export_train(sub) -> None:
                                                 "OUT is replaced, so OUT/README.md itself may be given")
     s.add_argument("--force", action="store_true", help="replace OUT even if the lab did not write it")
     s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser("start", help="check your own model for GEM and write its recipe (then: train --config)")
+    s.add_argument("model", help="a local HF causal-LM folder, a registry name, or a hub id (online)")
+    s.add_argument("--out", default=None, help="the recipe to write (default configs/gem-NAME.yaml)")
+    s.add_argument("--gpu", action="store_true", help="start from the GPU recipe (stage 1) instead of the laptop one")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=_cmd_start)
 
     s = sub.add_parser("train", help="train GEM: --config FILE.yaml [--group.key=value ...] [--resume]")
     s.add_argument("--config", default=None)

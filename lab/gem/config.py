@@ -17,6 +17,24 @@ def suffix_attends_bos(suffix_sees_bos: bool, sink_token: str | None) -> bool:
     return bool(suffix_sees_bos or sink_token)
 
 
+AUTO_SINK = "auto"
+
+
+def choose_sink_token(tokenizer) -> str | None:
+    """The sink a tokenizer needs: None when it puts its own BOS in front of every text (that BOS
+    already is a content-free first token), else `<|endoftext|>` if its vocabulary has one
+    (SmolLM2, Qwen2.5, GPT-2: the token the shipped model uses), else its EOS token."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    if tokenizer.bos_token_id is not None and with_special and with_special[0] == tokenizer.bos_token_id:
+        return None
+    if "<|endoftext|>" in tokenizer.get_vocab():
+        return "<|endoftext|>"
+    if tokenizer.eos_token is None:
+        raise ValueError("sink_token: auto found no BOS, no <|endoftext|> and no EOS token in this tokenizer; "
+                         "set gem.sink_token to one of its special tokens, or null")
+    return tokenizer.eos_token
+
+
 @dataclass
 class GemConfig:
     """How a model reads out GEM embeddings (gem-method.md §2, §5).
@@ -27,6 +45,8 @@ class GemConfig:
     sink_token: a content-free token (e.g. "<|endoftext|>") put in front of every row when the
         tokenizer adds no BOS of its own, and visible to the suffix: an attention sink the suffix
         may park attention on, so that S need not double as the sink. None: no sink (the paper).
+        "auto": chosen for the tokenizer when the GEM tokens are added (`choose_sink_token`): none
+        when it prepends its own BOS (that is the sink), else `<|endoftext|>` or its EOS.
     readout_head: a small trained map on the pooled state (`lab.gem.readout`).
     readout_dim: the head's output width; 0 = the pooled width (a residual map). E.g. a teacher's
         width (384 for all-MiniLM-L6-v2), when the embedding is distilled into the teacher's space.

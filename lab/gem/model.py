@@ -23,7 +23,7 @@ from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
 from .checks import check_encode_args, check_k, check_texts
-from .config import GemConfig
+from .config import AUTO_SINK, GemConfig, choose_sink_token
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
 from .kv_cache import end_past_recording, full_prefill_cache, s_cache_positions, select_entries
 from .masks import Role
@@ -91,6 +91,8 @@ class GemModel:
     def _sink_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
         """[id of the GEM config's sink token], or [] when it names none."""
         sink = gem_config.sink_token if gem_config else None
+        if sink == AUTO_SINK:
+            sink = choose_sink_token(tokenizer)
         if sink is None:
             return []
         if sink not in tokenizer.get_vocab():
@@ -396,5 +398,8 @@ def add_new_gem_tokens(gem: GemModel, k: int = 1, config: GemConfig | None = Non
             settings.setdefault("base_model", gem.name)
         config = GemConfig(k=k, **settings)
     config = dataclasses.replace(config, trained=False)
+    if config.sink_token == AUTO_SINK:
+        config = dataclasses.replace(config, sink_token=choose_sink_token(gem.tokenizer))
+        log.info("sink_token: auto -> %r for this tokenizer", config.sink_token)
     add_gem_tokens(gem.model, gem.tokenizer, config.k)
     return GemModel(gem.model, gem.tokenizer, config, name=gem.name)

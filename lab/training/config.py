@@ -106,6 +106,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
 
+# the llama family's names; left at this default, lora.targets are chosen per model by the code
+# (`lab.training.setup.lora_targets`: every linear layer in the decoder blocks)
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 @dataclass
 class LoraConfig:
@@ -115,7 +119,7 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    targets: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    targets: tuple = DEFAULT_LORA_TARGETS  # left so: the decoder blocks' linear layers, whatever the family
     train_backbone: bool = True
 
 

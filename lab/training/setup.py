@@ -9,11 +9,12 @@ import torch
 
 from ..gem import GemModel, add_new_gem_tokens
 from ..gem.forward import unwrap
+from ..gem.support import check_architecture, layer_linear_names
 from ..storage import load_safetensors
 from ..weights.checkpoints import ADAPTER_DIR, WEIGHTS_FILE, load_token_rows
 from ..weights.dtypes import cpu_has_fast_bf16
 from ..weights.loading import load
-from .config import TrainConfig
+from .config import DEFAULT_LORA_TARGETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,30 @@ def only_rows_grad_hook(ids: list[int]):
     return hook
 
 
+def lora_targets(model, cfg: TrainConfig) -> list[str]:
+    """The modules LoRA adapts. Left at their default, the code picks them for the family: every
+    linear layer in the decoder blocks (q/k/v/o/gate/up/down_proj for llama, qwen2, gemma3, mistral;
+    qkv_proj, o_proj, gate_up_proj, down_proj for phi3). Set by hand, each must exist."""
+    found = layer_linear_names(model)
+    if not found:
+        raise ValueError(f"{cfg.model} has no linear layers in its decoder blocks for LoRA; set lora.r: 0 "
+                         f"(full fine-tune) or lora.train_backbone: false")
+    if tuple(cfg.lora.targets) == DEFAULT_LORA_TARGETS:
+        if set(found) != set(DEFAULT_LORA_TARGETS):
+            log.info("LoRA on %s's linear layers: %s", cfg.model, ", ".join(found))
+        return found
+    missing = [t for t in cfg.lora.targets if t not in found]
+    if missing:
+        raise ValueError(f"lora.targets {missing} are not linear layers of {cfg.model}'s decoder blocks; its linear "
+                         f"layers are {found} (or leave lora.targets at its default to use them all)")
+    return list(cfg.lora.targets)
+
+
 def _wrap_lora(model, cfg: TrainConfig, special_ids: list[int]):
     from peft import LoraConfig, get_peft_model
 
     model.requires_grad_(False)
-    present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.lora.targets if t in present]
-    if not targets:
-        raise ValueError(f"none of lora.targets {cfg.lora.targets} exist in {cfg.model}; modules: "
-                         f"{sorted(present)[:20]}...")
+    targets = lora_targets(model, cfg)
     model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                              lora_dropout=cfg.lora.dropout, target_modules=targets))
     return _train_gem_rows(model, special_ids)  # after peft, which freezes every non-adapter weight
@@ -75,6 +91,7 @@ def prepare_model(cfg: TrainConfig, device: torch.device) -> GemModel:
     new input rows are always trainable (the rest of the embedding matrix stays frozen under LoRA);
     with `train_backbone=False` they (and the readout head, if any) are all that trains."""
     base = load(cfg.model, dtype="float32", device="cpu")
+    check_architecture(base.model)
     gem = add_new_gem_tokens(base, config=cfg.gem)
     if not cfg.lora.train_backbone:
         model = _freeze_all_but_gem_rows(gem.model, gem.special_ids)
@@ -128,6 +145,8 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     saved = GemConfig.load(path)
     wanted = {"base_model": cfg.model, "k": cfg.gem.k, "sink_token": cfg.gem.sink_token, "readout_head": cfg.gem.readout_head,
               "readout_dim": cfg.gem.readout_dim if cfg.gem.readout_head else saved.readout_dim}
+    if cfg.gem.sink_token == "auto":  # chosen per tokenizer when the tokens were added: whatever it chose
+        wanted.pop("sink_token")
     differ = [f"{key}: checkpoint {getattr(saved, key)!r}, config {value!r}" for key, value in wanted.items()
               if getattr(saved, key) != value]
     adapter = path / ADAPTER_DIR / "adapter_config.json"
@@ -136,7 +155,7 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
         if lora.get("r") != cfg.lora.r:
             differ.append(f"lora.r: checkpoint {lora.get('r')}, config {cfg.lora.r}")
         targets = set(lora.get("target_modules") or [])
-        if targets and targets != set(cfg.lora.targets):
+        if targets and tuple(cfg.lora.targets) != DEFAULT_LORA_TARGETS and targets != set(cfg.lora.targets):
             differ.append(f"lora.targets: checkpoint {sorted(targets)}, config {sorted(cfg.lora.targets)}")
     elif cfg.lora.r > 0:
         differ.append("the checkpoint has no LoRA adapter (a full fine-tune or a merged export): set lora.r: 0")
