@@ -99,6 +99,10 @@ def _cmd_eval(args) -> int:
     poolings = [p.strip() for p in args.pooling.split(",") if p.strip()] if args.pooling else None
     skip = tuple(s.strip() for s in args.skip.split(",") if s.strip()) if args.skip else ()
     suite = SUITES[args.suite]
+    if args.mteb:
+        from .evaluation.mteb_by_name import task_names
+
+        suite = dataclasses.replace(suite, tasks=task_names(args.mteb))
     if args.mmlu_limit is not None:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
     if args.reconstruction_per_length is not None:
@@ -242,6 +246,8 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--output", required=True, help="results/NAME.json")
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
     s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction")
+    s.add_argument("--mteb", default=None, help="embedding tasks by name instead of the local ones: mteb task names "
+                   "and named lists (gem-paper-15, local), comma-separated; mteb's tasks need their data from the hub")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
     s.add_argument("--reconstruction-per-length", type=int, default=None,

@@ -1,5 +1,6 @@
 """Evaluation: the built data, metric sanity on toy tasks, the whole suite on a tiny model."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -351,3 +352,31 @@ def test_one_models_results_split_over_files_are_merged_into_one_row(tmp_path):
     assert merged[1]["perplexity_ood"] == 12.0 and "merged_from" not in merged[1]
     table = [r for r in table_rows(merged) if r["model"] == "Base"]
     assert len(table) == 1 and table[0]["perplexity_ood"] == 34.9
+
+
+def test_mteb_tasks_by_name_run_through_the_same_path_and_fail_at_once_offline(tmp_path, tiny_checkpoint, monkeypatch):
+    """--mteb with a local task runs the by-name path end to end; an mteb task offline fails before
+    any model is loaded, naming the task, its dataset and the cause; a misspelt name gets mteb's
+    suggestion; the paper's list expands to 15 mteb tasks."""
+    import time
+
+    from lab.evaluation.mteb_by_name import GEM_PAPER_15, task_names
+
+    assert task_names("gem-paper-15") == GEM_PAPER_15 and len(GEM_PAPER_15) == 15
+    with pytest.raises(ValueError, match="Did you mean: 'Banking77Classification'"):
+        task_names("Banking77Clasification")
+    build_eval_data()  # the local task's rows (built once; cached)
+    out = tmp_path / "by-name.json"
+    assert cli_main(["eval", "--model", str(tiny_checkpoint), "--mteb", "LocalLee50STS", "--suite", "smoke",
+                     "--skip", "mmlu,perplexity,perplexity_ood,reconstruction", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["rows"][0]["tasks"]) == ["LocalLee50STS"] and result["provenance"]["suite"]["tasks"] == ["LocalLee50STS"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import lab.evaluation.suite as suite
+
+    loads = []
+    monkeypatch.setattr(suite, "load", lambda *a, **k: loads.append(a))
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="--mteb STSBenchmark needs its data \\(mteb/stsbenchmark-sts\\).*offline"):
+        suite.run_suite(str(tiny_checkpoint), suite=dataclasses.replace(suite.SUITES["smoke"], tasks=("STSBenchmark",)))
+    assert not loads and time.perf_counter() - t < 30, "failed at once, before loading a model"

@@ -63,14 +63,22 @@ def table_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
+def result_tasks(rows: list[dict]) -> list[str]:
+    """The tasks the rows have scores for: the local ones in their order, then mteb's (`--mteb`) as first seen."""
+    seen = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
+    for r in rows:
+        seen += [t for t in r["tasks"] if t not in seen]
+    return seen
+
+
 def _fmt(x, scale=100.0, digits=1) -> str:
     return "–" if x is None else f"{x * scale:.{digits}f}"
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Rows model x pooling; columns: each task (x100), embedding average, MMLU (x100), perplexity."""
-    tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
-    head = ["model", "pooling", *[SHORT_NAMES[t] for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)",
+    tasks = result_tasks(rows)
+    head = ["model", "pooling", *[SHORT_NAMES.get(t, t) for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)",
             "ppl (news, out-of-domain)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
@@ -134,8 +142,8 @@ def task_bars(rows: list[dict]):
     """plotly Figure: grouped bars, one group per task (+ average), one bar per model x pooling."""
     import plotly.graph_objects as go
 
-    tasks = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
-    names = [SHORT_NAMES[t] for t in tasks] + ["emb. avg"]
+    tasks = result_tasks(rows)
+    names = [SHORT_NAMES.get(t, t) for t in tasks] + ["emb. avg"]
     fig = go.Figure()
     for r in (r for r in rows if r["embedding_avg"] is not None):
         ys = [r["tasks"].get(t) for t in tasks] + [r["embedding_avg"]]

@@ -109,6 +109,10 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     from ..weights.encoders import ENCODERS
 
     suite = SUITES[suite] if isinstance(suite, str) else suite
+    if "embedding" not in skip:
+        from .mteb_by_name import check_data
+
+        check_data(suite.tasks)  # mteb's own tasks: their data now, or fail before a model loads
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     t0 = time.perf_counter()
     is_encoder = model in ENCODERS or (Path(model) / "modules.json").is_file()
@@ -122,7 +126,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
                      default=str)  # parts are per pooling and dtype; another model's (or a re-export's) partial is ignored
     progress = _Progress(partial, key)
     if "embedding" not in skip:
-        rows = rows if rows is not None else task_rows(suite.sizes, data_dir)
+        local = any(t in TASK_NAMES for t in suite.tasks)
+        rows = rows if rows is not None or not local else task_rows(suite.sizes, data_dir)
         for pooling in poolings:
             row, timings[f"embedding:{pooling}"] = progress.run(
                 f"embedding:{pooling}", lambda p=pooling: _embedding_row(model, gem, p, suite, rows, batch_size))

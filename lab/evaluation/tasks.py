@@ -158,11 +158,19 @@ def task_rows(sizes: TaskSizes, data_dir=None) -> dict[str, object]:
 
 
 def build_tasks(sizes: TaskSizes, rows: dict | None = None, names=TASK_NAMES, data_dir=None) -> list:
-    """mteb task objects for `names`, filled with `rows` (default: the built evaluation data)."""
-    rows = rows if rows is not None else task_rows(sizes, data_dir)
+    """mteb task objects for `names`: the local ones filled with `rows` (default: the built
+    evaluation data), any other name one of mteb's own tasks (`lab.evaluation.mteb_by_name`)."""
+    from .mteb_by_name import remote_tasks
+
+    local = [n for n in names if n in TASK_NAMES]
+    rows = rows if rows is not None or not local else task_rows(sizes, data_dir)
     classes = dict(zip(TASK_NAMES, _task_classes()))
+    remote = {t.metadata.name: t for t in remote_tasks(names)}
     tasks = []
     for name in names:
+        if name not in TASK_NAMES:
+            tasks.append(remote[name])
+            continue
         task = classes[name](rows[name])
         if name == "LocalBBCClassification":
             task.samples_per_label, task.n_experiments = sizes.samples_per_label, sizes.n_experiments
