@@ -93,7 +93,7 @@ def test_saved_configs_round_trip_and_old_flat_ones_migrate():
         assert "k" in flat and load_saved_config(flat).gem.k == flat["k"] == 5
     # every old setting has a new home; gem.readout (mean | concat), run.attention and checkpoint
     # rotation are new
-    new = {"gem.readout", "run.attention", "run.keep_last", "run.best_metric"}
+    new = {"gem.readout", "run.attention", "run.keep_last", "run.best_metric", "rows.reconstruction_end"}
     assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - new
     with pytest.raises(ValueError, match="did you mean `optim.steps`"):
         migrate_flat({"stesp": 3})

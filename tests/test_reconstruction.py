@@ -18,12 +18,11 @@ from .conftest import tiny_gem
 WORDS = ["tiger", "apple", "stone", "river"]  # 5 byte tokens each
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny llama trained (full fine-tune, NTP on reconstruction rows only) to rebuild WORDS."""
+def _train(end: bool):
     torch.manual_seed(0)
     gem = tiny_gem("llama", k=1, max_length=32)
     cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=4, max_length=32, pack=False)
+    cfg = cfg.updated({"rows.reconstruction_end": end})
     collate = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg)
     batch = collate([{"text": w, "index": i} for i, w in enumerate(WORDS)], contrastive=False)
     objective = GemObjective(gem.model, LogitScale())
@@ -36,6 +35,18 @@ def trained():
         optimizer.zero_grad()
     gem.model.eval()
     return gem, float(loss.detach())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny llama trained (full fine-tune, NTP on reconstruction rows only) to rebuild WORDS."""
+    return _train(end=False)
+
+
+@pytest.fixture(scope="module")
+def trained_to_stop():
+    """The same, with each copy ended by EOS (`rows.reconstruction_end`)."""
+    return _train(end=True)
 
 
 def test_a_model_trained_to_reconstruct_rebuilds_its_texts_from_s_alone(trained):
@@ -58,4 +69,28 @@ def test_reconstruction_by_length_reports_exact_matches(trained, tmp_path):
     heldout = tmp_path / "words.jsonl"
     heldout.write_text("".join(json.dumps({"text": w}) + "\n" for w in WORDS))
     r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4)
-    assert r == {"exact": {5: 1.0}, "token_accuracy": {5: 1.0}, "count": {5: 4}}
+    assert (r["exact"], r["token_accuracy"], r["count"]) == ({5: 1.0}, {5: 1.0}, {5: 4})
+    assert r["exact_with_stop"][5] < 1.0, "never taught where a text ends, it runs on past it"
+
+
+def test_a_model_taught_the_end_marker_stops_where_the_text_ends(trained_to_stop, tmp_path):
+    gem, _ = trained_to_stop
+    for w in WORDS:
+        assert gem.reconstruct(w) == w, "the default decode (cap = length + 8) stops at EOS"
+    heldout = tmp_path / "words.jsonl"
+    heldout.write_text("".join(json.dumps({"text": w}) + "\n" for w in WORDS))
+    r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4)
+    assert r["exact_with_stop"] == {5: 1.0} and r["stopped"] == {5: 1.0}
+
+
+def test_reconstruction_rows_end_with_eos_as_a_target():
+    from lab.gem.lm_loss import IGNORE_INDEX
+    from lab.gem.masks import Role
+
+    gem = tiny_gem("llama", k=1, max_length=32)
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, max_length=32, pack=False)
+    batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg.updated({"rows.reconstruction_end": True}))(
+        [{"text": "tiger", "index": 0}], contrastive=False)
+    suffix = batch["roles"][0] == Role.SUFFIX
+    ids, labels = batch["input_ids"][0][suffix].tolist(), batch["labels"][0][suffix].tolist()
+    assert ids == gem.text_ids("tiger") + [gem.tokenizer.eos_token_id] and IGNORE_INDEX not in labels

@@ -36,28 +36,39 @@ def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[l
     return out
 
 
+STOP_SLACK = 8  # tokens a reconstruction may run past the text before it counts as not stopping
+
+
 @torch.inference_mode()
 def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
-    """{"exact": {n: rate}, "token_accuracy": {n: rate}, "count": {n: texts}} for a GEM model.
+    """{"exact", "token_accuracy", "exact_with_stop", "stopped", "count"}, each {n: value}, for a GEM model.
 
-    token_accuracy: share of the n positions where the decoded token equals the input token.
+    exact: the first n decoded tokens are the text; token_accuracy: share of the n positions where
+    the decoded token equals the input token; exact_with_stop: the decode is the text and then
+    stops (EOS; what `reconstruct()` hands a user); stopped: share of decodes that stop within the
+    safeguard (n + `STOP_SLACK` tokens). One greedy decode of n + STOP_SLACK tokens gives all four.
     """
     gem.require_gem_tokens("reconstruction")
     rows = read_jsonl(heldout)
-    exact, tok_acc, count = {}, {}, {}
+    exact, tok_acc, count, with_stop, stopped = {}, {}, {}, {}, {}
     for n in lengths:
         seqs = _texts_of_length(gem, rows, n, per_length)
-        hits, matched, total = 0, 0, 0
+        hits, matched, total, hits_stop, stops = 0, 0, 0, 0, 0
         for ids in tqdm(seqs, desc=f"reconstruct {n} tokens", leave=False):
             text = gem.tokenizer.decode(ids)
             ids = gem.text_ids(text)  # what the model reads (a cut can re-tokenise differently)
-            out = gem.reconstruct_ids(text, max_new_tokens=len(ids))
+            full = gem.reconstruct_ids(text, max_new_tokens=len(ids) + STOP_SLACK)  # stops at EOS
+            out = full[:len(ids)]  # greedy: the same as a decode of len(ids) tokens
             matched += sum(a == b for a, b in zip(out, ids))
             total += len(ids)
             hits += out == ids
+            hits_stop += full == ids
+            stops += len(full) < len(ids) + STOP_SLACK
         if seqs:
             exact[n], tok_acc[n], count[n] = hits / len(seqs), matched / max(total, 1), len(seqs)
-    return {"exact": exact, "token_accuracy": tok_acc, "count": count}
+            with_stop[n], stopped[n] = hits_stop / len(seqs), stops / len(seqs)
+    return {"exact": exact, "token_accuracy": tok_acc, "exact_with_stop": with_stop, "stopped": stopped,
+            "count": count}
 
 
 def suffix_attention(gem, heldout: str, n_texts: int = 12, min_tokens: int = 16) -> dict:

@@ -34,6 +34,9 @@ from .tokens import Row, add_gem_tokens, gem_token_strings, pad_rows, text_ids
 log = logging.getLogger(__name__)
 
 
+RECONSTRUCT_MAX_TOKENS = 128  # reconstruct()'s default decode cap (+ 8): far beyond what S holds (~30 tokens)
+
+
 class GemModel:
     """A causal LM plus (optionally) trained GEM tokens. See the module docstring."""
 
@@ -338,7 +341,9 @@ class GemModel:
     def reconstruct(self, text: str, max_new_tokens: int | None = None) -> str:
         """Greedy-decode a text from the special tokens' KV cache alone (paper Appendix B): the
         decoder sees no token of `text`, only the k cached S entries. Exact for short inputs on a
-        model trained with reconstruction rows."""
+        model trained with reconstruction rows. It stops at EOS (which a model trained with
+        `rows.reconstruction_end` emits where the text ends), else after the text's length + 8
+        tokens (at most 136: a safeguard)."""
         return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
 
     @torch.inference_mode()
@@ -346,8 +351,9 @@ class GemModel:
         """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`); the last S
         predicts the first token."""
         cache, pos, last_logits = self.special_cache(text)
-        if max_new_tokens is None:
-            max_new_tokens = len(self.text_ids(text)) + 8
+        if max_new_tokens is None:  # a safeguard: a model trained with reconstruction_end stops at EOS
+            read = min(len(self.text_ids(text)), self.max_length - len(self.bos) - len(self.special_ids))
+            max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + 8
         return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
 
     @torch.inference_mode()

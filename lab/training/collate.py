@@ -7,7 +7,9 @@ always becomes the same row, whatever the batch, worker or resume point.
     plain           BOS x0 x1 x2 x3                    labels: every next token
     reconstruction  BOS x0 x1 x2 x3 | S | x0 x1 x2 x3  labels: all but S (the copy is rebuilt via S)
                     (with `reconstruction_min_tokens`, the text is first cut to a random length,
-                    so that short texts are reconstructed too, not only the row budget's length)
+                    so that short texts are reconstructed too, not only the row budget's length;
+                    with `reconstruction_end`, the copy ends with EOS, a target like the rest:
+                    the model learns where the text ends, and `reconstruct()` stops there)
     continuation    BOS x0 x1 | S | x2 x3              labels: all but S
 
 Contrastive views (gem-method.md §4): q = `BOS text | S`, d+ = the same with each text token
@@ -48,8 +50,9 @@ def example_rng(seed: int, index: int) -> random.Random:
 
 
 def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainConfig, rng: random.Random,
-             stats: RowStats) -> Row | None:
-    """One training row from a text's token ids (no BOS), or None if it must be skipped."""
+             stats: RowStats, end_id: int | None = None) -> Row | None:
+    """One training row from a text's token ids (no BOS), or None if it must be skipped. end_id:
+    the token that ends a reconstruction copy (`cfg.rows.reconstruction_end`; the tokenizer's EOS)."""
     if not ids:
         stats.skipped_empty += 1
         return None
@@ -63,13 +66,16 @@ def make_row(ids: list[int], bos: list[int], special_ids: list[int], cfg: TrainC
         return Row.build(bos + ids[:budget], [], bos_token_id=bos_id)
     k = len(special_ids)
     if reconstruction:
-        budget = (cfg.rows.max_length - len(bos) - k) // 2
+        end = [end_id] if cfg.rows.reconstruction_end else []
+        if cfg.rows.reconstruction_end and end_id is None:
+            raise ValueError("rows.reconstruction_end needs a tokenizer with an EOS token")
+        budget = (cfg.rows.max_length - len(bos) - k - len(end)) // 2
         stats.truncated += len(ids) > budget
         ids = ids[:budget]
         if cfg.rows.reconstruction_min_tokens and len(ids) > cfg.rows.reconstruction_min_tokens:
             ids = ids[:rng.randint(cfg.rows.reconstruction_min_tokens, len(ids))]
         stats.reconstruction += 1
-        return Row.build(bos + ids, special_ids, ids, bos_token_id=bos_id)
+        return Row.build(bos + ids, special_ids, ids + end, bos_token_id=bos_id)
     budget = cfg.rows.max_length - len(bos) - k
     stats.truncated += len(ids) > budget
     ids = ids[:budget]
@@ -237,7 +243,7 @@ class GemCollator:
         rows, kept = [], []  # kept: (example, text ids, its rng after the row was drawn)
         for e, ids in zip(examples, all_ids):
             rng = example_rng(self.cfg.run.seed, int(e["index"]))
-            row = make_row(ids, self.bos, self.special_ids, self.cfg, rng, stats)
+            row = make_row(ids, self.bos, self.special_ids, self.cfg, rng, stats, self.tokenizer.eos_token_id)
             if row is not None:
                 rows.append(row)
                 kept.append((e, ids, rng))

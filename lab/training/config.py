@@ -46,6 +46,7 @@ class RowsConfig:
     reconstruction_share: float = 1.0
     min_part: int = 2
     reconstruction_min_tokens: int = 0  # > 0: reconstruction texts cut to a random length from this many tokens
+    reconstruction_end: bool = False  # end each copy with the tokenizer's EOS, learned: reconstruct() stops there
     pack: bool = True
 
 
