@@ -20,6 +20,9 @@ from . import handlers as h
 
 log = logging.getLogger(__name__)
 
+# Every event that uses the models shares one queue slot: handlers never run side by side (they share
+# the two models, and the attention view switches a model's attention backend while it runs).
+ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "models"}
 # demo.launch(**LAUNCH) in app.py and the tests: uploads over the limit are refused while they
 # stream in, before anything is stored
 LAUNCH = {"footer_links": ["api"], "max_file_size": MAX_UPLOAD_BYTES}
@@ -112,8 +115,8 @@ def build_demo(session: h.Session | None = None) -> gr.Blocks:
             _generation_tab(session)
         with gr.Tab("4 · Embed + generate"):
             _embed_generate_tab(session)
-        demo.load(*on_open)
-    demo.queue(default_concurrency_limit=1, max_size=64)
+        demo.load(*on_open, **ONE_AT_A_TIME)
+    demo.queue(default_concurrency_limit=1, max_size=64)  # the model events also share one slot (ONE_AT_A_TIME)
     return demo
 
 
@@ -132,7 +135,7 @@ def _models_panel(session: h.Session) -> None:
             load_btn = gr.Button("Load", variant="secondary")
         status = gr.Markdown(f"base: **{session.base_name}** · GEM: **{session.gem_name}**")
         load_btn.click(lambda b, g: load_models(b, g)["status"], [base_name, gem_name], status,
-                       api_name="load_models")
+                       api_name="load_models", **ONE_AT_A_TIME)
 
 
 def _embeddings_tab(session: h.Session):
@@ -182,9 +185,9 @@ def _embeddings_tab(session: h.Session):
         hits_gem = gr.Dataframe(headers=["rank", "cosine", "text"], label="GEM", wrap=True, column_widths=widths)
     inputs = [source, set_name, pasted, upload, pooling]
     map_outputs = [map_base, map_gem, heat_base, heat_gem, emb_info]
-    map_btn.click(embeddings, inputs, map_outputs, api_name="embeddings")
+    map_btn.click(embeddings, inputs, map_outputs, api_name="embeddings", **ONE_AT_A_TIME)
     search_btn.click(search, [query, *inputs[:4], k, pooling], [hits_base, hits_gem, map_base, map_gem],
-                     api_name="search")
+                     api_name="search", **ONE_AT_A_TIME)
     return embeddings, inputs, map_outputs
 
 
@@ -212,7 +215,7 @@ def _attention_tab(session: h.Session) -> None:
         att_base, att_gem = gr.Plot(label="base attention"), gr.Plot(label="GEM attention")
     gr.Markdown(CAPTIONS["attention"])
     att_btn.click(attention, [att_text, split, att_k, layer, head], [mask_plot, att_base, att_gem, att_info],
-                  api_name="attention")
+                  api_name="attention", **ONE_AT_A_TIME)
 
 
 def _generation_tab(session: h.Session) -> None:
@@ -236,7 +239,7 @@ def _generation_tab(session: h.Session) -> None:
         out_base, out_gem = gr.Textbox(label="base", lines=5), gr.Textbox(label="GEM", lines=5)
     gen_timing = gr.Markdown()
     gr.Markdown(CAPTIONS["generate"])
-    gen_btn.click(generate, [prompt, n_new], [out_base, out_gem, gen_timing], api_name="generate")
+    gen_btn.click(generate, [prompt, n_new], [out_base, out_gem, gen_timing], api_name="generate", **ONE_AT_A_TIME)
     gr.Markdown("### Reconstruction: decode a text from its special token alone")
     rec_text = gr.Textbox("Paris is the capital and largest city of France.", label="text (≤ 64 tokens)")
     rec_btn = gr.Button("Reconstruct")
@@ -244,7 +247,7 @@ def _generation_tab(session: h.Session) -> None:
                 [rec_text], label="presets")
     rec_out, rec_info = gr.Textbox(label="decoded from S"), gr.Markdown()
     gr.Markdown(CAPTIONS["reconstruct"])
-    rec_btn.click(reconstruct, rec_text, [rec_out, rec_info], api_name="reconstruct")
+    rec_btn.click(reconstruct, rec_text, [rec_out, rec_info], api_name="reconstruct", **ONE_AT_A_TIME)
 
 
 def _embed_generate_tab(session: h.Session) -> None:
@@ -264,4 +267,4 @@ def _embed_generate_tab(session: h.Session) -> None:
     eg_answer, eg_preview, eg_info = gr.Textbox(label="answer"), gr.Textbox(label="embedding"), gr.Markdown()
     gr.Markdown(CAPTIONS["embed"])
     eg_btn.click(embed_and_generate, [doc, question, eg_n], [eg_answer, eg_preview, eg_info],
-                 api_name="embed_and_generate")
+                 api_name="embed_and_generate", **ONE_AT_A_TIME)
