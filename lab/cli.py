@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission: nothing half-written was left (atomic writes)
+        hint = ("free some space and run the command again" + (" with --resume" if args.command == "train" else "")
+                if e.errno == 28 else "check the path and its permissions")
+        print(f"error: {e}. Nothing half-written was kept; {hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

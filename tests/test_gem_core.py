@@ -319,3 +319,37 @@ def test_damaged_files_are_named_even_without_content_hashes(tmp_path):
     corpus.write_text('{"text": "fine"}\n{"text": "cut off\n')
     with pytest.raises(ValueError, match="c.jsonl is damaged at line 2"):
         read_jsonl(corpus)
+
+
+def test_small_api_surprises_are_named(tmp_path, monkeypatch, capsys):
+    """An integer dtype, a string max_new_tokens, a gem_config.json whose k does not match the
+    saved rows, a `last` file naming a path outside its run, a full disk in the CLI: each is a
+    one-line error naming the problem, not a torch traceback."""
+    import errno
+    import json
+
+    import lab
+    from lab import cli
+    from lab.storage import reseal
+    from lab.weights.checkpoints import resolve_run
+
+    with pytest.raises(ValueError, match="not a floating-point type"):
+        lab.load("tiny-llama", dtype=torch.int8)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        lab.load("tiny-llama").generate("hi", max_new_tokens="5")
+    ckpt = save_checkpoint(tiny_gem("llama", k=2), tmp_path / "ckpt")
+    config = json.loads((ckpt / "gem_config.json").read_text())
+    (ckpt / "gem_config.json").write_text(json.dumps({**config, "k": 1}))
+    reseal(ckpt)
+    with pytest.raises(ValueError, match="gem_tokens.safetensors holds 2 GEM rows .* asks for k = 1"):
+        load_checkpoint(ckpt)
+    (tmp_path / "last").write_text("../../etc\n")
+    with pytest.raises(ValueError, match="not a checkpoint folder of this run"):
+        resolve_run(tmp_path)
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "_cmd_models", disk_full)
+    assert cli.main(["models"]) == 2
+    assert "No space left on device. Nothing half-written was kept; free some space" in capsys.readouterr().err

@@ -121,7 +121,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
               "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None}
-    key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed]
+    key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed, heldout, _file_stamp(heldout)]
                      + ([str(gem.dtype)] if gem is not None else []), sort_keys=True,
                      default=str)  # parts are per pooling and dtype; another model's (or a re-export's) partial is ignored
     progress = _Progress(partial, key)
@@ -144,6 +144,15 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
                                        "gem_config": dataclasses.asdict(gem.gem_config) if gem is not None and gem.gem_config else None,
                                        "dtype": str(gem.dtype) if gem is not None else "float32"})
     return result
+
+
+def _file_stamp(path: str) -> list:
+    """(size, mtime) of a data file, so a rebuilt held-out set never resumes the old one's parts."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return []
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _embedding_row(model: str, gem, pooling: str, suite: Suite, rows: dict, batch_size: int) -> dict:

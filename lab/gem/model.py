@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
-from .checks import check_encode_args, check_k, check_texts
+from .checks import check_encode_args, check_k, check_positive_int, check_texts
 from .config import AUTO_SINK, GemConfig, choose_sink_token
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
 from .kv_cache import end_past_recording, full_prefill_cache, s_cache_positions, select_entries
@@ -242,6 +242,7 @@ class GemModel:
         """Continue `prompt` with the plain causal LM (greedy unless do_sample=True). Returns the new
         text only (a list for a list of prompts). GEM tokens are suppressed: never emitted."""
         check_texts("prompt", prompt, allow_empty=False)
+        check_positive_int("max_new_tokens", max_new_tokens)
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         ids = [self.prompt_ids(p, chat) for p in prompts]

@@ -88,6 +88,12 @@ def load_token_rows(model, ids: list[int], folder: Path) -> None:
         return
     rows = load_safetensors(Path(folder) / TOKENS_FILE)
     base = unwrap(model)
+    saved = tuple(rows["input_rows"].shape)
+    wanted = (len(ids), base.get_input_embeddings().weight.shape[1])
+    if saved != wanted:
+        raise ValueError(f"{Path(folder) / TOKENS_FILE} holds {saved[0]} GEM rows of width {saved[1]}, but its "
+                         f"{Path(folder) / 'gem_config.json'} asks for k = {wanted[0]} on a model of width {wanted[1]}: "
+                         f"the config's k or base_model does not match the saved weights")
     with torch.no_grad():
         emb = base.get_input_embeddings().weight
         emb[ids] = rows["input_rows"].to(emb.dtype)
@@ -138,7 +144,10 @@ def resolve_run(path: str | Path) -> Path:
     path = Path(path)
     pointer = path if path.name == "last" and path.is_file() else path / "last"
     if pointer.is_file() and not (path / "gem_config.json").is_file():
-        target = pointer.parent / pointer.read_text().strip()
+        name = pointer.read_text().strip()
+        target = pointer.parent / name
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ValueError(f"{pointer} names {name!r}, which is not a checkpoint folder of this run; pass a checkpoint folder")
         if not target.is_dir():
             raise FileNotFoundError(f"{pointer} names {target.name}, which is missing; pass a checkpoint folder")
         return target

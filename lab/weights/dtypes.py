@@ -11,6 +11,8 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 def as_dtype(dtype) -> torch.dtype:
     """A torch dtype from a dtype or one of the names in `DTYPES`."""
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype {dtype} is not a floating-point type: a model runs in one of {sorted(DTYPES)}")
         return dtype
     try:
         return DTYPES[str(dtype)]
