@@ -10,6 +10,7 @@
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
     start MODEL          check your own model for GEM and write its recipe (configs/gem-NAME.yaml)
+    serve --model NAME   an OpenAI-compatible server: /v1/embeddings, /v1/completions, /v1/chat/completions
     train                train GEM (configs/*.yaml, --group.key=value overrides, --resume)
 
 The studies that chose the recipe run from research/ (research/README.md), not from here.
@@ -172,6 +173,15 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from .serve import Limits, serve
+
+    limits = Limits(max_inputs=args.max_inputs, max_input_tokens=args.max_input_tokens, max_tokens=args.max_tokens,
+                    max_pending=args.max_pending)
+    serve(args.model, args.host, args.port, limits, dtype=args.dtype, device=args.device)
+    return 0
+
+
 def _cmd_start(args) -> int:
     from .training.your_model import start_config
 
@@ -260,6 +270,8 @@ def _add_eval(sub, default_model: str) -> None:
 
 
 def _add_report_export_train(sub) -> None:
+    from .weights.registry import DEFAULT_GEM as DEFAULT_GEM_NAME
+
     s = sub.add_parser("report", help="result JSON files -> Markdown table + plotly figures")
     s.add_argument("results", nargs="+")
     s.add_argument("--out", required=True, help="path stem: writes STEM.md, STEM_tasks.html, STEM_tradeoff.html")
@@ -273,6 +285,18 @@ def _add_report_export_train(sub) -> None:
                                                 "OUT is replaced, so OUT/README.md itself may be given")
     s.add_argument("--force", action="store_true", help="replace OUT even if the lab did not write it")
     s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API (embeddings + generation)")
+    s.add_argument("--model", default=DEFAULT_GEM_NAME, help="registry name, shipped GEM name or checkpoint folder")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-inputs", type=int, default=256, help="texts per embeddings request")
+    s.add_argument("--max-input-tokens", type=int, default=512, help="tokens per text or prompt")
+    s.add_argument("--max-tokens", type=int, default=512, help="tokens a completion may generate")
+    s.add_argument("--max-pending", type=int, default=64, help="requests waiting or running; more get HTTP 429")
+    s.add_argument("--dtype", default=None)
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("start", help="check your own model for GEM and write its recipe (then: train --config)")
     s.add_argument("model", help="a local HF causal-LM folder, a registry name, or a hub id (online)")

@@ -12,7 +12,7 @@ LAB = Path(__file__).resolve().parents[1] / "lab"
 # Rank of each top-level part of lab: an import may only go to an equal-or-lower rank, and parts
 # of equal rank (evaluation / training, app / course) never import each other.
 LAYERS = {"storage": 0, "gem": 1, "weights": 2, "corpora": 3, "evaluation": 4, "training": 4, "viz": 5,
-          "app": 6, "course": 6, "check": 6, "cli": 7, "__main__": 8, "": 8}
+          "app": 6, "course": 6, "check": 6, "serve": 6, "cli": 7, "__main__": 8, "": 8}
 # Private attributes of third-party objects the lab must touch (transformers' config attribute).
 THIRD_PARTY_PRIVATE = {"_attn_implementation"}
 MAX_FILE_LINES = 400

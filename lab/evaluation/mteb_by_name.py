@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .tasks import TASK_NAMES
+from .tasks import TASK_NAMES, remote_tasks
 
 # The 15-task MTEB subset of the LLM2Vec protocol, which the GEM paper's "MTEB-15" follows (its
 # Table 3: Llama-3.2-1B 18.29 -> 54.35). The paper does not print the list: this is LLM2Vec's
@@ -46,17 +46,6 @@ def task_names(spec: str) -> tuple[str, ...]:
             raise ValueError(f"--mteb: {e.args[0] if e.args else e} (mteb's task names: `mteb.get_tasks()`; "
                              f"named lists: {', '.join(NAMED_LISTS)})") from None
     return tuple(dict.fromkeys(names))
-
-
-def remote_tasks(names) -> list:
-    """mteb task objects (English subsets) for the names that are not the lab's local tasks."""
-    remote = [n for n in names if n not in TASK_NAMES]
-    if not remote:
-        return []
-    import mteb
-
-    by_name = {t.metadata.name: t for t in mteb.get_tasks(tasks=remote, languages=["eng"])}
-    return [by_name[n] for n in remote if n in by_name]
 
 
 def check_data(names) -> None:

@@ -157,11 +157,20 @@ def task_rows(sizes: TaskSizes, data_dir=None) -> dict[str, object]:
     }
 
 
+def remote_tasks(names) -> list:
+    """mteb task objects (English subsets) for the names that are not the lab's local tasks."""
+    remote = [n for n in names if n not in TASK_NAMES]
+    if not remote:
+        return []
+    import mteb
+
+    by_name = {t.metadata.name: t for t in mteb.get_tasks(tasks=remote, languages=["eng"])}
+    return [by_name[n] for n in remote if n in by_name]
+
+
 def build_tasks(sizes: TaskSizes, rows: dict | None = None, names=TASK_NAMES, data_dir=None) -> list:
     """mteb task objects for `names`: the local ones filled with `rows` (default: the built
     evaluation data), any other name one of mteb's own tasks (`lab.evaluation.mteb_by_name`)."""
-    from .mteb_by_name import remote_tasks
-
     local = [n for n in names if n in TASK_NAMES]
     rows = rows if rows is not None or not local else task_rows(sizes, data_dir)
     classes = dict(zip(TASK_NAMES, _task_classes()))

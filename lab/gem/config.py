@@ -24,8 +24,7 @@ def choose_sink_token(tokenizer) -> str | None:
     """The sink a tokenizer needs: None when it puts its own BOS in front of every text (that BOS
     already is a content-free first token), else `<|endoftext|>` if its vocabulary has one
     (SmolLM2, Qwen2.5, GPT-2: the token the shipped model uses), else its EOS token."""
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    if tokenizer.bos_token_id is not None and with_special and with_special[0] == tokenizer.bos_token_id:
+    if bos_prefix(tokenizer):
         return None
     if "<|endoftext|>" in tokenizer.get_vocab():
         return "<|endoftext|>"
@@ -33,6 +32,34 @@ def choose_sink_token(tokenizer) -> str | None:
         raise ValueError("sink_token: auto found no BOS, no <|endoftext|> and no EOS token in this tokenizer; "
                          "set gem.sink_token to one of its special tokens, or null")
     return tokenizer.eos_token
+
+
+def bos_prefix(tokenizer) -> list[int]:
+    """[bos_id] if the tokenizer prepends BOS to every text, else []."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [bos] if bos is not None and with_special and with_special[0] == bos else []
+
+
+def sink_ids(tokenizer, gem_config: "GemConfig | None") -> list[int]:
+    """[id of the GEM config's sink token] ("auto" resolved for this tokenizer), or [] for none."""
+    sink = gem_config.sink_token if gem_config else None
+    if sink == AUTO_SINK:
+        sink = choose_sink_token(tokenizer)
+    if sink is None:
+        return []
+    if sink not in tokenizer.get_vocab():
+        raise ValueError(f"sink_token {sink!r} is not a token of this tokenizer; use one of its special "
+                         f"tokens, e.g. {tokenizer.eos_token!r}, or sink_token=None")
+    return [tokenizer.convert_tokens_to_ids(sink)]
+
+
+def prefix_ids(tokenizer, gem_config: "GemConfig | None") -> tuple[list[int], list[int]]:
+    """(sink_ids, bos): what every text is read after. The tokenizer's own BOS when it prepends
+    one (then no sink), else the config's sink token standing in for the missing BOS, else []."""
+    tokenizer_bos = bos_prefix(tokenizer)
+    sinks = [] if tokenizer_bos else sink_ids(tokenizer, gem_config)
+    return sinks, tokenizer_bos or sinks
 
 
 @dataclass

@@ -23,7 +23,7 @@ from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
 from .checks import check_encode_args, check_k, check_positive_int, check_texts
-from .config import AUTO_SINK, GemConfig, choose_sink_token
+from .config import AUTO_SINK, GemConfig, choose_sink_token, prefix_ids
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
 from .kv_cache import end_past_recording, full_prefill_cache, s_cache_positions, select_entries
 from .masks import Role
@@ -75,33 +75,10 @@ class GemModel:
                              f"lab.gem.tokens.add_gem_tokens(model, tokenizer, k={gem_config.k})")
         return tokenizer.convert_tokens_to_ids(strings)
 
-    @classmethod
-    def prefix_ids(cls, tokenizer, gem_config: GemConfig | None) -> tuple[list[int], list[int]]:
-        """(sink_ids, bos): what every text is read after. The tokenizer's own BOS when it prepends
-        one (then no sink), else the config's sink token standing in for the missing BOS, else []."""
-        tokenizer_bos = cls._bos_prefix(tokenizer)
-        sink_ids = [] if tokenizer_bos else cls._sink_ids(tokenizer, gem_config)
-        return sink_ids, tokenizer_bos or sink_ids
-
     @staticmethod
-    def _bos_prefix(tokenizer) -> list[int]:
-        """[bos_id] if the tokenizer prepends BOS to every text, else []."""
-        with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-        bos = tokenizer.bos_token_id
-        return [bos] if bos is not None and with_special and with_special[0] == bos else []
-
-    @staticmethod
-    def _sink_ids(tokenizer, gem_config: GemConfig | None) -> list[int]:
-        """[id of the GEM config's sink token], or [] when it names none."""
-        sink = gem_config.sink_token if gem_config else None
-        if sink == AUTO_SINK:
-            sink = choose_sink_token(tokenizer)
-        if sink is None:
-            return []
-        if sink not in tokenizer.get_vocab():
-            raise ValueError(f"sink_token {sink!r} is not a token of this tokenizer; use one of its special "
-                             f"tokens, e.g. {tokenizer.eos_token!r}, or sink_token=None")
-        return [tokenizer.convert_tokens_to_ids(sink)]
+    def prefix_ids(tokenizer, gem_config: GemConfig | None) -> tuple[list[int], list[int]]:
+        """(sink_ids, bos): what every text is read after (`lab.gem.config.prefix_ids`)."""
+        return prefix_ids(tokenizer, gem_config)
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -231,11 +208,17 @@ class GemModel:
     def prompt_ids(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of a prompt (BOS as the tokenizer adds it; chat template if chat=True)."""
         if chat:
-            if not self.tokenizer.chat_template:
-                raise ValueError(f"{self.name or 'this model'} has no chat template; use chat=False")
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                      add_generation_prompt=True, tokenize=True)
+            return self.chat_ids([{"role": "user", "content": prompt}])
         return self.bos + self.text_ids(prompt)
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation [{"role", "content"}, ...] through the tokenizer's chat
+        template, ending with the assistant's turn opened."""
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.name or 'this model'} has no chat template; use chat=False")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # a BatchEncoding in transformers 5
+        return [int(i) for i in ids]
 
     @torch.inference_mode()
     def generate(self, prompt: str | list[str], max_new_tokens: int = 64, chat: bool = False, **kwargs):
