@@ -123,6 +123,8 @@ def test_sentence_transformers_export_gives_the_gem_embeddings(trained_checkpoin
         assert not (tmp_path / "st").exists()
         return
     out = export_sentence_transformers(trained_checkpoint, tmp_path / "st")
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())  # what TEI and vLLM read
+    assert pooling["pooling_mode_lasttoken"] and not pooling["pooling_mode_mean_tokens"]
     texts = ["a text to embed", "another, longer one", "x"]
     st = SentenceTransformer(str(out), device="cpu").encode(texts)
     np.testing.assert_allclose(st, lab.load(str(trained_checkpoint), dtype="float32").encode(texts), atol=1e-4)
