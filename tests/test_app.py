@@ -41,6 +41,11 @@ def test_the_app_runs_what_ships(session):
     shipped = shipped_gem_config()
     assert (gem.k, gem.sink_token, gem.readout_head, gem.readout_dim) == \
         (shipped.k, shipped.sink_token, shipped.readout_head, shipped.readout_dim)
+    from lab.app.ui import intro
+
+    text = intro(session)  # the page tells the story of the model it shows
+    assert f"{shipped.k} special tokens" in text and shipped.sink_token in text and "readout head" in text
+    assert "one pass over a document gives its embedding" in text
 
 
 def test_embeddings_maps_are_cached_and_deterministic(session):
@@ -56,7 +61,7 @@ def test_search_highlights_the_top_k_on_both_maps(session):
     r = h.search(session, "stocks fell sharply", "paste", pasted=TEXTS, k=3)
     for name in ("map_base", "map_gem"):
         traces = {t.name: t for t in r[name].data}
-        assert list(traces["top-k"].text) == ["1", "2", "3"] and len(traces["query"].x) == 1
+        assert list(traces["top-k"].text) == ["1", "2", "3"] and "query" not in traces, "no made-up query position"
         assert traces["top-k"].hovertext[0].startswith("#1: ")
 
 

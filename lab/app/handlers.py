@@ -233,8 +233,8 @@ def search(session: Session, query: str, source: str, set_name: str | None = Non
         out[name] = [[r + 1, round(s, 4), ts.texts[i]] for r, (i, s) in enumerate(hits)]
         top = [i for i, _ in hits]
         title = f"{'base · ' + base_pooling if name == 'base' else 'GEM · special token'}: top {k} for the query"
-        out[f"map_{name}"] = figures.embedding_map(coords, ts.texts, ts.labels, title, highlight=top,
-                                                   query=tuple(coords[top].mean(0)))
+        # the query itself is not drawn: UMAP cannot place a new text without refitting the map
+        out[f"map_{name}"] = figures.embedding_map(coords, ts.texts, ts.labels, title, highlight=top)
     return out
 
 

@@ -27,10 +27,21 @@ ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "models"}
 # stream in, before anything is stored
 LAUNCH = {"footer_links": ["api"], "max_file_size": MAX_UPLOAD_BYTES}
 BASE_POOLINGS = [p for p in POOLINGS if p != "gem"]
-INTRO = """# GEM Lab — base vs GEM, side by side
-The left model is the base LM; the right one is the same LM after GEM training: a special token
-appended to a text gives its embedding, and the model still generates text as before. The tabs follow
-the course: the mask first, then embeddings, then generation. [GEM, arXiv 2506.04344](https://arxiv.org/abs/2506.04344)"""
+def intro(session: h.Session) -> str:
+    """The page's first lines, from the GEM model being shown (its k, sink and readout head)."""
+    cfg = session.gem.gem_config if session.gem is not None else None
+    k = f"{cfg.k} special token{'s' if cfg.k > 1 else ''}" if cfg else "special tokens"
+    read = ("their last-layer states, averaged" + (" and mapped by a small readout head," if cfg and cfg.readout_head
+                                                   else ",") + " are the text's embedding") if cfg else \
+        "their last-layer states are the text's embedding"
+    sink = f" A sink token (`{cfg.sink_token}`) in front of every text gives attention a place to rest." \
+        if cfg and cfg.sink_token else ""
+    return f"""# GEM Lab — one model that embeds and answers
+GEM appends {k} (S) to a text: {read}. Its mask lets S read the text and lets what follows S read
+only S, so the same model still generates as before, and **one pass over a document gives its embedding
+and the cache its answer continues from** (tab 4).{sink} Left: the base LM; right: the same LM after GEM
+training. The tabs follow the course: the mask, embeddings, generation, then both at once.
+[GEM, arXiv 2506.04344](https://arxiv.org/abs/2506.04344)"""
 
 DEFAULT_SET = bundled_sets()[0]
 DOCUMENT = (
@@ -58,14 +69,13 @@ CAPTIONS = {
             "that form separate islands on the GEM map but overlap on the base map.",
     "heat": "Cosine similarity of 40 texts sorted by label (colour scale fitted to the data). Topic blocks on the "
             "diagonal mean texts of one topic are closer to each other than to the rest.",
-    "search": "The query (star, at the mean of its neighbours) and its top-k texts (numbered rings) on both maps; "
-              "good neighbours sit in one island of the query's topic.",
+    "search": "The query's top-k texts (numbered rings) on both maps; good neighbours sit in one island of the "
+              "query's topic. The query itself is not drawn: a map cannot place a new text without refitting it.",
     "generate": "Same prompt, greedy decoding: GEM training should leave the model's continuation sensible.",
-    "reconstruct": "Decoded from the special tokens' key/value cache alone: how much of the text does S carry? "
-                   "(The shipped model, on 32 held-out texts per length: 25 % of 8-token texts come back exactly "
-                   "and 64 % of their tokens; at 16 tokens 37 % of the tokens, at 32 17 % — the gist, not the "
-                   "sentence. research/reconstruction/results/reconstruction_tradeoff.md shows what its second stage added and what "
-                   "more would cost the embedding.)",
+    "reconstruct": "Decoded from the special tokens' key/value cache alone: the decoder never sees the text, "
+                   "only S. Short texts often come back word for word, longer ones as their gist, and the "
+                   "decoder may run on past the end. The shipped model's measured rates are in its model card "
+                   "(checkpoints/gem-smollm2-135m/README.md).",
     "embed": "One pass over the document gives its embedding and the cache the answer continues from; "
              "the timing compares it with embedding and generating separately.",
 }
@@ -105,7 +115,7 @@ def build_demo(session: h.Session | None = None) -> gr.Blocks:
     session = session or h.Session()
     # uploads (and Gradio's other temporary files) are deleted after 10 minutes and at shutdown
     with gr.Blocks(title="GEM Lab", delete_cache=(600, 600)) as demo:
-        gr.Markdown(INTRO)
+        gr.Markdown(intro(session))
         _models_panel(session)
         with gr.Tab("1 · Mask and attention"):
             _attention_tab(session)
