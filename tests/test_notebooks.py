@@ -44,3 +44,5 @@ def test_notebook_runs_in_quick_mode(path, shared_cache, monkeypatch):
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1)), f"cells not all executed in order: {counts}"
     assert sum(len(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code") >= 3
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "IProgress not found" not in text, "ipywidgets is installed: progress bars draw as widgets"
