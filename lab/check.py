@@ -18,6 +18,8 @@ from pathlib import Path
 from .storage import PROJECT_ROOT, cache_dir
 
 MIN_FREE_GIB = 2.0
+# a notebook kernel holds the base and the GEM model in fp32 (~1.5 GB), the app as much again
+MIN_AVAILABLE_RAM_GIB = 4.0
 PACKAGES = ("torch", "transformers", "peft", "gradio", "umap", "plotly", "mteb", "nbclient")
 
 
@@ -68,6 +70,45 @@ def check_disk() -> Check:
                  f"free at least {MIN_FREE_GIB:.0f} GiB, or point GEM_LAB_CACHE at a bigger disk")
 
 
+def available_ram_gib() -> float | None:
+    """Memory available to new processes (GiB), or None where it cannot be read."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**30
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def check_memory() -> Check:
+    free = available_ram_gib()
+    if free is None:
+        return Check("memory", True, "available memory could not be read on this system")
+    return Check("memory", free >= MIN_AVAILABLE_RAM_GIB, f"{free:.1f} GiB available",
+                 f"close programs (and notebook kernels: each holds two models, ~1.5 GB) until "
+                 f"{MIN_AVAILABLE_RAM_GIB:.0f} GiB are free")
+
+
+def check_maps_warm() -> Check:
+    """Compile UMAP's kernels now (cached on disk), so the first map in class is not a silent wait."""
+    from .viz.maps import warm_up
+
+    t = time.perf_counter()
+    try:
+        warm_up()
+    except Exception as e:
+        return Check("maps", False, f"UMAP failed: {type(e).__name__}: {e}",
+                     "reinstall: `rm .venv/.installed && make install`")
+    return Check("maps", True, f"UMAP compiled and cached in {time.perf_counter() - t:.1f} s")
+
+
 def check_default_model() -> Check:
     from .weights.conversion import cache_problem
     from .weights.registry import DEFAULT_MODEL, get_spec
@@ -116,7 +157,8 @@ def check_port(port: int = 7860, host: str = "127.0.0.1") -> Check:
 
 
 def run_checks(port: int = 7860) -> list[Check]:
-    checks = [check_python(), check_packages(), check_data(), check_disk(), check_default_model()]
+    checks = [check_python(), check_packages(), check_data(), check_disk(), check_memory(), check_maps_warm(),
+              check_default_model()]
     if checks[-1].ok:
         checks += check_models_run()
     checks.append(check_port(port))

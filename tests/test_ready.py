@@ -31,6 +31,16 @@ def test_missing_data_and_model_fail_with_the_command_that_fixes_them(tmp_path, 
 
 def test_the_command_exits_non_zero_when_not_ready(tmp_path):
     env = {"GEM_LAB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "lab", "check"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "lab", "check"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1, out.stderr
     assert "[FAIL] default model" in out.stdout and "NOT READY" in out.stdout
+
+
+def test_too_little_memory_fails_with_what_to_close(monkeypatch):
+    monkeypatch.setattr(ready, "available_ram_gib", lambda: 1.2)
+    c = ready.check_memory()
+    assert not c.ok and "1.2 GiB available" in c.seen and "notebook kernels" in c.fix
+    monkeypatch.setattr(ready, "available_ram_gib", lambda: 9.0)
+    assert ready.check_memory().ok
+    monkeypatch.setattr(ready, "available_ram_gib", lambda: None)
+    assert ready.check_memory().ok, "unknown is not a failure"
