@@ -162,3 +162,31 @@ def test_shutdown_is_graceful(gem):
     assert r.status_code == 200
     s.stop()
     assert not s.thread.is_alive() and s.engine.worker._shutdown
+
+
+def test_the_cli_server_stops_cleanly_on_ctrl_c():
+    """`python -m lab serve` answers, then one SIGINT shuts it down gracefully: exit 0, no traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    from lab.serve.background import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--model", "tiny-smollm2", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Application shutdown complete" in out and "Traceback" not in out, out[-2000:]

@@ -34,6 +34,37 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, limits: Limits 
     config = uvicorn.Config(build_app(engine), host=host, port=port, timeout_graceful_shutdown=10,
                             log_level="info")
     try:
-        uvicorn.Server(config).run()
+        _QuietServer(config).run()
     finally:
         engine.close()
+    log.info("stopped")
+
+
+def _quiet_server_class():
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's server, but SIGINT / SIGTERM only ask it to stop (a second one forces it):
+        uvicorn re-raises the signal after its graceful shutdown, which ends in a traceback."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def stop(*_):
+                self.force_exit = self.should_exit  # the second signal: stop waiting for requests
+                self.should_exit = True
+
+            old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+    return QuietServer
+
+
+def _QuietServer(config):  # noqa: N802 - builds the class on first use (uvicorn imports lazily)
+    return _quiet_server_class()(config)
