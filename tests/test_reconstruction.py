@@ -83,12 +83,16 @@ def test_a_model_taught_the_end_marker_stops_where_the_text_ends(trained_to_stop
     assert r["exact_with_stop"] == {5: 1.0} and r["stopped"] == {5: 1.0}
 
 
-def test_reconstruction_rows_end_with_eos_as_a_target():
+@pytest.mark.parametrize("shipped_like", [False, True], ids=["bos", "shipped-like"])
+def test_reconstruction_rows_end_with_eos_as_a_target(shipped_like):
     from lab.gem.lm_loss import IGNORE_INDEX
     from lab.gem.masks import Role
 
-    gem = tiny_gem("llama", k=1, max_length=32)
-    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=1, batch_size=2, max_length=32, pack=False)
+    from .conftest import shipped_like_gem
+
+    gem = shipped_like_gem(max_length=64) if shipped_like else tiny_gem("llama", k=1, max_length=32)
+    k = len(gem.special_ids)
+    cfg = flat_config(p_plain=0.0, reconstruction_share=1.0, k=k, batch_size=2, max_length=32, pack=False)
     batch = GemCollator(gem.tokenizer, gem.special_ids, gem.bos, cfg.updated({"rows.reconstruction_end": True}))(
         [{"text": "tiger", "index": 0}], contrastive=False)
     suffix = batch["roles"][0] == Role.SUFFIX
