@@ -117,6 +117,7 @@ def _cmd_eval(args) -> int:
 
     print(markdown_table(table_rows([result])))
     print(reconstruction_table([result]))
+    print(reconstruction_table([result], "reconstruction_news"))
     print(f"timings (s): { {k: round(v, 1) for k, v in result['timings_s'].items()} }")
     print(f"saved {out}")
     return 0
@@ -255,7 +256,7 @@ def _add_eval(sub, default_model: str) -> None:
                    help="quick: <= 10 min on CPU; full: every row and all of MMLU; smoke: seconds, checks wiring")
     s.add_argument("--output", required=True, help="results/NAME.json")
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
-    s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction")
+    s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction|reconstruction_news")
     s.add_argument("--mteb", default=None, help="embedding tasks by name instead of the local ones: mteb task names "
                    "and named lists (gem-paper-15, local), comma-separated; mteb's tasks need their data from the hub")
     s.add_argument("--seed", type=int, default=0)

@@ -185,9 +185,12 @@ def test_language_side_in_a_chosen_dtype_and_its_reconstruction_cells(tmp_path, 
     r = run_suite(str(tiny_checkpoint), None, TINY, data_dir=data, heldout=HELDOUT, skip=("embedding", "mmlu"),
                   device="cpu", dtype="bfloat16", label="x")
     assert r["rows"] == [] and r["provenance"]["dtype"] == "torch.bfloat16" and r["perplexity"] > 1
-    exact, tok = r["reconstruction"]["exact"], r["reconstruction"]["token_accuracy"]
-    row = reconstruction_table([r]).splitlines()[2]
-    assert row == "| x | " + " | ".join(f"{100 * exact[n]:.0f} / {100 * tok[n]:.1f}" for n in (4, 8)) + " |"
+    for key in ("reconstruction", "reconstruction_news"):
+        exact, stop, tok = (r[key][k] for k in ("exact", "exact_with_stop", "token_accuracy"))
+        row = reconstruction_table([r], key).splitlines()[2]
+        assert row == "| x | " + " | ".join(f"{100 * exact[n]:.0f} / {100 * stop[n]:.0f} / {100 * tok[n]:.1f}"
+                                            for n in (4, 8)) + " |"
+    assert r["reconstruction"]["count"] == r["reconstruction_news"]["count"] == {4: 2, 8: 2}
 
 
 def test_cli_eval_sets_the_texts_per_reconstruction_length(tmp_path, tiny_checkpoint):

@@ -5,13 +5,15 @@
                       BBC News articles (out of domain); see lab.evaluation.quick
     reconstruction    paper Appendix B: append S, keep only S's key/value cache, greedy-decode
                       n tokens; exact match = the decoded text equals the input. Reported per
-                      input-length bucket (in tokens), on held-out rows cut to each length.
+                      input-length bucket (in tokens), on held-out rows cut to each length: held-out
+                      Wikipedia (the training domain) and BBC News (another domain)
 """
 
 from __future__ import annotations
 
 import logging
 from itertools import islice
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -24,11 +26,11 @@ log = logging.getLogger(__name__)
 __all__ = ["heldout_perplexity", "reconstruction_by_length", "suffix_attention", "text_perplexity"]
 
 
-def _texts_of_length(gem, rows: list[dict], n_tokens: int, count: int) -> list[list[int]]:
-    """`count` token sequences of exactly `n_tokens` (prefixes of held-out rows long enough)."""
+def _texts_of_length(gem, texts: list[str], n_tokens: int, count: int) -> list[list[int]]:
+    """`count` token sequences of exactly `n_tokens` (prefixes of the held-out texts long enough)."""
     out = []
-    for r in rows:
-        ids = gem.text_ids(r["text"])
+    for text in texts:
+        ids = gem.text_ids(text)
         if len(ids) >= n_tokens:
             out.append(ids[:n_tokens])
         if len(out) == count:
@@ -40,19 +42,20 @@ STOP_SLACK = 8  # tokens a reconstruction may run past the text before it counts
 
 
 @torch.inference_mode()
-def reconstruction_by_length(gem, heldout: str, lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
+def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
     """{"exact", "token_accuracy", "exact_with_stop", "stopped", "count"}, each {n: value}, for a GEM model.
 
     exact: the first n decoded tokens are the text; token_accuracy: share of the n positions where
     the decoded token equals the input token; exact_with_stop: the decode is the text and then
     stops (EOS; what `reconstruct()` hands a user); stopped: share of decodes that stop within the
     safeguard (n + `STOP_SLACK` tokens). One greedy decode of n + STOP_SLACK tokens gives all four.
+    heldout: a JSON-lines file of {"text": ...} rows, or the texts themselves.
     """
     gem.require_gem_tokens("reconstruction")
-    rows = read_jsonl(heldout)
+    texts = [r["text"] for r in read_jsonl(heldout)] if isinstance(heldout, (str, Path)) else list(heldout)
     exact, tok_acc, count, with_stop, stopped = {}, {}, {}, {}, {}
     for n in lengths:
-        seqs = _texts_of_length(gem, rows, n, per_length)
+        seqs = _texts_of_length(gem, texts, n, per_length)
         hits, matched, total, hits_stop, stops = 0, 0, 0, 0, 0
         for ids in tqdm(seqs, desc=f"reconstruct {n} tokens", leave=False):
             text = gem.tokenizer.decode(ids)

@@ -88,23 +88,28 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reconstruction_table(results: list[dict]) -> str:
-    """Exact-match rate and token accuracy (%) by input length, "exact / tokens" per cell, for every
-    result that has reconstruction numbers."""
-    have = []
-    for r in results:
-        if r.get("reconstruction"):
-            have.append((r["label"], r["reconstruction"]))
+def reconstruction_table(results: list[dict], key: str = "reconstruction") -> str:
+    """Reconstruction (%) by input length, "exact / exact with a stop / token accuracy" per cell, for
+    every result that has `key` ("reconstruction": held-out Wikipedia; "reconstruction_news": BBC News).
+
+    exact: the first n decoded tokens are the text; with a stop: the text and then EOS, what
+    `reconstruct()` hands a user ("–" for results from before it was measured)."""
+    have = [(r["label"], r[key]) for r in results if r.get(key)]
     if not have:
         return ""
     lengths = sorted({int(n) for _, rec in have for n in rec["exact"]})
     lines = ["| model | " + " | ".join(f"{n} tok" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
     for label, rec in have:
-        ex = {int(n): v for n, v in rec["exact"].items()}
-        tok = {int(n): v for n, v in rec.get("token_accuracy", {}).items()}
-        lines.append(f"| {label} | " + " | ".join(f"{_fmt(ex.get(n), 100, 0)} / {_fmt(tok.get(n), 100, 1)}"
-                                                  for n in lengths) + " |")
+        ex, stop, tok = ({int(n): v for n, v in rec.get(k, {}).items()}
+                         for k in ("exact", "exact_with_stop", "token_accuracy"))
+        lines.append(f"| {label} | " + " | ".join(
+            f"{_fmt(ex.get(n), 100, 0)} / {_fmt(stop.get(n), 100, 0)} / {_fmt(tok.get(n), 100, 1)}"
+            for n in lengths) + " |")
     return "\n".join(lines) + "\n"
+
+
+RECONSTRUCTION_SOURCES = {"reconstruction": "held-out Wikipedia, the training domain",
+                          "reconstruction_news": "BBC News, another domain"}
 
 
 def language_cost_table(results: list[dict]) -> str:
@@ -178,10 +183,11 @@ def write_report(results: list[dict], out: str | Path) -> Path:
     cost = language_cost_table(results)
     if cost:
         text += "\n## What it costs the language model\n\n" + cost
-    recon = reconstruction_table(results)
-    if recon:
-        text += ("\n## Reconstruction by input length (%: exact match / token accuracy; greedy, from the GEM "
-                 "tokens' cache alone)\n\n" + recon)
+    for key, source in RECONSTRUCTION_SOURCES.items():
+        recon = reconstruction_table(results, key)
+        if recon:
+            text += (f"\n## Reconstruction by input length, {source} (%: exact match of the first n tokens / "
+                     "exact with a stop / token accuracy; greedy, from the GEM tokens' cache alone)\n\n" + recon)
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(text)
     for suffix, fig in (("_tasks.html", task_bars(rows)), ("_tradeoff.html", tradeoff_scatter(rows))):

@@ -55,6 +55,7 @@ SUITES = {
     "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628, news_rows=400,
                   reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),
 }
+NEWS_RECONSTRUCTION_TEXTS = 200  # BBC News articles the news reconstruction cuts its texts from
 PACKAGES = ("torch", "transformers", "peft", "mteb", "lm_eval", "sentence-transformers", "numpy")
 
 
@@ -93,7 +94,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
     encoder name from `lab.weights.encoders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
-    skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction".
+    skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction" (both sources),
+    "reconstruction_news" (BBC News only).
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
     the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
     evaluation resumes).
@@ -120,7 +122,8 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
     timings = {"load": time.perf_counter() - t0}
     poolings = poolings or default_poolings(model, gem)
     result = {"model": model, "label": label or Path(model).name or model, "suite": suite.name, "seed": seed,
-              "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None}
+              "rows": [], "mmlu": None, "perplexity": None, "perplexity_ood": None, "reconstruction": None,
+              "reconstruction_news": None}
     key = json.dumps([model, weights_fingerprint(model), dataclasses.asdict(suite), seed, heldout, _file_stamp(heldout)]
                      + ([str(gem.dtype)] if gem is not None else []), sort_keys=True,
                      default=str)  # parts are per pooling and dtype; another model's (or a re-export's) partial is ignored
@@ -168,7 +171,7 @@ def _embedding_row(model: str, gem, pooling: str, suite: Suite, rows: dict, batc
 
 def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dict:
     """{part: () -> value} for the language side: perplexity on held-out Wikipedia (the training
-    domain) and on news (out of domain), reconstruction, MMLU."""
+    domain) and on news (out of domain), reconstruction (held-out Wikipedia and BBC News), MMLU."""
     from ..corpora.eval_sets import news_texts
     from .language import heldout_perplexity, reconstruction_by_length, text_perplexity
     from .mmlu import mmlu
@@ -179,6 +182,9 @@ def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dic
                                                   max_tokens=suite.news_max_tokens),
         "reconstruction": lambda: reconstruction_by_length(
             gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
+        "reconstruction_news": lambda: reconstruction_by_length(  # text of another domain than training's
+            gem, news_texts(NEWS_RECONSTRUCTION_TEXTS, data_dir), suite.reconstruction_lengths,
+            suite.reconstruction_per_length),
         "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
                              data_dir=data_dir),
     }
