@@ -1,10 +1,15 @@
-"""Every notebook runs top to bottom (QUICK = True: tiny models, seconds) and fails on any error."""
+"""Every notebook runs top to bottom (QUICK = True: tiny models, seconds) and fails on any error;
+every exercise's check refuses its untouched template and accepts its solution, in the same run."""
+
+import re
 
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from lab.course.exercise_cells import exercise_pairs, verdicts, with_solution_cells
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -23,6 +28,10 @@ def test_there_are_six_notebooks_that_teach():
         assert nb.cells[-1].source.startswith("## Recap"), f"{path.name} ends with a recap"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: clear outputs"
         assert any("import lab" in c.source or "from lab" in c.source for c in nb.cells)
+        tasks = [c for c in nb.cells if c.cell_type == "markdown" and re.match(r"\*\*\d\.\d\*\*", c.source)]
+        pairs = exercise_pairs(nb.cells)
+        assert len(pairs) == len(tasks), f"{path.name}: every exercise's code cell is tagged 'exercise'"
+        assert all(code for _, code in pairs), f"{path.name}: every exercise has a ```python solution (the solved cell)"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +47,7 @@ def test_notebook_runs_in_quick_mode(path, shared_cache, monkeypatch):
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = "QUICK = True"
+    placed = with_solution_cells(nb)  # each solution runs right after its untouched template
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     # execute() raises on the first failing cell; also check that every code cell ran, in order,
     # and that the notebook showed something (a run that silently skipped cells would not)
@@ -46,3 +56,8 @@ def test_notebook_runs_in_quick_mode(path, shared_cache, monkeypatch):
     assert sum(len(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code") >= 3
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "IProgress not found" not in text, "ipywidgets is installed: progress bars draw as widgets"
+    for t, sol in placed:
+        refused, accepted = verdicts(nb.cells[t], nb.cells[sol])
+        name = nb.cells[t - 1].source.split("**")[1] if nb.cells[t - 1].source.startswith("**") else t
+        assert refused, f"exercise {name}: its check accepts the untouched template"
+        assert accepted, f"exercise {name}: its check refuses the solution: {nb.cells[sol].get('outputs')}"

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lab.course import exercises as ex
+
 import lab
 from tests.conftest import flat_config, with_flat
 from lab.training.config import TrainConfig
@@ -59,6 +61,11 @@ def test_resume_equals_straight_run(tmp_path, lora_r):
     assert len(losses(split.run.output_dir)) == 2
     train(split, resume=True)
     assert losses(split.run.output_dir) == losses(straight.run.output_dir)
+    assert json.loads((Path(split.run.output_dir) / "resumes.json").read_text()) == [{"step": 2, "checkpoint": "checkpoint-2"}]
+    assert not (Path(straight.run.output_dir) / "resumes.json").exists(), "a straight run records no resume"
+    assert ex.check_resume(straight.run.output_dir, split.run.output_dir), "exercise 3.4 accepts this pair"
+    assert not ex.check_resume(straight.run.output_dir, straight.run.output_dir)
+    assert not ex.check_resume(split.run.output_dir, straight.run.output_dir), "3.4 needs a run that was resumed"
 
 
 @pytest.fixture(scope="module", params=["tiny", "shipped-like"])

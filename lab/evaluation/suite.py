@@ -94,14 +94,13 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
 
     model: a registry name, checkpoint folder or HF folder (a decoder: every part runs), or an
     encoder name from `lab.weights.encoders.ENCODERS` / a sentence-transformers folder (embedding tasks only).
-    skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction" (both sources),
-    "reconstruction_news" (BBC News only).
+    skip: any of "embedding", "mmlu", "perplexity", "perplexity_ood", "reconstruction" (Wikipedia and
+    news), "reconstruction_news".
     partial: a file where each finished part is saved (atomically) as it completes; a rerun with
     the same model, suite and seed reuses those parts, pooling by pooling (an interrupted
     evaluation resumes).
-    device, dtype: where and in which precision a decoder runs (default: `lab.load`'s, i.e. CUDA in
-    bf16 when there is a GPU, else the CPU's fast dtype); dtype="float32" for numbers comparable
-    across machines.
+    device, dtype: where and in which precision a decoder runs (default: `lab.load`'s, i.e. CUDA in bf16
+    when there is a GPU, else the CPU's fast dtype); dtype="float32" for numbers comparable across machines.
     """
     import random
 

@@ -38,7 +38,7 @@ from .losses import LogitScale, alpha_at, lr_at
 from .objective import GemObjective
 from .setup import extension_terms, init_checkpoint, load_weights_into, prepare_model
 from .state import (STATE_DIR, append_metrics, clear_previous_run, latest_checkpoint, load_training_state, previous_run,
-                    rewrite_metrics, save_run_checkpoint)
+                    record_resume, rewrite_metrics, save_run_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def _resume_into(run: Run) -> None:
     run.step, run.metrics = load_training_state(ckpt / STATE_DIR, run.optimizer, run.logit_scale)
     if run.accelerator.is_main_process:
         rewrite_metrics(run.out, run.metrics)  # rows logged after the checkpoint are logged again
+        record_resume(run.out, run.step, ckpt.name)  # the run's folder says where it was resumed
     log.info("resumed from %s at step %d", ckpt, run.step)
 
 

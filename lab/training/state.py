@@ -68,13 +68,25 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+RESUMES = "resumes.json"  # where a run was resumed: [{"step", "checkpoint"}], oldest first
+
+
+def record_resume(out: Path, step: int, checkpoint: str) -> list[dict]:
+    """Add a resume at `step` (from `checkpoint`) to `out`/resumes.json, atomically; returns them all."""
+    path = Path(out) / RESUMES
+    resumes = read_json(path) if path.is_file() else []
+    resumes.append({"step": step, "checkpoint": checkpoint})
+    write_json_atomic(path, resumes)
+    return resumes
+
+
 def previous_run(out: Path) -> list[str]:
     """What a finished or stopped run left in `out` (checkpoints, `last`, metrics.jsonl): empty if none."""
     out = Path(out)
     if not out.is_dir():
         return []
     return sorted(p.name for p in out.iterdir()
-                  if p.name.startswith("checkpoint-") or p.name in ("last", "metrics.jsonl"))
+                  if p.name.startswith("checkpoint-") or p.name in ("last", "metrics.jsonl", RESUMES))
 
 
 def clear_previous_run(out: Path) -> None:

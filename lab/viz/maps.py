@@ -89,9 +89,26 @@ def embedding_map(gem, textset: TextSet, pooling: str | None = None, max_length:
                   use_cache: bool = True, **umap_kwargs) -> tuple[np.ndarray, np.ndarray]:
     """((n, d) unit embeddings, (n, 2) UMAP coordinates) of `textset` under `gem` + `pooling`."""
     pooling = gem.check_pooling(pooling)
+    identity = [model_identity(gem), pooling, max_length or gem.max_length, str(gem.dtype)]
+    return _cached_map(identity, textset, lambda texts: gem.encode(texts, pooling=pooling, max_length=max_length,
+                                                                    show_progress_bar=False), use_cache, umap_kwargs)
+
+
+def encoder_map(name: str, textset: TextSet, use_cache: bool = True, **umap_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """`embedding_map` for a sentence encoder of `lab.weights.encoders.ENCODERS` (e.g. "minilm", the
+    teacher GEM's readout is distilled towards): its own unit embeddings and their UMAP map."""
+    from ..weights.encoders import load_encoder
+
+    def embed(texts):
+        return load_encoder(name).encode(texts, normalize_embeddings=True, show_progress_bar=False)
+    return _cached_map(["encoder", name], textset, embed, use_cache, umap_kwargs)
+
+
+def _cached_map(identity: list, textset: TextSet, embed, use_cache: bool, umap_kwargs: dict):
+    """(embeddings, coords) from the map cache, keyed on the model's `identity`, the texts and the
+    UMAP settings; else `embed(texts)` projected, and cached (atomically, LRU-evicted)."""
     settings = {**UMAP_DEFAULTS, **umap_kwargs}
-    key_src = json.dumps([model_identity(gem), pooling, max_length or gem.max_length, str(gem.dtype),
-                          textset.key(), settings], sort_keys=True)
+    key_src = json.dumps([*identity, textset.key(), settings], sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:32]
     path = cache_dir() / "maps" / f"{key}.npz"
     if use_cache and path.is_file():
@@ -102,7 +119,7 @@ def embedding_map(gem, textset: TextSet, pooling: str | None = None, max_length:
             return emb, coords
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable map cache %s", path)
-    emb = gem.encode(textset.texts, pooling=pooling, max_length=max_length, show_progress_bar=False)
+    emb = np.asarray(embed(textset.texts), dtype=np.float32)
     coords = project_2d(emb, **umap_kwargs)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
