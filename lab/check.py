@@ -1,4 +1,5 @@
-"""Is this machine ready for the workshop? `make check` / `python -m lab check`, under a minute.
+"""Is this machine ready for the workshop? `make check` / `python -m lab check`: under a minute once
+the default maps are cached (the first run draws them, ~2 min).
 
 Each check returns a `Check`: what was checked, whether it passed, what was seen, and — when it
 failed — the one thing to do about it. Checks run in order; a failed check does not stop the rest,
@@ -109,6 +110,51 @@ def check_maps_warm() -> Check:
     return Check("maps", True, f"UMAP compiled and cached in {time.perf_counter() - t:.1f} s")
 
 
+def check_default_maps(gem) -> Check:
+    """Draw (once) and cache the maps notebook 4 and the app open with: base mean pooling, the GEM
+    model and MiniLM on the default text set (~2 min the first time, then instant)."""
+    from .corpora.textsets import bundled_sets, load_bundled
+    from .viz.maps import embedding_map, encoder_map
+    from .weights import load
+    from .weights.registry import DEFAULT_MODEL
+
+    t = time.perf_counter()
+    try:
+        texts = load_bundled(bundled_sets()[0])
+        embedding_map(load(DEFAULT_MODEL), texts, "mean")
+        embedding_map(gem, texts, "gem")
+        encoder_map("minilm", texts)
+    except Exception as e:
+        return Check("default maps", False, f"{type(e).__name__}: {e}", "run `make data`, then `make check` again")
+    return Check("default maps", True, f"{texts.name}: base, GEM and MiniLM maps cached "
+                 f"({time.perf_counter() - t:.0f} s)")
+
+
+def check_expected_times(slower_than: float = 2.0) -> Check:
+    """This machine's notebook times, from a short probe scaled against the machine that measured them."""
+    import json
+
+    from .weights.probe import expected_seconds, speed_probe
+
+    path = PROJECT_ROOT / "docs" / "notebooks" / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    if "probe" not in timings:
+        return Check("expected times", True, f"no probe recorded in {path} (run `make docs-notebooks` once)")
+    here, there = speed_probe(), timings["probe"]
+    ratio = here["seconds"] / there["seconds"]
+    times = expected_seconds(timings["notebooks"], there, here)
+    listing = ", ".join(f"{name[:2]} {_duration(s)}" for name, s in sorted(times.items()))
+    seen = (f"notebooks here ≈ {listing} ({ratio:.1f}× the times measured on {there['cpu']}, "
+            f"{here['cpu']} here)")
+    return Check("expected times", ratio <= slower_than, seen,
+                 f"this machine is {ratio:.1f}× slower than the one the plan was timed on: set QUICK = True in "
+                 "notebooks 3 and 5, read their executed copies (docs/notebooks/), or pair with a faster machine")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def check_default_model() -> Check:
     from .weights.conversion import cache_problem
     from .weights.registry import DEFAULT_MODEL, get_spec
@@ -137,7 +183,7 @@ def check_models_run() -> list[Check]:
     t = time.perf_counter()
     text = gem.generate("The capital of France is", max_new_tokens=8)
     generated = time.perf_counter() - t
-    return [Check("GEM model", True, f"{DEFAULT_GEM} loaded in {loaded:.1f} s"),
+    return [Check("GEM model", True, f"{DEFAULT_GEM} loaded in {loaded:.1f} s"), check_default_maps(gem),
             Check("encode", emb.shape == (gem.embedding_dim(),), f"{emb.shape[0]}-d embedding in {encoded:.2f} s",
                   "report this: the model loaded but does not embed"),
             Check("generate", bool(text.strip()), f"{text.strip()!r} in {generated:.2f} s",
@@ -161,6 +207,7 @@ def run_checks(port: int = 7860) -> list[Check]:
               check_default_model()]
     if checks[-1].ok:
         checks += check_models_run()
+        checks.append(check_expected_times())
     checks.append(check_port(port))
     return checks
 

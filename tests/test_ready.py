@@ -44,3 +44,25 @@ def test_too_little_memory_fails_with_what_to_close(monkeypatch):
     assert ready.check_memory().ok
     monkeypatch.setattr(ready, "available_ram_gib", lambda: None)
     assert ready.check_memory().ok, "unknown is not a failure"
+
+
+def test_expected_times_scale_the_measured_ones_by_a_probe(tmp_path, monkeypatch):
+    import json
+
+    from lab.weights import probe
+
+    here = probe.speed_probe(repeats=1, model="tiny-llama")
+    assert here["seconds"] > 0 and here["cpu"] and here["threads"] >= 1
+    (tmp_path / "docs" / "notebooks").mkdir(parents=True)
+    timings = {"notebooks": {"01_the_gem_mask": {"seconds": 20.0}, "03_training": {"seconds": 120.0}},
+               "probe": {"seconds": 1.0, "cpu": "the reference CPU"}}
+    (tmp_path / "docs" / "notebooks" / "timings.json").write_text(json.dumps(timings))
+    monkeypatch.setattr(ready, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(probe, "speed_probe", lambda: {"seconds": 1.5, "cpu": "this CPU"})
+    c = ready.check_expected_times()
+    assert c.ok and "01 30 s" in c.seen and "03 3.0 min" in c.seen and "1.5×" in c.seen and "the reference CPU" in c.seen
+    monkeypatch.setattr(probe, "speed_probe", lambda: {"seconds": 3.0, "cpu": "a slow CPU"})
+    slow = ready.check_expected_times()
+    assert not slow.ok and "3.0× slower" in slow.fix and "QUICK" in slow.fix
+    (tmp_path / "docs" / "notebooks" / "timings.json").write_text(json.dumps({"01_the_gem_mask": {"seconds": 1}}))
+    assert ready.check_expected_times().ok, "no probe recorded yet: nothing to scale, not a failure"

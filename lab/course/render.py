@@ -3,10 +3,11 @@
     python -m lab.course.render [--out docs/notebooks] [--quick]      # make docs-notebooks
 
 The source notebooks stay output-free; the executed copies (figures stored as plotly JSON, which
-JupyterLab, VS Code and nbviewer draw) and `timings.json` (seconds per notebook, this machine's CPU,
-and whether it has native bf16: then training runs in bf16 and the notebooks are faster than on an
-AVX2-only laptop) are written atomically to `--out`. The notebooks' headers, the README and
-docs/workshop.md quote the times measured on a 2-core AVX2-only laptop CPU, the slower case.
+JupyterLab, VS Code and nbviewer draw) and `timings.json` are written atomically to `--out`:
+{"notebooks": {stem: {seconds, cpu (its model name), cores, native_bf16 (then training runs in bf16,
+faster than on an AVX2-only CPU)}}, "probe": `lab.weights.probe.speed_probe()` of the same machine},
+which `make check` scales to a learner's machine. The notebooks' headers and docs/workshop.md quote
+these times and name the CPU.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
-from ..weights.dtypes import cpu_has_fast_bf16
+from ..weights.dtypes import cpu_has_fast_bf16, cpu_model
+from ..weights.probe import speed_probe
 from ..storage import PROJECT_ROOT, atomic_file, write_json_atomic
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
@@ -52,13 +53,16 @@ def main(argv=None) -> None:
     paths = [q for q in paths if not args.names or q.stem in args.names]
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    if "notebooks" not in timings:  # the layout before the probe: {stem: row}
+        timings = {"notebooks": timings}
+    if not args.quick:
+        timings["probe"] = speed_probe()  # this machine's speed, to scale the times elsewhere (make check)
     for path in paths:
         print(f"running {path.name} ({'QUICK' if args.quick else 'full'} mode) ...", flush=True)
         nb, seconds = execute(path, args.quick)
         with atomic_file(out / path.name, "w", encoding="utf-8") as f:
             nbformat.write(nb, f)
-        timings[path.stem] = {"seconds": round(seconds, 1), "quick": args.quick, "cpu": platform.processor() or
-                              platform.machine(), "cores": os.cpu_count(),
+        timings.setdefault("notebooks", {})[path.stem] = {"seconds": round(seconds, 1), "quick": args.quick, "cpu": cpu_model(), "cores": os.cpu_count(),
                               "native_bf16": cpu_has_fast_bf16()}  # then training cells run in bf16, faster
         write_json_atomic(timings_file, timings)
         print(f"  {seconds:.0f} s", flush=True)

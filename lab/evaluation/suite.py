@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..weights.dtypes import cpu_model
 from ..weights.loading import load, weights_fingerprint
 from ..storage import PROJECT_ROOT, write_json_atomic
 from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
@@ -76,7 +77,7 @@ def provenance(extra: dict | None = None) -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[p] = None
     return {"packages": versions, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
-            "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
+            "python": platform.python_version(), "machine": platform.machine(), "processor": cpu_model(),
             **(extra or {})}
 
 

@@ -142,11 +142,12 @@ class GemObjective(nn.Module):
 
 
 @torch.no_grad()
-def view_similarity(model, batch: dict, suffix_sees_bos: bool = False) -> torch.Tensor:
+def view_similarity(model, batch: dict, suffix_sees_bos: bool = False, readout_head=None) -> torch.Tensor:
     """(N, N) cosines between the query views (rows) and the positive views (columns) of a collated
     contrastive batch: what InfoNCE sees. Its diagonal holds the positives, the rest the in-batch
-    negatives; training should make the diagonal stand out."""
-    objective = GemObjective(model, LogitScale(), suffix_sees_bos)
+    negatives; training should make the diagonal stand out. readout_head: the model's (a GemModel's
+    `readout_head`), so that the cosines are those of its embeddings."""
+    objective = GemObjective(model, LogitScale(), suffix_sees_bos, readout_head=readout_head)
     q = torch.nn.functional.normalize(objective.view_embeddings(batch["query"]), dim=-1)
     d = torch.nn.functional.normalize(objective.view_embeddings(batch["positive"]), dim=-1)
     return q @ d.T

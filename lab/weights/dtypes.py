@@ -32,6 +32,21 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 7B13", from /proc/cpuinfo; else the platform's processor or
+    machine string): what a measured time or speed names as its machine."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
     """bf16 where it is fast (CUDA, or CPUs with native bf16), fp32 elsewhere.
 
