@@ -38,7 +38,7 @@ demo: install data
 test: install data browser
 	$(BIN)/python -m pytest -q
 
-# Is this machine ready for the workshop? Under a minute once `make demo` (or install + data) ran.
+# Is this machine ready for the workshop? ~2 min the first time (it caches the default maps), then under a minute.
 check:
 	@test -x $(BIN)/python || { echo "[FAIL] no .venv here: run 'make demo' (or 'make install data') first"; exit 1; }
 	@$(BIN)/python -m lab check
