@@ -110,24 +110,25 @@ def check_maps_warm() -> Check:
     return Check("maps", True, f"UMAP compiled and cached in {time.perf_counter() - t:.1f} s")
 
 
-def check_default_maps(gem) -> Check:
+def check_default_maps(gem, base=None, textset=None) -> Check:
     """Draw (once) and cache the maps notebook 4 and the app open with: base mean pooling, the GEM
-    model and MiniLM on the default text set (~2 min the first time, then instant)."""
+    model and MiniLM on the default text set (~2 min the first time, then instant). `base` and
+    `textset` default to the default model and the first bundled set."""
     from .corpora.textsets import bundled_sets, load_bundled
     from .viz.maps import embedding_map, encoder_map
     from .weights import load
     from .weights.registry import DEFAULT_MODEL
 
     t = time.perf_counter()
+    name = bundled_sets()[0] if textset is None else "the given texts"
     try:
-        texts = load_bundled(bundled_sets()[0])
-        embedding_map(load(DEFAULT_MODEL), texts, "mean")
+        texts = load_bundled(name) if textset is None else textset
+        embedding_map(base if base is not None else load(DEFAULT_MODEL), texts, "mean")
         embedding_map(gem, texts, "gem")
         encoder_map("minilm", texts)
     except Exception as e:
         return Check("default maps", False, f"{type(e).__name__}: {e}", "run `make data`, then `make check` again")
-    return Check("default maps", True, f"{texts.name}: base, GEM and MiniLM maps cached "
-                 f"({time.perf_counter() - t:.0f} s)")
+    return Check("default maps", True, f"{name}: base, GEM and MiniLM maps cached ({time.perf_counter() - t:.0f} s)")
 
 
 def check_expected_times(slower_than: float = 2.0) -> Check:

@@ -66,3 +66,17 @@ def test_expected_times_scale_the_measured_ones_by_a_probe(tmp_path, monkeypatch
     assert not slow.ok and "3.0× slower" in slow.fix and "QUICK" in slow.fix
     (tmp_path / "docs" / "notebooks" / "timings.json").write_text(json.dumps({"01_the_gem_mask": {"seconds": 1}}))
     assert ready.check_expected_times().ok, "no probe recorded yet: nothing to scale, not a failure"
+
+
+def test_the_default_maps_are_drawn_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from lab.corpora.textsets import TextSet
+    from tests.conftest import shipped_like_gem, tiny_gem
+
+    monkeypatch.setenv("GEM_LAB_CACHE", str(tmp_path))
+    texts = TextSet(texts=[f"text number {i} about {t}" for i in range(12) for t in ("sport", "music")],
+                    labels=["sport", "music"] * 12)
+    first = ready.check_default_maps(shipped_like_gem(), base=tiny_gem("llama"), textset=texts)
+    assert first.ok and "maps cached" in first.seen, first.seen
+    assert len(list((tmp_path / "maps").glob("*.npz"))) == 3, "base, GEM and MiniLM"
+    broken = ready.check_default_maps(None, base=tiny_gem("llama"), textset=texts)
+    assert not broken.ok and "make data" in broken.fix
