@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help demo test check notebooks app docs-notebooks install data browser models-extra clean-venv eval-report eval-mmlu eval-perplexity eval-reconstruction eval-transfer test-slow test-gpu test-load bench
+.PHONY: help demo test check notebooks app screenshots docs-notebooks install data browser models-extra clean-venv eval-report eval-mmlu eval-perplexity eval-reconstruction eval-transfer test-slow test-gpu test-load bench
 
 # ---- what users run -------------------------------------------------------------------------
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "  make check       is this machine ready for the workshop?"
 	@echo "  make notebooks   the six notebooks in JupyterLab"
 	@echo "  make app         the app only (after make demo)"
+	@echo "  make screenshots the README's app pictures, remade from the shipped models"
 	@echo "  make eval-report / eval-mmlu / eval-perplexity / eval-reconstruction / eval-transfer"
 	@echo "                   remake the shipped model's numbers (results/)"
 	@echo "  make test-slow / test-gpu / test-load / bench   real weights, a GPU, the app under load, benchmarks"
@@ -48,6 +49,10 @@ notebooks: install data
 
 app: install data
 	$(BIN)/python app.py
+
+# The README's app pictures (docs/app-*.png), from the shipped models at 1280 px; ~2 min with a warm map cache
+screenshots: install data browser
+	$(BIN)/python docs/make_screenshots.py
 
 # ---- set-up (the targets above call these) ---------------------------------------------------
 install: $(STAMP)

@@ -16,6 +16,7 @@ import torch
 
 from ..corpora.textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
 from ..gem import GemModel
+from ..gem.model import RECONSTRUCT_SLACK
 from ..gem.tokens import gem_token_strings, text_ids
 from ..weights.conversion import list_models
 from ..weights.loading import load
@@ -338,18 +339,26 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
 
 
 def reconstruct(session: Session, text: str) -> dict:
-    """Decode `text` back from its special tokens' KV cache alone (paper Appendix B)."""
+    """Decode `text` back from its special tokens' KV cache alone (paper Appendix B): what
+    `GemModel.reconstruct` hands a user, which stops at EOS or, failing that, at the safeguard
+    (the text's length + RECONSTRUCT_SLACK tokens); the info says which."""
     _, gem = session.models()
     text = check_text(text)
     warnings = text_warnings(gem, text, MAX_RECONSTRUCT_TOKENS)
     t = time.perf_counter()
     ids = gem.text_ids(text)[:MAX_RECONSTRUCT_TOKENS]
-    out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids))
+    out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids) + RECONSTRUCT_SLACK)
     hits = sum(a == b for a, b in zip(out_ids, ids))
+    if len(out_ids) < len(ids) + RECONSTRUCT_SLACK:
+        ending = "**stopped** by itself" + (" right where the text ends" if len(out_ids) == len(ids) else
+                                            f" after {len(out_ids)} tokens")
+    else:
+        ending = (f"**did not stop**: it ran on {RECONSTRUCT_SLACK} tokens past the text's end, where the "
+                  f"length cap cut it")
+    verdict = "the text exactly" if out_ids == ids else f"{hits}/{len(ids)} of the text's tokens in place"
     return {"text": gem.tokenizer.decode(out_ids, skip_special_tokens=True),
-            "info": f"{hits}/{len(ids)} tokens recovered ({'exact' if out_ids == ids else 'not exact'}) "
-                    f"in {time.perf_counter() - t:.2f} s; the decoder saw only the cache of the "
-                    f"{gem.gem_config.k} special token{'s' if gem.gem_config.k > 1 else ''}",
+            "info": f"Decoded {verdict}, and {ending} ({time.perf_counter() - t:.2f} s). The decoder saw only "
+                    f"the cache of the {gem.gem_config.k} special token{'s' if gem.gem_config.k > 1 else ''}.",
             "warnings": warnings}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..gem.model import RECONSTRUCT_SLACK
 from ..storage import read_jsonl
 from .quick import heldout_perplexity, text_perplexity
 
@@ -38,7 +39,7 @@ def _texts_of_length(gem, texts: list[str], n_tokens: int, count: int) -> list[l
     return out
 
 
-STOP_SLACK = 8  # tokens a reconstruction may run past the text before it counts as not stopping
+STOP_SLACK = RECONSTRUCT_SLACK  # tokens a reconstruction may run past the text before it counts as not stopping
 
 
 @torch.inference_mode()

@@ -75,15 +75,17 @@ def _fmt(x, scale=100.0, digits=1) -> str:
     return "–" if x is None else f"{x * scale:.{digits}f}"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Rows model x pooling; columns: each task (x100), embedding average, MMLU (x100), perplexity."""
+def markdown_table(rows: list[dict], language: bool = True) -> str:
+    """Rows model x pooling; columns: each task (x100), embedding average, and with `language` MMLU
+    (x100) and both perplexities."""
     tasks = result_tasks(rows)
-    head = ["model", "pooling", *[SHORT_NAMES.get(t, t) for t in tasks], "emb. avg", "MMLU", "ppl (Wikipedia, in-domain)",
-            "ppl (news, out-of-domain)"]
+    extra = ["MMLU", "ppl (Wikipedia, in-domain)", "ppl (news, out-of-domain)"] if language else []
+    head = ["model", "pooling", *[SHORT_NAMES.get(t, t) for t in tasks], "emb. avg", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
-        cells = [r["model"], r["pooling"], *[_fmt(r["tasks"].get(t)) for t in tasks], _fmt(r["embedding_avg"]),
-                 _fmt(r["mmlu"]), *("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("perplexity", "perplexity_ood"))]
+        cells = [r["model"], r["pooling"], *[_fmt(r["tasks"].get(t)) for t in tasks], _fmt(r["embedding_avg"])]
+        if language:
+            cells += [_fmt(r["mmlu"]), *("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("perplexity", "perplexity_ood"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,8 @@ from .tokens import Row, add_gem_tokens, gem_token_strings, pad_rows, text_ids
 log = logging.getLogger(__name__)
 
 
-RECONSTRUCT_MAX_TOKENS = 128  # reconstruct()'s default decode cap (+ 8): far beyond what S holds (~30 tokens)
+RECONSTRUCT_MAX_TOKENS = 128  # reconstruct()'s default decode cap (+ the slack): far beyond what S holds (~30 tokens)
+RECONSTRUCT_SLACK = 8  # tokens reconstruct() may decode past the text's length before the safeguard stops it
 
 
 class GemModel:
@@ -337,7 +338,7 @@ class GemModel:
         cache, pos, last_logits = self.special_cache(text)
         if max_new_tokens is None:  # a safeguard: a model trained with reconstruction_end stops at EOS
             read = min(len(self.text_ids(text)), self.max_length - len(self.bos) - len(self.special_ids))
-            max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + 8
+            max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + RECONSTRUCT_SLACK
         return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
 
     @torch.inference_mode()

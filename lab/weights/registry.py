@@ -30,6 +30,10 @@ SHIPPED_GEM = {
     "gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m",
     "gem-smollm2-135m-gpu": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-gpu",
 }
+# where each shipped model's training started (its stage before) and what it was trained on (its card)
+SHIPPED_FROM = {"gem-smollm2-135m": "gem-smollm2-135m-gpu"}
+SHIPPED_TRAINED_ON = {"gem-smollm2-135m": "a 2-core CPU with native bf16",
+                      "gem-smollm2-135m-gpu": "one NVIDIA H200"}
 SHIPPED_RECIPES = {
     # two stages: the GPU recipe, then 300 anchored reconstruction steps from it on a CPU
     "gem-smollm2-135m": ("python -m lab train --config configs/gem-smollm2-135m-gpu.yaml (a GPU), then "
