@@ -282,12 +282,3 @@ def check_trails_encoder(tasks, rows: list[dict]) -> bool:
     return verdict(named == truth, f"GEM minus MiniLM, points: {listing}",
                     f"{len(named - truth)} of yours GEM does not trail, {len(truth - named)} missing: compare the GEM "
                     "and all-MiniLM-L6-v2 rows column by column")
-
-
-def check_distinct_bigrams(samples: list[str], answer: float) -> bool:
-    """6.3 — distinct-2 of a set of sampled continuations (compare base and GEM with it)."""
-    if not answered(samples, answer):
-        return False
-    truth = distinct_bigrams(samples)
-    return verdict(abs(answer - truth) <= 1e-3, f"distinct-2 = {truth:.3f} over {len(samples)} samples",
-                    f"you have {answer:.3f}: count distinct (word, next word) pairs over all pairs of all samples")
