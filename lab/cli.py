@@ -252,8 +252,9 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--model", default=default_model, help="registry name, checkpoint or HF folder, or 'minilm'")
     s.add_argument("--pooling", default=None, help="comma list of gem|mean|last|prompteol|echo "
                    "(default: gem for GEM checkpoints, mean for base models)")
-    s.add_argument("--suite", choices=["quick", "full", "smoke"], default="quick",
-                   help="quick: <= 10 min on CPU; full: every row and all of MMLU; smoke: seconds, checks wiring")
+    s.add_argument("--suite", choices=["quick", "wide", "full", "smoke"], default="quick",
+                   help="quick: <= 10 min on CPU; wide: seven tasks, every row, 400 MMLU questions (to choose between "
+                        "close models); full: every row and all of MMLU; smoke: seconds, checks wiring")
     s.add_argument("--output", required=True, help="results/NAME.json")
     s.add_argument("--label", default=None, help="row label in tables (default: the model's folder name)")
     s.add_argument("--skip", default=None, help="comma list of embedding|mmlu|perplexity|perplexity_ood|reconstruction|reconstruction_news")

@@ -383,3 +383,25 @@ def test_mteb_tasks_by_name_run_through_the_same_path_and_fail_at_once_offline(t
     with pytest.raises(RuntimeError, match="--mteb STSBenchmark needs its data \\(mteb/stsbenchmark-sts\\).*offline"):
         suite.run_suite(str(tiny_checkpoint), suite=dataclasses.replace(suite.SUITES["smoke"], tasks=("STSBenchmark",)))
     assert not loads and time.perf_counter() - t < 30, "failed at once, before loading a model"
+
+
+def test_the_wide_suite_adds_two_kinds_of_text_and_runs_them_through_mteb(tmp_path, tiny_checkpoint):
+    """The wide suite: every local task (the quick five and two new kinds: whole articles, exam
+    questions by subject), on every row; the new tasks run end to end through the same path."""
+    from lab.evaluation.suite import SUITES
+    from lab.evaluation.tasks import LOCAL_TASK_NAMES, MMLU_TOPIC_QUESTIONS, TASK_NAMES, WIDE, WIDE_TASK_NAMES, task_rows
+
+    build_eval_data()
+    wide = SUITES["wide"]
+    assert wide.tasks == LOCAL_TASK_NAMES and set(TASK_NAMES) < set(wide.tasks) and wide.mmlu_limit >= 400
+    rows = task_rows(WIDE)
+    texts, subjects = rows["LocalMMLUTopicClustering"]
+    assert len(set(subjects)) == 57 and len(texts) == 57 * MMLU_TOPIC_QUESTIONS
+    articles, topics = rows["LocalBBCArticleClustering"]
+    assert len(articles) == len(read_eval("bbc.jsonl")) and len(set(topics)) == 5
+    assert len(rows["LocalBBCRetrieval"][0]) > 4 * len(task_rows(SUITES["quick"].sizes)["LocalBBCRetrieval"][0])
+    out = tmp_path / "wide.json"
+    assert cli_main(["eval", "--model", str(tiny_checkpoint), "--mteb", "local-new", "--suite", "smoke",
+                     "--skip", "mmlu,perplexity,perplexity_ood,reconstruction", "--output", str(out)]) == 0
+    scores = json.loads(out.read_text())["rows"][0]["tasks"]
+    assert list(scores) == list(WIDE_TASK_NAMES) and all(0 <= v <= 1 for v in scores.values())

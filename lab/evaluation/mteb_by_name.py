@@ -3,7 +3,7 @@
     python -m lab eval --model gem-smollm2-135m --mteb STSBenchmark,Banking77Classification --output results/x.json
     python -m lab eval --model gem-smollm2-135m --mteb gem-paper-15 --skip mmlu --output results/x.json
 
-A name is one of the lab's local tasks (`lab.evaluation.tasks.TASK_NAMES`, offline), an mteb task
+A name is one of the lab's local tasks (`lab.evaluation.tasks.LOCAL_TASK_NAMES`, offline), an mteb task
 name, or a named list (`NAMED_LISTS`). mteb's tasks read their data from the Hugging Face hub (cached
 after the first run): `check_data` loads it before any model is loaded, so an offline machine
 fails at once, naming the task, its dataset and the cause.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .tasks import TASK_NAMES, remote_tasks
+from .tasks import LOCAL_TASK_NAMES, TASK_NAMES, WIDE_TASK_NAMES, remote_tasks
 
 # The 15-task MTEB subset of the LLM2Vec protocol, which the GEM paper's "MTEB-15" follows (its
 # Table 3: Llama-3.2-1B 18.29 -> 54.35). The paper does not print the list: this is LLM2Vec's
@@ -23,7 +23,8 @@ GEM_PAPER_15 = ("ArguAna", "SciFact", "NFCorpus", "SciDocsRR", "StackOverflowDup
                 "BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClustering",
                 "SprintDuplicateQuestions", "Banking77Classification", "EmotionClassification",
                 "MassiveIntentClassification", "STS17", "SICK-R", "STSBenchmark")
-NAMED_LISTS = {"gem-paper-15": GEM_PAPER_15, "local": TASK_NAMES}
+NAMED_LISTS = {"gem-paper-15": GEM_PAPER_15, "local": TASK_NAMES, "local-wide": LOCAL_TASK_NAMES,
+               "local-new": WIDE_TASK_NAMES}
 
 
 def task_names(spec: str) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ def task_names(spec: str) -> tuple[str, ...]:
     if not names:
         raise ValueError("--mteb needs task names (comma-separated), e.g. STSBenchmark, or a named list: "
                          + ", ".join(NAMED_LISTS))
-    remote = [n for n in names if n not in TASK_NAMES]
+    remote = [n for n in names if n not in LOCAL_TASK_NAMES]
     if remote:
         import mteb
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..storage import atomic_file, read_json, write_json_atomic
-from .tasks import SHORT_NAMES, TASK_NAMES
+from .tasks import LOCAL_TASK_NAMES, SHORT_NAMES
 
 
 def load_results(paths) -> list[dict]:
@@ -65,7 +65,7 @@ def table_rows(results: list[dict]) -> list[dict]:
 
 def result_tasks(rows: list[dict]) -> list[str]:
     """The tasks the rows have scores for: the local ones in their order, then mteb's (`--mteb`) as first seen."""
-    seen = [t for t in TASK_NAMES if any(t in r["tasks"] for r in rows)]
+    seen = [t for t in LOCAL_TASK_NAMES if any(t in r["tasks"] for r in rows)]
     for r in rows:
         seen += [t for t in r["tasks"] if t not in seen]
     return seen

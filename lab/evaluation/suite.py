@@ -26,7 +26,7 @@ from pathlib import Path
 from ..weights.dtypes import cpu_model
 from ..weights.loading import load, weights_fingerprint
 from ..storage import PROJECT_ROOT, write_json_atomic
-from .tasks import FULL, QUICK, TASK_NAMES, TaskSizes, build_tasks, run_tasks, task_rows
+from .tasks import FULL, LOCAL_TASK_NAMES, QUICK, TASK_NAMES, WIDE, TaskSizes, build_tasks, run_tasks, task_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ SUITES = {
                    max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8, news_rows=4,
                    reconstruction_lengths=(4, 8), reconstruction_per_length=2),
     "quick": Suite("quick", QUICK, max_length=192, mmlu_limit=100),
+    # for choosing between close models: every local task (seven: two more kinds of text and task), every
+    # row the data has, 400 MMLU questions, 32 texts per reconstruction length
+    "wide": Suite("wide", WIDE, max_length=192, mmlu_limit=400, tasks=LOCAL_TASK_NAMES, reconstruction_per_length=32),
     "full": Suite("full", FULL, max_length=512, mmlu_limit=None, perplexity_rows=628, news_rows=400,
                   reconstruction_lengths=(8, 16, 32, 64, 128), reconstruction_per_length=32),
 }
@@ -129,7 +132,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
                      default=str)  # parts are per pooling and dtype; another model's (or a re-export's) partial is ignored
     progress = _Progress(partial, key)
     if "embedding" not in skip:
-        local = any(t in TASK_NAMES for t in suite.tasks)
+        local = any(t in LOCAL_TASK_NAMES for t in suite.tasks)
         rows = rows if rows is not None or not local else task_rows(suite.sizes, data_dir)
         for pooling in poolings:
             row, timings[f"embedding:{pooling}"] = progress.run(

@@ -7,6 +7,11 @@
     LocalBBCRetrieval        Retrieval            ndcg_at_10 (headline -> article)
     LocalBBCPairs            PairClassification   max_ap (is this the headline of this article?)
 
+The wide suite adds two more kinds of text and task (`WIDE_TASK_NAMES`):
+
+    LocalBBCArticleClustering  Clustering         v_measure (whole articles, 5 topics: long texts)
+    LocalMMLUTopicClustering   Clustering         v_measure (exam questions, 57 subjects: another kind of text)
+
 `build_tasks(size)` takes the row counts from a `TaskSizes` (the quick and full suites differ only
 there). Articles are truncated by the embedder's max_length, not here.
 """
@@ -37,6 +42,8 @@ class TaskSizes:
     n_experiments: int = 5
 
 
+WIDE = TaskSizes(classification_train=1000, classification_test=1225, clustering=0, retrieval_queries=1000,
+                 pairs=0, n_experiments=5)  # every row the data has but the training half
 QUICK = TaskSizes(classification_train=200, classification_test=200, clustering=600,
                   retrieval_queries=200, pairs=300, n_experiments=3)
 FULL = TaskSizes(classification_train=1000, classification_test=1225, n_experiments=10)
@@ -131,9 +138,33 @@ def _article_task_classes():
     return BBCRetrieval, BBCPairs
 
 
+def _wide_task_classes():
+    from datasets import DatasetDict
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    def clustering(name: str, description: str, domains: list[str]):
+        class Clustering(_Local, AbsTaskClusteringLegacy):
+            metadata = TaskMetadata(name=name, description=description, type="Clustering", main_score="v_measure",
+                                    eval_splits=["test"], **{**COMMON, "domains": domains})
+
+            def load_data(self, **kw):
+                sentences, labels = self.rows
+                self.dataset = DatasetDict({"test": _dataset({"sentences": [sentences], "labels": [labels]})})
+                self.data_loaded = True
+        return Clustering
+
+    return (clustering("LocalBBCArticleClustering", "BBC articles clustered by topic", ["News"]),
+            clustering("LocalMMLUTopicClustering", "MMLU questions clustered by subject", ["Academic"]))
+
+
 TASK_NAMES = ("LocalLee50STS", "LocalBBCClassification", "LocalBBCClustering", "LocalBBCRetrieval", "LocalBBCPairs")
+WIDE_TASK_NAMES = ("LocalBBCArticleClustering", "LocalMMLUTopicClustering")
+LOCAL_TASK_NAMES = TASK_NAMES + WIDE_TASK_NAMES
 SHORT_NAMES = {"LocalLee50STS": "Lee50 STS", "LocalBBCClassification": "BBC cls",
-               "LocalBBCClustering": "BBC clust", "LocalBBCRetrieval": "BBC retr", "LocalBBCPairs": "BBC pairs"}
+               "LocalBBCClustering": "BBC clust", "LocalBBCRetrieval": "BBC retr", "LocalBBCPairs": "BBC pairs",
+               "LocalBBCArticleClustering": "BBC article clust", "LocalMMLUTopicClustering": "MMLU subject clust"}
+MMLU_TOPIC_QUESTIONS = 20  # per subject in the subject clustering (57 subjects: 1,140 questions)
 
 
 def task_rows(sizes: TaskSizes, data_dir=None) -> dict[str, object]:
@@ -154,12 +185,26 @@ def task_rows(sizes: TaskSizes, data_dir=None) -> dict[str, object]:
             {f"q{i}": {f"d{i}": 1} for i in range(len(queries))},
         ),
         "LocalBBCPairs": _take(read_eval("bbc_pairs.jsonl", data_dir), sizes.pairs),
+        "LocalBBCArticleClustering": ([r["text"] for r in clus], [r["label"] for r in clus]),
+        "LocalMMLUTopicClustering": _mmlu_topics(read_eval("mmlu.jsonl", data_dir), MMLU_TOPIC_QUESTIONS),
     }
+
+
+def _mmlu_topics(rows: list[dict], per_topic: int) -> tuple[list[str], list[str]]:
+    """(questions, subjects): the first `per_topic` questions of each subject (the file is shuffled)."""
+    seen: dict[str, int] = {}
+    texts, labels = [], []
+    for r in rows:
+        if seen.get(r["topic"], 0) < per_topic:
+            seen[r["topic"]] = seen.get(r["topic"], 0) + 1
+            texts.append(r["question"])
+            labels.append(r["topic"])
+    return texts, labels
 
 
 def remote_tasks(names) -> list:
     """mteb task objects (English subsets) for the names that are not the lab's local tasks."""
-    remote = [n for n in names if n not in TASK_NAMES]
+    remote = [n for n in names if n not in LOCAL_TASK_NAMES]
     if not remote:
         return []
     import mteb
@@ -171,13 +216,13 @@ def remote_tasks(names) -> list:
 def build_tasks(sizes: TaskSizes, rows: dict | None = None, names=TASK_NAMES, data_dir=None) -> list:
     """mteb task objects for `names`: the local ones filled with `rows` (default: the built
     evaluation data), any other name one of mteb's own tasks (`lab.evaluation.mteb_by_name`)."""
-    local = [n for n in names if n in TASK_NAMES]
+    local = [n for n in names if n in LOCAL_TASK_NAMES]
     rows = rows if rows is not None or not local else task_rows(sizes, data_dir)
-    classes = dict(zip(TASK_NAMES, _task_classes()))
+    classes = dict(zip(LOCAL_TASK_NAMES, _task_classes() + _wide_task_classes()))
     remote = {t.metadata.name: t for t in remote_tasks(names)}
     tasks = []
     for name in names:
-        if name not in TASK_NAMES:
+        if name not in LOCAL_TASK_NAMES:
             tasks.append(remote[name])
             continue
         task = classes[name](rows[name])
