@@ -116,4 +116,14 @@ def test_training_stages_follow_the_shipped_lineage():
             chain.insert(0, n)
         assert [line.split(":")[0] for line in lines] == chain
         last = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
-        assert f"{last['step']} steps in {last['elapsed_s'] / 60:.1f} min" in lines[-1]
+        assert f"{last['step']} steps in " in lines[-1]
+
+
+def test_a_resumed_runs_wall_time_adds_its_segments(tmp_path):
+    from lab.app.costs import _logged_run
+
+    log = [{"step": 5, "elapsed_s": 100.0}, {"step": 10, "elapsed_s": 200.0},  # interrupted after step 10
+           {"step": 10, "elapsed_s": 90.0}, {"step": 15, "elapsed_s": 180.0}]  # resumed: its clock restarts
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in log) + "\n")
+    assert _logged_run(tmp_path) == (15, 380.0)
+    assert training_stages(tmp_path) == [f"{tmp_path.name}: 15 steps in 6.3 min"]

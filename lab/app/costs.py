@@ -24,14 +24,20 @@ PERPLEXITY_FILES = ("perplexity-base.json", "perplexity-gem.json")  # both perpl
 
 
 def _logged_run(folder: Path) -> tuple[int, float] | None:
-    """(steps, seconds) from a checkpoint's metrics.jsonl (its last logged line), or None."""
+    """(steps, seconds) from a checkpoint's metrics.jsonl: the last logged step, and the wall time
+    summed over the run's segments (a resumed run's clock starts again from 0), or None."""
     path = folder / "metrics.jsonl"
     if not path.is_file():
         return None
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     if not lines or "elapsed_s" not in lines[-1]:
         return None
-    return int(lines[-1]["step"]), float(lines[-1]["elapsed_s"])
+    seconds, previous = 0.0, 0.0
+    for line in lines:
+        if line["elapsed_s"] < previous:  # a resume: the segment before ended at `previous`
+            seconds += previous
+        previous = line["elapsed_s"]
+    return int(lines[-1]["step"]), seconds + previous
 
 
 def training_stages(folder: Path) -> list[str]:
