@@ -232,7 +232,7 @@ def test_paired_difference_cancels_shared_questions():
     assert paired_difference(a, {"acc": 0.3}) is None, "old results without per-question scores"
 
 
-def test_language_cost_table_compares_against_the_first_decoder():
+def test_language_cost_table_compares_each_model_against_its_own_base():
     from lab.evaluation.report import language_cost_table
 
     q = {str(i): [0.0, 0.25] for i in range(10)}
@@ -242,9 +242,17 @@ def test_language_cost_table_compares_against_the_first_decoder():
     enc = {"label": "enc", "mmlu": None, "perplexity": None}
     base_again = {**base, "mmlu": {"per_question": {"0": [1.0, 1.0]}}}
     table = language_cost_table([base, enc, gem, base_again])
-    assert "| gem | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 | -5.0 |" in table
-    assert "| base |" not in table, "the base model is not compared with itself"
+    assert "| gem | base | 10 | +10.0 ± 10.0 | +5.0 ± 5.0 | +5.0 | -5.0 |" in table
+    assert "\n| base |" not in table, "the base model is not compared with itself"
     assert language_cost_table([base, enc]) == ""
+    # two families: each GEM model against the base of its own backbone (gem_config.base_model)
+    fam = lambda label, model, backbone=None, ppl=50.0: {  # noqa: E731
+        "label": label, "model": model, "mmlu": {"per_question": q}, "perplexity": ppl,
+        "provenance": {"gem_config": {"base_model": backbone} if backbone else None}}
+    table = language_cost_table([fam("S", "smollm2-135m"), fam("G", "gemma3-270m", ppl=20.0),
+                                 fam("GEM-S", "gem-s", "smollm2-135m", 25.0), fam("GEM-G", "gem-g", "gemma3-270m", 30.0)])
+    assert "| GEM-S | S | 10 | +0.0 ± 0.0 | +0.0 ± 0.0 | -50.0 | – |" in table
+    assert "| GEM-G | G | 10 | +0.0 ± 0.0 | +0.0 ± 0.0 | +50.0 | – |" in table and "\n| G |" not in table
 
 
 def test_a_language_only_result_gets_a_table_row_and_no_plot_point():

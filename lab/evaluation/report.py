@@ -114,8 +114,16 @@ RECONSTRUCTION_SOURCES = {"reconstruction": "held-out Wikipedia, the training do
                           "reconstruction_news": "BBC News, another domain"}
 
 
+def _base_of(result: dict, bases: list[dict]) -> dict:
+    """The base-model result a GEM result is measured against: the one of its own backbone
+    (`provenance.gem_config.base_model` = the base result's `model`), else the first base."""
+    backbone = ((result.get("provenance") or {}).get("gem_config") or {}).get("base_model")
+    return next((b for b in bases if b.get("model") == backbone), bases[0])
+
+
 def language_cost_table(results: list[dict]) -> str:
-    """Each decoder's MMLU and perplexity change against the first decoder result (the base model).
+    """Each GEM decoder's MMLU and perplexity change against its own base model (a result with no
+    GEM config, of the backbone its `gem_config.base_model` names; else the first such result).
 
     MMLU differences are paired (the same questions, see `mmlu.paired_difference`), +- one standard
     error, in points; perplexity change in %. Empty when fewer than two results have MMLU or perplexity.
@@ -123,17 +131,19 @@ def language_cost_table(results: list[dict]) -> str:
     from .mmlu import paired_difference
 
     have = [r for r in results if r.get("mmlu") or r.get("perplexity")]
+    bases = [r for r in have if not (r.get("provenance") or {}).get("gem_config")] or have[:1]
     if len(have) < 2:
         return ""
-    base = have[0]
-    lines = [f"Against {base['label']}, on the same questions:", "",
-             "| model | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) | out-of-domain perplexity, news (Δ %) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in have[1:]:
-        if r["label"] == base["label"]:
-            continue  # the same model again (e.g. another MMLU sample): not a cost
+    lines = ["Each model against its own base model, on the same questions:", "",
+             "| model | against | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) | out-of-domain perplexity, news (Δ %) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in have:
+        base = _base_of(r, bases)
+        known_base = "provenance" in r and not (r["provenance"] or {}).get("gem_config")
+        if r is base or r["label"] == base["label"] or known_base:
+            continue  # a base model, or the same model again (e.g. another MMLU sample): not a cost
         acc, prob = paired_difference(base["mmlu"], r["mmlu"], "acc"), paired_difference(base["mmlu"], r["mmlu"], "p_correct")
-        cells = [r["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
+        cells = [r["label"], base["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
         for key in ("perplexity", "perplexity_ood"):
             pa, pb = base.get(key), r.get(key)
             cells.append("–" if not (pa and pb) else f"{100 * (pb / pa - 1):+.1f}")
