@@ -103,7 +103,7 @@ def test_what_training_buys_and_costs_comes_from_the_result_files(session, tmp_p
     assert f"{100 * gem_json['rows'][0]['embedding_avg']:.1f}" in r["buys"]
     assert "not for the model loaded now" in r["buys"], "a tiny model is loaded: the numbers are the shipped pair's"
     assert "MMLU acc" in r["costs"] and "At run time" in r["costs"] and "5 extra tokens" in r["costs"]
-    with pytest.raises(FileNotFoundError, match="make results"):
+    with pytest.raises(FileNotFoundError, match="make eval-report"):
         training_view(session, results=tmp_path)
 
 

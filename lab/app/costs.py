@@ -12,15 +12,18 @@ from pathlib import Path
 
 from ..evaluation.report import language_cost_table, load_results, markdown_table, table_rows, task_bars
 from ..storage import PROJECT_ROOT
-from ..weights.registry import SHIPPED_FROM, SHIPPED_GEM, SHIPPED_TRAINED_ON
+from ..weights.registry import DEFAULT_GEM, SHIPPED_FROM, SHIPPED_GEM, SHIPPED_TRAINED_ON
 from .handlers import Session
 
 RESULTS = PROJECT_ROOT / "results"
-# the shipped pair's result files: (embedding tasks: base with every pooling, GEM, the teacher encoder),
-# (language: the paired MMLU runs on the same 400 questions, with both perplexities)
-EMBEDDING_FILES = ("base.json", "gem.json", "minilm.json")
-LANGUAGE_FILES = ("mmlu-base.json", "mmlu-gem.json")
-PERPLEXITY_FILES = ("perplexity-base.json", "perplexity-gem.json")  # both perplexities, where the MMLU runs lack one
+# each shipped model's result files, relative to results/: embedding (its base model with every pooling,
+# GEM, the teacher encoder), language (MMLU runs on the same 400 questions), perplexity (runs with both
+# perplexities, where the MMLU runs lack one)
+SHIPPED_RESULTS = {
+    "gem-smollm2-135m": {"embedding": ("base.json", "gem.json", "minilm.json"),
+                         "language": ("mmlu-base.json", "mmlu-gem.json"),
+                         "perplexity": ("perplexity-base.json", "perplexity-gem.json")},
+}
 
 
 def _logged_run(folder: Path) -> tuple[int, float] | None:
@@ -80,25 +83,38 @@ def _with_perplexities(results: list[dict], perplexities: list[dict]) -> list[di
     return out
 
 
+def shipped_name(gem) -> str | None:
+    """The shipped name of the loaded GEM model (its folder is a shipped checkpoint's), or None."""
+    where = Path(gem.name).resolve()
+    return next((name for name, path in SHIPPED_GEM.items() if path.resolve() == where), None)
+
+
+def _files(results: Path, names) -> list[Path]:
+    return [results / f for f in names if (results / f).is_file()]
+
+
 def training_view(session: Session, results: Path = RESULTS) -> dict:
-    """{"buys": Markdown, "bars": figure, "costs": Markdown} for the shipped pair, from `results`."""
+    """{"buys": Markdown, "bars": figure, "costs": Markdown} for the loaded GEM model when it ships
+    with measured results (`SHIPPED_RESULTS`), else for the default shipped model, saying so."""
     _, gem = session.models()
-    emb = load_results([results / f for f in EMBEDDING_FILES if (results / f).is_file()])
-    lang = _with_perplexities(load_results([results / f for f in LANGUAGE_FILES if (results / f).is_file()]),
-                              load_results([results / f for f in PERPLEXITY_FILES if (results / f).is_file()]))
+    loaded = shipped_name(gem)
+    shown = loaded if loaded in SHIPPED_RESULTS else DEFAULT_GEM
+    files = SHIPPED_RESULTS[shown]
+    emb = load_results(_files(results, files["embedding"]))
+    lang = _with_perplexities(load_results(_files(results, files["language"])),
+                              load_results(_files(results, files["perplexity"])))
     if not emb:
-        raise FileNotFoundError(f"no result files in {results}: run `make results` (about 45 min on 2 cores)")
-    gem_result = next((r for r in emb if r.get("model") in SHIPPED_GEM), None)
-    shown = gem_result["model"] if gem_result else "?"
-    note = "" if Path(gem.name).resolve() == SHIPPED_GEM.get(shown, Path("/nonexistent")).resolve() else \
+        raise FileNotFoundError(f"no result files for {shown} in {results}: run `make eval-report` (about "
+                                f"45 min on 2 cores) and `make eval-mmlu`")
+    note = "" if loaded == shown else \
         (f"\n\n⚠ These numbers were measured for **{shown}**, not for the model loaded now; measure yours with "
          f"`python -m lab eval --model {gem.name} --output results/mine.json`.")
     rows = table_rows(emb)
     buys = ("Scores ×100 on the lab's quick suite (five local tasks), the base model with each pooling, GEM, "
-            "and the teacher encoder its readout was pulled towards. From `results/report.md`.\n\n"
-            + markdown_table(rows, language=False) + note)
-    cost_lines = [language_cost_table(lang) or "(no paired MMLU results: run `make mmlu`)", "",
+            f"and the teacher encoder its readout was pulled towards. From {', '.join(files['embedding'])} "
+            "in results/.\n\n" + markdown_table(rows, language=False) + note)
+    cost_lines = [language_cost_table(lang) or "(no paired MMLU results: run `make eval-mmlu`)", "",
                   "**Training** (wall time logged in each checkpoint's metrics.jsonl): "
-                  + ("; then ".join(training_stages(Path(gem.name))) or "no metrics.jsonl with the checkpoint"),
+                  + ("; then ".join(training_stages(SHIPPED_GEM[shown])) or "no metrics.jsonl with the checkpoint"),
                   "", "**At run time**: " + runtime_cost(gem)]
     return {"buys": buys, "bars": task_bars(rows), "costs": "\n".join(cost_lines)}
