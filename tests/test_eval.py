@@ -253,6 +253,9 @@ def test_language_cost_table_compares_each_model_against_its_own_base():
                                  fam("GEM-S", "gem-s", "smollm2-135m", 25.0), fam("GEM-G", "gem-g", "gemma3-270m", 30.0)])
     assert "| GEM-S | S | 10 | +0.0 ± 0.0 | +0.0 ± 0.0 | -50.0 | – |" in table
     assert "| GEM-G | G | 10 | +0.0 ± 0.0 | +0.0 ± 0.0 | +50.0 | – |" in table and "\n| G |" not in table
+    only_g = language_cost_table([fam("G", "gemma3-270m", ppl=20.0), fam("GEM-G", "gem-g", "gemma3-270m", 30.0),
+                                  fam("GEM-G", "gem-g", "gemma3-270m", 30.0), fam("GEM-S", "gem-s", "smollm2-135m", 25.0)])
+    assert only_g.count("| GEM-G |") == 1 and "GEM-S" not in only_g, "no row against another family's base"
 
 
 def test_a_language_only_result_gets_a_table_row_and_no_plot_point():

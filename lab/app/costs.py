@@ -23,6 +23,9 @@ SHIPPED_RESULTS = {
     "gem-smollm2-135m": {"embedding": ("base.json", "gem.json", "minilm.json"),
                          "language": ("mmlu-base.json", "mmlu-gem.json"),
                          "perplexity": ("perplexity-base.json", "perplexity-gem.json")},
+    "gem-gemma3-270m": {"embedding": ("gemma3-270m/base.json", "gemma3-270m/gem.json", "minilm.json"),
+                        "language": ("gemma3-270m/base.json", "gemma3-270m/mmlu-gem.json"),
+                        "perplexity": ()},
 }
 
 

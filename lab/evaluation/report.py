@@ -114,11 +114,14 @@ RECONSTRUCTION_SOURCES = {"reconstruction": "held-out Wikipedia, the training do
                           "reconstruction_news": "BBC News, another domain"}
 
 
-def _base_of(result: dict, bases: list[dict]) -> dict:
+def _base_of(result: dict, bases: list[dict]) -> dict | None:
     """The base-model result a GEM result is measured against: the one of its own backbone
-    (`provenance.gem_config.base_model` = the base result's `model`), else the first base."""
+    (`provenance.gem_config.base_model` = the base result's `model`); None when that backbone has no
+    result here; the first base for results that do not name a backbone (older files)."""
     backbone = ((result.get("provenance") or {}).get("gem_config") or {}).get("base_model")
-    return next((b for b in bases if b.get("model") == backbone), bases[0])
+    if backbone is None:
+        return bases[0]
+    return next((b for b in bases if b.get("model") == backbone), None)
 
 
 def language_cost_table(results: list[dict]) -> str:
@@ -137,11 +140,13 @@ def language_cost_table(results: list[dict]) -> str:
     lines = ["Each model against its own base model, on the same questions:", "",
              "| model | against | questions | MMLU acc (Δ points ± SE) | P(right letter) (Δ points ± SE) | in-domain perplexity, Wikipedia (Δ %) | out-of-domain perplexity, news (Δ %) |",
              "|---|---|---:|---:|---:|---:|---:|"]
+    shown = set()
     for r in have:
         base = _base_of(r, bases)
         known_base = "provenance" in r and not (r["provenance"] or {}).get("gem_config")
-        if r is base or r["label"] == base["label"] or known_base:
-            continue  # a base model, or the same model again (e.g. another MMLU sample): not a cost
+        if base is None or r is base or r["label"] == base["label"] or known_base or r["label"] in shown:
+            continue  # no base of its backbone here, a base model, or a model already shown: not a cost
+        shown.add(r["label"])
         acc, prob = paired_difference(base["mmlu"], r["mmlu"], "acc"), paired_difference(base["mmlu"], r["mmlu"], "p_correct")
         cells = [r["label"], base["label"], str(acc["n"]) if acc else "–", _delta(acc), _delta(prob)]
         for key in ("perplexity", "perplexity_ood"):

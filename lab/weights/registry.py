@@ -29,11 +29,13 @@ DEFAULT_MODEL = "smollm2-135m"
 SHIPPED_GEM = {
     "gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m",
     "gem-smollm2-135m-gpu": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-gpu",
+    "gem-gemma3-270m": PROJECT_ROOT / "checkpoints" / "gem-gemma3-270m",  # the second family (make models-extra)
 }
 # where each shipped model's training started (its stage before) and what it was trained on (its card)
 SHIPPED_FROM = {"gem-smollm2-135m": "gem-smollm2-135m-gpu"}
 SHIPPED_TRAINED_ON = {"gem-smollm2-135m": "a 2-core CPU with native bf16",
-                      "gem-smollm2-135m-gpu": "one NVIDIA H200"}
+                      "gem-smollm2-135m-gpu": "one NVIDIA H200",
+                      "gem-gemma3-270m": "a 2-core AVX2-only CPU (AMD EPYC), fp32, shared with other work"}
 SHIPPED_RECIPES = {
     # two stages: the GPU recipe, then 300 anchored reconstruction steps from it on a CPU
     "gem-smollm2-135m": ("python -m lab train --config configs/gem-smollm2-135m-gpu.yaml (a GPU), then "
@@ -43,6 +45,8 @@ SHIPPED_RECIPES = {
     "gem-smollm2-135m-gpu": ("python -m lab train --config configs/gem-smollm2-135m-gpu.yaml (a GPU), then "
                              "python -m lab export runs/gem-smollm2-135m-gpu/checkpoint-560 --to release "
                              "checkpoints/gem-smollm2-135m-gpu"),
+    "gem-gemma3-270m": ("make models-extra, then python -m lab train --config configs/gem-gemma3-270m.yaml and "
+                        "python -m lab export runs/gem-gemma3-270m/checkpoint-110 --to release checkpoints/gem-gemma3-270m"),
 }
 DEFAULT_GEM = "gem-smollm2-135m"
 
