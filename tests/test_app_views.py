@@ -98,8 +98,7 @@ def test_reconstruction_says_whether_it_stopped(session, monkeypatch):
 
 def test_what_training_buys_and_costs_comes_from_the_result_files(session, tmp_path):
     r = training_view(session)
-    gem_json = json.loads(Path("results/gem.json").read_text()) if Path("results/gem.json").is_file() else \
-        json.loads((Path(__file__).parents[1] / "results" / "gem.json").read_text())
+    gem_json = json.loads((Path(__file__).parents[1] / "results" / "gem.json").read_text())
     assert f"{100 * gem_json['rows'][0]['embedding_avg']:.1f}" in r["buys"]
     assert "not for the model loaded now" in r["buys"], "a tiny model is loaded: the numbers are the shipped pair's"
     assert "MMLU acc" in r["costs"] and "At run time" in r["costs"] and "5 extra tokens" in r["costs"]
