@@ -30,8 +30,13 @@ TEXTS = "a cat on a mat\na dog in the fog\nstocks fell sharply\nbonds rose today
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     build_eval_data()
+    from lab.weights.loading import load
+
     ckpt = save_checkpoint(shipped_like_gem(max_length=128), tmp_path_factory.mktemp("app") / "gem")
-    s = h.Session("tiny-smollm2", str(ckpt))
+    # fp32 on every CPU: on a random tiny model the gist mask's difference is within bf16 noise
+    # (tests/test_app_views.py checks the bf16 leak check), so a native-bf16 CPU would change the verdicts
+    s = h.Session("tiny-smollm2", str(ckpt), base=load("tiny-smollm2", dtype="float32"),
+                  gem=load(str(ckpt), dtype="float32"))
     s.models()
     return s
 
