@@ -18,7 +18,7 @@ COMMITTED = sorted(ROOT.glob("configs/*.yaml")) + sorted(p for p in ROOT.glob("r
 def test_the_committed_configs_are_the_recipes_and_the_studies():
     names = {p.relative_to(ROOT).as_posix() for p in COMMITTED}
     assert {"configs/tiny.yaml", "configs/gem-smollm2-135m.yaml", "configs/gem-smollm2-135m-gpu.yaml",
-            "configs/gem-smollm2-135m-anchored.yaml"} <= names
+            "configs/gem-smollm2-135m-anchored.yaml", "configs/gem-smollm2-135m-stop.yaml"} <= names
     assert len([n for n in names if n.startswith("research/")]) >= 25, "the studies' configs are collected too"
 
 
@@ -88,7 +88,7 @@ def test_base_configs_merge_group_by_group(tmp_path):
 def test_saved_configs_round_trip_and_old_flat_ones_migrate():
     cfg = config_from_args(str(ROOT / "configs/gem-smollm2-135m-gpu.yaml"), [])
     assert load_saved_config(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    for folder in ("gem-smollm2-135m", "gem-smollm2-135m-gpu"):  # shipped before the nested config: flat
+    for folder in ("gem-smollm2-135m-anchored", "gem-smollm2-135m-gpu"):  # shipped before the nested config: flat
         flat = json.loads((ROOT / "checkpoints" / folder / "train_config.json").read_text())
         assert "k" in flat and load_saved_config(flat).gem.k == flat["k"] == 5
     # every old setting has a new home; gem.readout (mean | concat), run.attention and checkpoint

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from .embedders import gem_embedder, sentence_transformer_embedder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
+    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
                    help="comma-separated MODEL:POOLING (an encoder name takes 'encoder')")
     p.add_argument("--out", default="results/transfer", help="writes OUT.json and OUT.md")
     p.add_argument("--dtype", default="float32",
