@@ -93,3 +93,14 @@ def with_flat(cfg, **settings):
     from lab.training.config_files import FLAT_KEYS
 
     return cfg.updated({FLAT_KEYS[k]: v for k, v in settings.items()})
+
+
+def fp32_app_session(gem_folder):
+    """The app's Session on `tiny-smollm2` and the GEM checkpoint in `gem_folder`, both in fp32 on
+    every CPU (a CPU with native bf16 would load bf16 by itself; tests/test_app_views.py checks that
+    case): the app's verdicts on a random tiny model must not depend on the machine."""
+    from lab.app.handlers import Session
+    from lab.weights.loading import load
+
+    return Session("tiny-smollm2", str(gem_folder), base=load("tiny-smollm2", dtype="float32"),
+                   gem=load(str(gem_folder), dtype="float32"))

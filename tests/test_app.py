@@ -20,7 +20,7 @@ from lab.corpora.eval_sets import build_eval_data
 from lab.corpora.textsets import MAX_TEXTS
 from lab.weights.checkpoints import save_checkpoint
 
-from .conftest import shipped_gem_config, shipped_like_gem, tiny_gem
+from .conftest import fp32_app_session, shipped_gem_config, shipped_like_gem, tiny_gem
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTEFACTS = ROOT / "test-artifacts"
@@ -30,13 +30,8 @@ TEXTS = "a cat on a mat\na dog in the fog\nstocks fell sharply\nbonds rose today
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     build_eval_data()
-    from lab.weights.loading import load
-
     ckpt = save_checkpoint(shipped_like_gem(max_length=128), tmp_path_factory.mktemp("app") / "gem")
-    # fp32 on every CPU: on a random tiny model the gist mask's difference is within bf16 noise
-    # (tests/test_app_views.py checks the bf16 leak check), so a native-bf16 CPU would change the verdicts
-    s = h.Session("tiny-smollm2", str(ckpt), base=load("tiny-smollm2", dtype="float32"),
-                  gem=load(str(ckpt), dtype="float32"))
+    s = fp32_app_session(ckpt)  # the same verdicts on every CPU
     s.models()
     return s
 

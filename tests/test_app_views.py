@@ -18,19 +18,15 @@ from lab.gem.model import RECONSTRUCT_SLACK
 from lab.weights.checkpoints import save_checkpoint
 from lab.weights.registry import SHIPPED_FROM, SHIPPED_GEM
 
-from .conftest import shipped_like_gem
+from .conftest import fp32_app_session, shipped_like_gem
 
 TEXT = "The Eiffel Tower is in Paris. It was built in 1889 for a fair."
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    from lab.weights.loading import load
-
     ckpt = save_checkpoint(shipped_like_gem(max_length=128), tmp_path_factory.mktemp("views") / "gem")
-    # fp32 on every CPU (a CPU with native bf16 would load bf16 by itself: that case has its own test)
-    s = h.Session("tiny-smollm2", str(ckpt), base=load("tiny-smollm2", dtype="float32"),
-                  gem=load(str(ckpt), dtype="float32"))
+    s = fp32_app_session(ckpt)  # the same verdicts on every CPU
     s.models()
     return s
 
