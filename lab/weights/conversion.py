@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..storage import atomic_dir, folder_problem, read_manifest, remove_stale_temporaries
-from .registry import CONVERSION_VERSION, DEFAULT_MODEL, REGISTRY, ModelNotAvailable, ModelSpec, get_spec, sha256_of
+from .registry import (CONVERSION_VERSION, DEFAULT_GEM, DEFAULT_MODEL, REGISTRY, SHIPPED_GEM, ModelNotAvailable, ModelSpec,
+                       get_spec, sha256_of)
 
 log = logging.getLogger(__name__)
 
@@ -121,4 +122,22 @@ def list_models() -> list[dict]:
             "install": spec.install,
             "default": spec.name == DEFAULT_MODEL,
         })
+    return rows
+
+
+def list_gem_models() -> list[dict]:
+    """One dict per shipped GEM checkpoint (`lab.load(name)`): name, description (its card's title),
+    base (the registry model it is built on), present (the checkpoint folder is there), ready (present
+    and its base installed), install (what makes the base available), default."""
+    rows = []
+    for name, path in SHIPPED_GEM.items():
+        config = path / "gem_config.json"
+        base = json.loads(config.read_text()).get("base_model") if config.is_file() else None
+        spec = REGISTRY.get(base)
+        card = path / "README.md"
+        title = card.read_text(encoding="utf-8").split("\n", 1)[0].lstrip("# ").strip() if card.is_file() else ""
+        installed = spec is not None and (spec.tiny_arch is not None or spec.installed)
+        rows.append({"name": name, "description": title, "base": base, "present": config.is_file(),
+                     "ready": config.is_file() and installed, "install": spec.install if spec else "",
+                     "default": name == DEFAULT_GEM})
     return rows
