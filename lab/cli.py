@@ -116,6 +116,8 @@ def _cmd_eval(args) -> int:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
     if args.reconstruction_per_length is not None:
         suite = dataclasses.replace(suite, reconstruction_per_length=args.reconstruction_per_length)
+    if args.reconstruction_lengths:
+        suite = dataclasses.replace(suite, reconstruction_lengths=_token_lengths(args.reconstruction_lengths))
     partial = out.with_name(out.name + ".partial")
     result = run_suite(args.model, poolings, suite, seed=args.seed, label=args.label, skip=skip,
                        heldout=args.heldout, partial=partial, device=args.device, dtype=args.dtype)
@@ -129,6 +131,15 @@ def _cmd_eval(args) -> int:
     print(f"timings (s): { {k: round(v, 1) for k, v in result['timings_s'].items()} }")
     print(f"saved {out}")
     return 0
+
+
+def _token_lengths(text: str) -> tuple[int, ...]:
+    """'8,16' -> (8, 16); anything but a comma list of positive whole numbers is refused."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(t.isdigit() and int(t) > 0 for t in parts):
+        raise ValueError(f"--reconstruction-lengths {text!r}: give token counts as positive whole numbers, "
+                         f"comma-separated, e.g. --reconstruction-lengths 8,16")
+    return tuple(int(t) for t in parts)
 
 
 def _cmd_report(args) -> int:
@@ -272,6 +283,8 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
     s.add_argument("--reconstruction-per-length", type=int, default=None,
                    help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
+    s.add_argument("--reconstruction-lengths", default=None,
+                   help="comma list of text lengths in tokens to reconstruct (default: the suite's, 8,16,32,64)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")

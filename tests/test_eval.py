@@ -193,13 +193,18 @@ def test_language_side_in_a_chosen_dtype_and_its_reconstruction_cells(tmp_path, 
     assert r["reconstruction"]["count"] == r["reconstruction_news"]["count"] == {4: 2, 8: 2}
 
 
-def test_cli_eval_sets_the_texts_per_reconstruction_length(tmp_path, tiny_checkpoint):
+def test_cli_eval_sets_the_texts_per_reconstruction_length_and_the_lengths(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "r.json"
     assert cli_main(["eval", "--model", str(tiny_checkpoint), "--skip", "embedding,mmlu,perplexity,perplexity_ood",
-                     "--reconstruction-per-length", "1", "--device", "cpu", "--dtype", "float32",
-                     "--heldout", HELDOUT, "--output", str(out)]) == 0
+                     "--reconstruction-per-length", "1", "--reconstruction-lengths", "4, 8", "--device", "cpu",
+                     "--dtype", "float32", "--heldout", HELDOUT, "--output", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["reconstruction"]["count"].values()) == {1} and result["provenance"]["dtype"] == "torch.float32"
+    assert result["reconstruction"]["count"] == result["reconstruction_news"]["count"] == {"4": 1, "8": 1}
+    assert result["provenance"]["dtype"] == "torch.float32" and result["provenance"]["suite"]["reconstruction_lengths"] == [4, 8]
+    for bad in ("8,sixteen", "0", ","):
+        assert cli_main(["eval", "--model", str(tiny_checkpoint), "--reconstruction-lengths", bad,
+                         "--output", str(tmp_path / "bad.json")]) == 2
+        assert "--reconstruction-lengths" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
 
 
 def test_base_model_has_no_gem_rows_or_reconstruction(tmp_path):
