@@ -1,0 +1,122 @@
+"""The stop issue's own measurement, rerun: reconstruction of film-review snippets, before and after stage 3.
+
+    python -m research.reconstruction.film_reviews      # ~5 min per model on a 2-core CPU, fp32
+
+Issue #32 measured the shipped model (then stage 2) on 40 film-review snippets cut to 8 tokens: text
+that is neither Wikipedia (the training text) nor news (the lab's second reconstruction source). This
+reruns that measurement on the Pang & Lee movie-review sentences of the gensim wheel (the transfer
+tasks' data, never used for training or for choosing a recipe): for each model of `MODELS`, the first
+`PER_LENGTH` sentences long enough, cut to 8, 16 and 32 tokens, decoded greedily from S alone with
+`lab.evaluation.language.reconstruction_by_length` (exact first n, exact with a stop, token accuracy,
+stops), plus what `reconstruct()` hands a user for the first `EXAMPLES` 8-token snippets.
+Writes `research/reconstruction/results/stop/film-reviews.json` and `.md`; a model's row is reused
+while its weights are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from lab.storage import atomic_file, write_json_atomic
+from .budget import RESULTS
+
+log = logging.getLogger(__name__)
+
+MODELS = {"stage 2 (gem-smollm2-135m-anchored, before)": "gem-smollm2-135m-anchored",
+          "stage 3 (gem-smollm2-135m, shipped, after)": "gem-smollm2-135m"}
+LENGTHS = (8, 16, 32)
+PER_LENGTH = 40
+EXAMPLES = 8
+OUT = RESULTS / "stop" / "film-reviews"
+
+
+def film_review_texts() -> list[str]:
+    """The Pang & Lee movie-review sentences, in the file's order."""
+    from lab.evaluation.transfer import transfer_data
+
+    return list(transfer_data()["Pang-Lee sentiment"][0])
+
+
+def model_row(model: str, texts: list[str], lengths=LENGTHS, per_length: int = PER_LENGTH,
+              examples: int = EXAMPLES) -> dict:
+    """{"reconstruction": reconstruction_by_length's dict, "examples": [{"text", "reconstruct"}]} of one
+    model, in fp32 (the numbers compare across CPUs)."""
+    from lab.evaluation.language import _texts_of_length, reconstruction_by_length
+    from lab.weights.loading import load
+
+    gem = load(model, dtype="float32")
+    rec = json.loads(json.dumps(reconstruction_by_length(gem, texts, lengths, per_length)))  # int keys -> str, as saved
+    shown = [gem.tokenizer.decode(ids) for ids in _texts_of_length(gem, texts, lengths[0], examples)]
+    return {"reconstruction": rec, "examples": [{"text": t, "reconstruct": gem.reconstruct(t)} for t in shown]}
+
+
+def measure(models=MODELS, out=OUT, lengths=LENGTHS, per_length: int = PER_LENGTH, row=model_row) -> dict:
+    """{"settings", "rows": {label: {"model", "fingerprint", "reconstruction", "examples"}}}, written
+    to `out`.json / .md after each model."""
+    from lab.weights.loading import weights_fingerprint
+
+    target = out.with_suffix(".json")
+    settings = {"source": "gensim test_data/pang_lee_polarity.cor", "lengths": list(lengths),
+                "per_length": per_length, "dtype": "float32"}
+    result = json.loads(target.read_text()) if target.is_file() else {}
+    if result.get("settings") != settings:
+        result = {"settings": settings, "rows": {}}
+    texts = film_review_texts()
+    for label, model in models.items():
+        fingerprint = weights_fingerprint(model)
+        if result["rows"].get(label, {}).get("fingerprint") == fingerprint:
+            continue
+        log.info("film reviews: %s", label)
+        result["rows"][label] = {"model": model, "fingerprint": fingerprint,
+                                 **row(model, texts, lengths, per_length)}
+        write_json_atomic(target, result)
+    result["rows"] = {label: result["rows"][label] for label in models}
+    write_json_atomic(target, result)
+    with atomic_file(out.with_suffix(".md"), "w") as f:
+        f.write(report(result))
+    return result
+
+
+def report(result: dict) -> str:
+    """Markdown: one row per model ("exact first n / exact with a stop / token accuracy" per length, and
+    the share that stops), then each model's decodes of the first 8-token snippets."""
+    s = result["settings"]
+    lengths = [str(n) for n in s["lengths"]]
+    lines = [f"## Reconstruction of film-review snippets ({s['per_length']} per length, greedy from S alone, {s['dtype']})",
+             "", "Pang & Lee movie-review sentences (gensim wheel; never trained on), cut to n tokens. "
+             "Each cell: exact first n / **exact with a stop** / token accuracy, in %; stops: decodes that end "
+             "(EOS) within n + 8 tokens. `python -m research.reconstruction.film_reviews`.", "",
+             "| model | " + " | ".join(f"{n} tok" for n in lengths) + " | stops at " + " / ".join(lengths) + " |",
+             "|---|" + "---:|" * (len(lengths) + 1)]
+    for label, row in result["rows"].items():
+        rec = row["reconstruction"]
+        cells = [f"{100 * rec['exact'][n]:.0f} / **{100 * rec['exact_with_stop'][n]:.0f}** / "
+                 f"{100 * rec['token_accuracy'][n]:.1f}" for n in lengths]
+        stops = " / ".join(f"{100 * rec['stopped'][n]:.0f}" for n in lengths)
+        counts = sorted({rec["count"][n] for n in lengths})
+        note = "" if counts == [s["per_length"]] else f" ({'/'.join(str(rec['count'][n]) for n in lengths)} texts)"
+        lines.append(f"| {label}{note} | " + " | ".join(cells) + f" | {stops} |")
+    for label, row in result["rows"].items():
+        lines += ["", f"**{label}**, `reconstruct()` with no cap given, the first {len(row['examples'])} "
+                  f"{lengths[0]}-token snippets:", "", "| snippet | reconstruct() |", "|---|---|"]
+        lines += [f"| {_cell(e['text'])} | {_cell(e['reconstruct'])} |" for e in row["examples"]]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--per-length", type=int, default=PER_LENGTH)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    print(report(measure(per_length=args.per_length)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
