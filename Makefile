@@ -28,7 +28,7 @@ help:
 	@echo "  make eval-report / eval-mmlu / eval-perplexity / eval-reconstruction / eval-transfer"
 	@echo "                   remake the shipped model's numbers (results/)"
 	@echo "  make test-slow / test-gpu / test-load / bench   real weights, a GPU, the app under load, benchmarks"
-	@echo "  research/studies.mk: ablations, reconstruction-curve, reconstruction-tradeoff, gpu-report"
+	@echo "  research/studies.mk: ablations, reconstruction-curve, reconstruction-tradeoff, film-reviews, wide-stages, gpu-report"
 
 # The app on the offline default model and the shipped GEM checkpoint: http://127.0.0.1:7860
 demo: install data

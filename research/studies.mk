@@ -1,7 +1,8 @@
 # The studies that chose the recipe (research/README.md says what each asked and found).
 # Included at the end of the Makefile: `make ablations`, `make reconstruction-curve`,
-# `make reconstruction-tradeoff`, `make gpu-report`. Each reuses what it finished before.
-.PHONY: ablations reconstruction-curve reconstruction-tradeoff gpu-report
+# `make reconstruction-tradeoff`, `make film-reviews`, `make wide-stages`, `make gpu-report`. Each reuses
+# what it finished before.
+.PHONY: ablations reconstruction-curve reconstruction-tradeoff film-reviews wide-stages gpu-report
 
 # Every research/ablations/configs/*.yaml at one reduced budget -> results/ablations.md + .html
 # (the table notebook 5 reads). Delete results/ablations/NAME.json to redo a row; ~10 min a row on 2 cores.
@@ -21,6 +22,28 @@ reconstruction-curve: install data
 reconstruction-tradeoff: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.tradeoff
+
+# The stop issue's film-review measurement: stage 2 and the shipped stage 3 reconstructing 40 movie-review
+# sentences per length -> research/reconstruction/results/stop/film-reviews.md. ~10 min a model on 2 cores.
+film-reviews: install data
+	$(BIN)/python -m lab convert smollm2-135m
+	$(BIN)/python -m research.reconstruction.film_reviews
+
+# The shipped model's three stages and all-MiniLM-L6-v2 on the wide suite (its embedding half, fp32)
+# -> research/wide/results/report.md. ~25-40 min a GEM model on 2 cores; delete a model's file to redo it.
+WIDE := research/wide/results
+WIDE_EVAL = $(BIN)/python -m lab eval --suite wide --dtype float32 --skip mmlu,perplexity,perplexity_ood,reconstruction
+WIDE_FILES := $(WIDE)/gem-gpu.json $(WIDE)/gem-anchored.json $(WIDE)/gem.json $(WIDE)/minilm.json
+wide-stages: $(WIDE_FILES)
+	$(BIN)/python -m lab report $(WIDE_FILES) --out $(WIDE)/report
+$(WIDE)/gem-gpu.json: | install data
+	$(WIDE_EVAL) --model gem-smollm2-135m-gpu --label "stage 1 (gem-smollm2-135m-gpu)" --output $@
+$(WIDE)/gem-anchored.json: | install data
+	$(WIDE_EVAL) --model gem-smollm2-135m-anchored --label "stage 2 (gem-smollm2-135m-anchored)" --output $@
+$(WIDE)/gem.json: | install data
+	$(WIDE_EVAL) --model gem-smollm2-135m --label "GEM-SmolLM2-135M (stage 3, shipped)" --output $@
+$(WIDE)/minilm.json: | install data
+	$(WIDE_EVAL) --model minilm --label all-MiniLM-L6-v2 --output $@
 
 # The GPU recipe's three runs (trained on a lent GPU with research/gpu_runs/device/): their tables.
 GPU_RESULTS := research/gpu_runs/results

@@ -269,3 +269,25 @@ def test_mmlu_harness_reads_the_sink_in_front_and_splits_context_from_answer():
     context, answer = with_sink._encode_pair(text, " B")
     assert context[0] == sink and sink not in answer
     assert answer == without._encode_pair(text, " B")[1], "the scored answer tokens are the same"
+
+
+def test_a_run_without_a_contrastive_phase_loads_no_teacher_and_builds_no_distillation(tmp_path, monkeypatch):
+    """Distillation and the head fit act only on the contrastive phase's views: with ntp_steps = steps
+    (the stop stage's config) they never would, so the teacher is not loaded."""
+    import lab.weights.encoders as encoders
+    from lab.training.setup import extension_terms
+
+    loaded = []
+    monkeypatch.setattr(encoders, "load_encoder", lambda name, device=None: loaded.append(name) or _FakeEncoder())
+    settings = dict(distill_weight=1.0, distill_embedding_weight=1.0, head_init="ridge", steps=6, readout_head=True,
+                    readout_dim=384)
+    teacher, terms = extension_terms(_cfg(tmp_path, ntp_steps=6, **settings), torch.device("cpu"))
+    assert teacher is None and terms == [] and loaded == []
+    teacher, terms = extension_terms(_cfg(tmp_path, ntp_steps=5, **settings), torch.device("cpu"))
+    assert teacher is not None and len(loaded) == 1
+    assert [t.name for t in terms] == ["distill_similarity", "distill_embedding"]
+
+
+class _FakeEncoder:
+    def encode(self, texts, **kw):
+        return fake_teacher(list(texts))
