@@ -9,7 +9,7 @@
 #            (language side of the quick suite, fp32); releases and results packed into $OUT
 #   stage long (after 1 and `2 noprobe`; carries nothing): issue #32's longer reconstruction stage, the
 #            variants of `LONG_VARIANTS` (research/reconstruction/configs/long-*.yaml: from stage 1, the anchor,
-#            EOS-ended copies) trained at once with steps sized from a probe to fit TRAIN_S (default 300),
+#            EOS-ended copies) trained at once with steps sized from a probe to fit TRAIN_S (default 270),
 #            each checkpoint evaluated (quick suite without MMLU and news perplexity; reconstruction at 8
 #            and 16 tokens, 32 texts each, both sources; fp32), each variant's last checkpoint packed
 # usage: bash research/gpu_runs/device/stage.sh 1|2|3|long [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped;
@@ -141,10 +141,11 @@ pack() {  # each variant's newest checkpoint as a release (`lab export --to rele
     ls -la "$OUT"
 }
 
-stagelong() {  # $1: seconds of training (default 300)
+stagelong() {  # $1: seconds of training (default 270: the call's 10 minutes hold the probe, the evaluations and the packing too)
+    LONG_START=$(date +%s)
     restore_data
     probe_long
-    train_long "${1:-300}"
+    train_long "${1:-270}"
     evaluate_long cuda
     pack_long
 }
@@ -186,23 +187,26 @@ train_long() {  # $1: seconds: steps sized from $W/probe-long.json (a multiple o
     wait || true
 }
 
-evaluate_long() {  # $1: device. Every checkpoint of every variant (variants at once, checkpoints in turn)
-    local v name ckpt
+evaluate_long() {  # $1: device. Every checkpoint of every variant (variants at once; in each, the last checkpoint
+    # first), each evaluation cut off so that all end by LONG_EVAL_END seconds after LONG_START (default 540: packing follows)
+    local v name ckpt left
     for v in $LONG_VARIANTS; do
         name=${v%%:*}
         tail -c 400 "$W/$name.log"; echo
-        (for ckpt in "$RUNS/$name"/checkpoint-*; do
-            [ -d "$ckpt" ] || continue
-            $PY -m lab eval --model "$ckpt" --skip mmlu,perplexity_ood --reconstruction-lengths 8,16 --reconstruction-per-length 32 \
-                --dtype float32 --device "$1" --label "$name ${ckpt##*/}" --output "$W/eval-$name-${ckpt##*-}.json" --force \
-                > "$W/eval-$name-${ckpt##*-}.log" 2>&1 || echo "$name ${ckpt##*/}: evaluation failed"
+        (for ckpt in $(ls -d "$RUNS/$name"/checkpoint-* 2>/dev/null | sort -t- -k2 -nr); do
+            left=$(( ${LONG_EVAL_END:-540} - $(date +%s) + ${LONG_START:-$(date +%s)} ))
+            [ "$left" -gt 30 ] || { echo "$name ${ckpt##*/}: not evaluated, no time left"; continue; }
+            timeout -s TERM "$left" $PY -m lab eval --model "$ckpt" --skip mmlu,perplexity_ood --reconstruction-lengths 8,16 \
+                --reconstruction-per-length 32 --dtype float32 --device "$1" --label "$name ${ckpt##*/}" \
+                --output "$W/eval-$name-${ckpt##*-}.json" --force > "$W/eval-$name-${ckpt##*-}.log" 2>&1 \
+                || echo "$name ${ckpt##*/}: evaluation failed or cut off"
         done) &
     done
     wait || true
-    $PY - "$W"/eval-*.json <<'PY'
-import json, sys
+    $PY - "$W" <<'PY' || true
+import glob, json, sys
 print("| run | emb. avg | ppl | exact / with stop / tok. acc. @8 | @16 | stops @8 / @16 |")
-for f in sys.argv[1:]:
+for f in sorted(glob.glob(f"{sys.argv[1]}/eval-*.json")):
     r = json.load(open(f))
     rec, emb = r["reconstruction"], r["rows"][0]["embedding_avg"] if r["rows"] else float("nan")
     cell = lambda n: f"{100 * rec['exact'][n]:.0f} / {100 * rec['exact_with_stop'][n]:.0f} / {100 * rec['token_accuracy'][n]:.1f}"
