@@ -29,11 +29,12 @@ film-reviews: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.film_reviews
 
-# The shipped model's three stages and all-MiniLM-L6-v2 on the wide suite (its embedding half, fp32)
-# -> research/wide/results/report.md. ~25-40 min a GEM model on 2 cores; delete a model's file to redo it.
+# The shipped model's three stages, the base model's best pooling (echo) and all-MiniLM-L6-v2 on the wide
+# suite (its embedding half, fp32) -> research/wide/results/report.md. ~20 min a GEM model on 2 cores
+# (echo reads each text twice); delete a model's file to redo it.
 WIDE := research/wide/results
 WIDE_EVAL = $(BIN)/python -m lab eval --suite wide --dtype float32 --skip mmlu,perplexity,perplexity_ood,reconstruction
-WIDE_FILES := $(WIDE)/gem-gpu.json $(WIDE)/gem-anchored.json $(WIDE)/gem.json $(WIDE)/minilm.json
+WIDE_FILES := $(WIDE)/base.json $(WIDE)/gem-gpu.json $(WIDE)/gem-anchored.json $(WIDE)/gem.json $(WIDE)/minilm.json
 wide-stages: $(WIDE_FILES)
 	$(BIN)/python -m lab report $(WIDE_FILES) --out $(WIDE)/report
 $(WIDE)/gem-gpu.json: | install data
@@ -42,6 +43,8 @@ $(WIDE)/gem-anchored.json: | install data
 	$(WIDE_EVAL) --model gem-smollm2-135m-anchored --label "stage 2 (gem-smollm2-135m-anchored)" --output $@
 $(WIDE)/gem.json: | install data
 	$(WIDE_EVAL) --model gem-smollm2-135m --label "GEM-SmolLM2-135M (stage 3, shipped)" --output $@
+$(WIDE)/base.json: | install data
+	$(WIDE_EVAL) --model smollm2-135m --pooling echo --label SmolLM2-135M --output $@
 $(WIDE)/minilm.json: | install data
 	$(WIDE_EVAL) --model minilm --label all-MiniLM-L6-v2 --output $@
 
