@@ -19,7 +19,8 @@ import argparse
 import json
 import logging
 
-from lab.storage import atomic_file, write_json_atomic
+from lab.storage import atomic_file
+from ..rows import rows_per_weights
 from .budget import RESULTS
 
 log = logging.getLogger(__name__)
@@ -55,25 +56,11 @@ def model_row(model: str, texts: list[str], lengths=LENGTHS, per_length: int = P
 def measure(models=MODELS, out=OUT, lengths=LENGTHS, per_length: int = PER_LENGTH, row=model_row) -> dict:
     """{"settings", "rows": {label: {"model", "fingerprint", "reconstruction", "examples"}}}, written
     to `out`.json / .md after each model."""
-    from lab.weights.loading import weights_fingerprint
-
-    target = out.with_suffix(".json")
     settings = {"source": "gensim test_data/pang_lee_polarity.cor", "lengths": list(lengths),
                 "per_length": per_length, "dtype": "float32"}
-    result = json.loads(target.read_text()) if target.is_file() else {}
-    if result.get("settings") != settings:
-        result = {"settings": settings, "rows": {}}
     texts = film_review_texts()
-    for label, model in models.items():
-        fingerprint = weights_fingerprint(model)
-        if result["rows"].get(label, {}).get("fingerprint") == fingerprint:
-            continue
-        log.info("film reviews: %s", label)
-        result["rows"][label] = {"model": model, "fingerprint": fingerprint,
-                                 **row(model, texts, lengths, per_length)}
-        write_json_atomic(target, result)
-    result["rows"] = {label: result["rows"][label] for label in models}
-    write_json_atomic(target, result)
+    result = rows_per_weights(out.with_suffix(".json"), settings, models,
+                              lambda model: row(model, texts, lengths, per_length), "film reviews")
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(report(result))
     return result

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.storage import atomic_file, write_json_atomic
+from lab.storage import atomic_file
+from ..rows import rows_per_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +87,10 @@ def model_row(model: str, texts: dict, seeds=SEEDS, embedder=embedder_for) -> di
 
 def measure(models=MODELS, out=OUT, seeds=SEEDS, texts=None, row=model_row) -> dict:
     """{"settings", "rows": {label: {"model", "fingerprint", "tasks": model_row}}} -> `out`.json / .md."""
-    from lab.weights.loading import weights_fingerprint
-
-    target = out.with_suffix(".json")
     settings = {"tasks": list(TASKS), "seeds": list(seeds), "suite_seed": SUITE_SEED, "max_length": MAX_LENGTH}
-    result = json.loads(target.read_text()) if target.is_file() else {}
-    if result.get("settings") != settings:
-        result = {"settings": settings, "rows": {}}
     texts = texts if texts is not None else clustering_texts()
-    for label, model in models.items():
-        fingerprint = weights_fingerprint(model)
-        if result["rows"].get(label, {}).get("fingerprint") == fingerprint:
-            continue
-        log.info("clustering seeds: %s", label)
-        result["rows"][label] = {"model": model, "fingerprint": fingerprint, "tasks": row(model, texts, seeds)}
-        write_json_atomic(target, result)
-    result["rows"] = {label: result["rows"][label] for label in models}
-    write_json_atomic(target, result)
+    result = rows_per_weights(out.with_suffix(".json"), settings, models,
+                              lambda model: {"tasks": row(model, texts, seeds)}, "clustering seeds")
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(report(result))
     return result
