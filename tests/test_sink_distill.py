@@ -286,6 +286,19 @@ def test_a_run_without_a_contrastive_phase_loads_no_teacher_and_builds_no_distil
     teacher, terms = extension_terms(_cfg(tmp_path, ntp_steps=5, **settings), torch.device("cpu"))
     assert teacher is not None and len(loaded) == 1
     assert [t.name for t in terms] == ["distill_similarity", "distill_embedding"]
+    teacher, terms = extension_terms(_cfg(tmp_path, ntp_steps=6, head_refit=True, **settings), torch.device("cpu"))
+    assert teacher is not None and terms == [] and len(loaded) == 2, "head_refit fits the head at the last step"
+
+
+def test_the_ridge_head_is_fitted_where_the_recipe_says():
+    from lab.training.head_init import head_fit_steps
+
+    ridge = dict(head_init="ridge", steps=10, readout_head=True, readout_dim=384)
+    assert head_fit_steps(flat_config(model="tiny-llama", ntp_steps=4, **ridge)) == (4,)
+    assert head_fit_steps(flat_config(model="tiny-llama", ntp_steps=4, head_refit=True, **ridge)) == (4, 9)
+    assert head_fit_steps(flat_config(model="tiny-llama", ntp_steps=10, head_refit=True, **ridge)) == (9,)
+    assert head_fit_steps(flat_config(model="tiny-llama", ntp_steps=10, **ridge)) == ()
+    assert head_fit_steps(flat_config(model="tiny-llama", ntp_steps=4, steps=10)) == ()
 
 
 class _FakeEncoder:

@@ -95,6 +95,17 @@ def head_init_texts(corpus: list[str], n: int, seed: int, span_share: float = 0.
     return [(random_span(corpus[i], rng) if rng.random() < span_share else "") or corpus[i] for i in idx]
 
 
+def head_fit_steps(cfg) -> tuple[int, ...]:
+    """The steps at whose start the ridge fit runs (none unless `extensions.head_init` is "ridge"): the
+    contrastive phase's first step, if the run has one, and with `head_refit` the last step."""
+    if cfg.extensions.head_init != "ridge":
+        return ()
+    steps = {cfg.objective.ntp_steps} if cfg.objective.ntp_steps < cfg.optim.steps else set()
+    if cfg.extensions.head_refit:
+        steps.add(cfg.optim.steps - 1)
+    return tuple(sorted(steps))
+
+
 class RidgeHeadFit:
     """A callback of the training loop: fits the readout head to the teacher (ridge) when the
     contrastive phase starts, and with `head_refit` again before the last step."""
@@ -104,7 +115,7 @@ class RidgeHeadFit:
 
     def on_step_start(self, run) -> None:
         cfg = self.cfg
-        if run.step != cfg.objective.ntp_steps and not (cfg.extensions.head_refit and run.step == cfg.optim.steps - 1):
+        if run.step not in head_fit_steps(cfg):
             return
         objective = run.accelerator.unwrap_model(run.objective)
         was_training = objective.training

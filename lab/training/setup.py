@@ -206,24 +206,27 @@ def _encoder_fn(encoder):
 def extension_terms(cfg: TrainConfig, device: torch.device) -> tuple[object, list]:
     """(the distillation teacher or None, the objective's extension terms with non-zero weight):
     anchor, similarity distillation, embedding distillation (`lab.training.terms`). A run with no
-    contrastive phase (`objective.ntp_steps` = `optim.steps`) gets neither the teacher nor the
-    distillation terms: they act only on the contrastive phase's views."""
+    contrastive phase (`objective.ntp_steps` = `optim.steps`) gets no distillation terms (they act only
+    on that phase's views), and the teacher only if the ridge head is fitted (`head_fit_steps`)."""
     from .terms import AnchorTerm, EmbeddingDistillation, SimilarityDistillation
+
+    from .head_init import head_fit_steps
 
     x = cfg.extensions
     terms = []
     if x.anchor_weight > 0:
         terms.append(AnchorTerm(x.anchor_weight, anchor_reference(cfg, device)))
-    if cfg.objective.ntp_steps >= cfg.optim.steps:  # no contrastive phase: no views, no head fit, no teacher
-        if x.distill_weight > 0 or x.distill_embedding_weight > 0 or x.head_init == "ridge":
-            log.info("no contrastive phase (objective.ntp_steps = optim.steps): the distillation terms and the "
-                     "head fit never act, so %s is not loaded", x.teacher)
-        return None, terms
-    teacher = distillation_teacher(cfg)
-    if teacher is None and x.head_init == "ridge":
+    contrastive = cfg.objective.ntp_steps < cfg.optim.steps
+    teacher = distillation_teacher(cfg) if contrastive else None
+    if teacher is None and head_fit_steps(cfg):
         from ..weights.encoders import load_encoder
 
         teacher = _encoder_fn(load_encoder(x.teacher, device="cuda" if torch.cuda.is_available() else "cpu"))
+    if not contrastive:  # no contrastive phase: no views for the distillation terms to act on
+        if x.distill_weight > 0 or x.distill_embedding_weight > 0:
+            log.info("no contrastive phase (objective.ntp_steps = optim.steps): the distillation terms never act%s",
+                     "" if teacher is not None else f", so {x.teacher} is not loaded")
+        return teacher, terms
     if x.distill_weight > 0:
         terms.append(SimilarityDistillation(x.distill_weight, teacher, x.distill_scale))
     if x.distill_embedding_weight > 0:

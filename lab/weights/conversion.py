@@ -136,8 +136,8 @@ def list_gem_models() -> list[dict]:
         spec = REGISTRY.get(base)
         card = path / "README.md"
         title = card.read_text(encoding="utf-8").split("\n", 1)[0].lstrip("# ").strip() if card.is_file() else ""
-        installed = spec is not None and (spec.tiny_arch is not None or spec.installed)
         rows.append({"name": name, "description": title, "base": base, "present": config.is_file(),
-                     "ready": config.is_file() and installed, "install": spec.install if spec else "",
+                     "ready": config.is_file() and spec is not None and spec.installed,
+                     "install": spec.install if spec else "",
                      "default": name == DEFAULT_GEM})
     return rows
