@@ -24,13 +24,14 @@ reconstruction-tradeoff: install data
 	$(BIN)/python -m research.reconstruction.tradeoff
 
 # The stop issue's film-review measurement: stage 2 and the shipped stage 3 reconstructing 40 movie-review
-# sentences per length -> research/reconstruction/results/stop/film-reviews.md. ~10 min a model on 2 cores.
+# sentences per length -> research/reconstruction/results/stop/film-reviews.md. 17-20 min a model on 2 cores
+# (measured beside another evaluation).
 film-reviews: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.film_reviews
 
 # The shipped model's three stages, the base model's best pooling (echo) and all-MiniLM-L6-v2 on the wide
-# suite (its embedding half, fp32) -> research/wide/results/report.md. ~20 min a GEM model on 2 cores
+# suite (its embedding half, fp32) -> research/wide/results/report.md. 14-20 min a GEM model on 2 cores
 # (echo reads each text twice); delete a model's file to redo it.
 WIDE := research/wide/results
 WIDE_EVAL = $(BIN)/python -m lab eval --suite wide --dtype float32 --skip mmlu,perplexity,perplexity_ood,reconstruction

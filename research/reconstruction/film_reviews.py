@@ -1,6 +1,6 @@
 """The stop issue's own measurement, rerun: reconstruction of film-review snippets, before and after stage 3.
 
-    python -m research.reconstruction.film_reviews      # ~5 min per model on a 2-core CPU, fp32
+    python -m research.reconstruction.film_reviews      # fp32; 17-20 min a model on a 2-core CPU beside another evaluation
 
 Issue #32 measured the shipped model (then stage 2) on 40 film-review snippets cut to 8 tokens: text
 that is neither Wikipedia (the training text) nor news (the lab's second reconstruction source). This

@@ -1,6 +1,6 @@
 """How much of a clustering score is the k-means draw? The suites' clustering tasks, over many seeds.
 
-    python -m research.wide.clustering_seeds      # ~3 min a model on a 2-core CPU, fp32
+    python -m research.wide.clustering_seeds      # fp32; 12 min a model on a 2-core CPU beside another evaluation
 
 The quick and wide suites score clustering as mteb does: one Mini-Batch k-means (batch 500,
 `n_init="auto"`, `random_state` 42) on the embeddings, v-measure against the labels. Between two close
@@ -8,7 +8,7 @@ models a single draw can decide the average. This embeds the texts of two cluste
 model (BBC headlines, 2,225, as in the wide suite; MMLU questions, 20 of each of 57 subjects), exactly
 as the suite does (`lab.evaluation.embedders`, 192 tokens, fp32), and scores them with the same
 k-means under `SEEDS` seeds: the mean, the spread, and seed 42 (the suite's own number, which it must
-reproduce). The whole-article task is left out (2,225 articles: ~10 min a model here).
+reproduce). The whole-article task is left out (2,225 articles: most of the wide suite's time).
 Writes `research/wide/results/clustering_seeds.json` and `.md`; a model's row is reused while its
 weights are unchanged.
 """
