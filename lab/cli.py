@@ -19,6 +19,7 @@ The studies that chose the recipe run from research/ (research/README.md), not f
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -100,11 +101,14 @@ def _cmd_data(args) -> int:
 def _cmd_eval(args) -> int:
     import dataclasses
 
-    from .evaluation.suite import SUITES, run_suite, save_result
+    from .evaluation.suite import SUITES, run_suite, save_result, updated_result
 
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it, or choose another --output")
+    if args.update and not out.is_file():
+        raise FileNotFoundError(f"--update {out}: no such result file; drop --update to measure a new one")
+    if out.exists() and not (args.force or args.update):
+        raise FileExistsError(f"{out} exists; pass --force to replace it, --update to remeasure parts of it, "
+                              f"or choose another --output")
     poolings = [p.strip() for p in args.pooling.split(",") if p.strip()] if args.pooling else None
     skip = tuple(s.strip() for s in args.skip.split(",") if s.strip()) if args.skip else ()
     suite = SUITES[args.suite]
@@ -112,15 +116,24 @@ def _cmd_eval(args) -> int:
         from .evaluation.mteb_by_name import task_names
 
         suite = dataclasses.replace(suite, tasks=task_names(args.mteb))
+    if args.tasks:
+        suite = dataclasses.replace(suite, tasks=_suite_tasks(args.tasks, suite.tasks))
     if args.mmlu_limit is not None:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
     if args.reconstruction_per_length is not None:
         suite = dataclasses.replace(suite, reconstruction_per_length=args.reconstruction_per_length)
     if args.reconstruction_lengths:
         suite = dataclasses.replace(suite, reconstruction_lengths=_token_lengths(args.reconstruction_lengths))
+    if args.update:
+        from .evaluation.suite import check_update
+
+        tasks = () if "embedding" in skip else suite.tasks
+        check_update(json.loads(out.read_text()), args.model, suite.name, args.seed, tasks)
     partial = out.with_name(out.name + ".partial")
     result = run_suite(args.model, poolings, suite, seed=args.seed, label=args.label, skip=skip,
                        heldout=args.heldout, partial=partial, device=args.device, dtype=args.dtype)
+    if args.update:
+        result = updated_result(json.loads(out.read_text()), result)
     save_result(result, out, force=True)
     partial.unlink(missing_ok=True)
     from .evaluation.report import markdown_table, reconstruction_table, table_rows
@@ -131,6 +144,15 @@ def _cmd_eval(args) -> int:
     print(f"timings (s): { {k: round(v, 1) for k, v in result['timings_s'].items()} }")
     print(f"saved {out}")
     return 0
+
+
+def _suite_tasks(text: str, suite_tasks: tuple) -> tuple[str, ...]:
+    """'LocalBBCClustering,...' -> the suite's tasks of those names, in the suite's order; others refused."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in suite_tasks]
+    if not names or unknown:
+        raise ValueError(f"--tasks {text!r}: {unknown or 'no task'} not in this suite; its tasks: {', '.join(suite_tasks)}")
+    return tuple(t for t in suite_tasks if t in names)
 
 
 def _token_lengths(text: str) -> tuple[int, ...]:
@@ -288,7 +310,12 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")
+    s.add_argument("--tasks", default=None, help="comma list: only these of the suite's embedding tasks "
+                   "(e.g. LocalBBCClustering), with --update to remeasure them in an existing file")
     s.add_argument("--force", action="store_true", help="replace an existing output file")
+    s.add_argument("--update", action="store_true", help="remeasure what this run measures (its --tasks, the parts "
+                   "it does not --skip) in the existing --output of the same model and suite, keeping the rest; "
+                   "recorded in the file's provenance")
     s.set_defaults(func=_cmd_eval)
 
 

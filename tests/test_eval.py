@@ -107,6 +107,36 @@ def test_metric_sanity_perfect_and_random_encoders():
     assert random["LocalBBCClustering"] < 0.5
 
 
+def _blobs(texts):
+    """Four noisy blobs by the label in 'item i' (i % 4): k-means draws disagree on them."""
+    return np.stack([np.eye(8)[int(t.split()[1]) % 4] + 0.9 * np.random.default_rng(
+        int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(8) for t in texts])
+
+
+def test_clustering_scores_the_mean_of_kmeans_draws_and_one_draw_is_mtebs_own():
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+
+    from lab.evaluation.tasks import kmeans_v_measures
+
+    rows = _toy_rows(80)
+    sentences, labels = rows["LocalBBCClustering"]
+    embedder = Embedder("blobs", "x", _blobs)
+    draws = kmeans_v_measures(embedder.embed(sentences), labels, range(7))
+    assert len({round(d, 9) for d in draws}) > 1, "the draws must differ, or the mean tests nothing"
+    sizes = TaskSizes(kmeans_draws=7)
+    (task,) = build_tasks(sizes, rows, ("LocalBBCClustering",))
+    assert task.kmeans_seeds == tuple(range(7))
+    assert run_tasks(embedder, [task])["LocalBBCClustering"] == pytest.approx(np.mean(draws), abs=1e-12)
+
+    (one,) = build_tasks(sizes, rows, ("LocalBBCClustering",))
+    one.kmeans_seeds = (42,)
+    plain = type("PlainClustering", (AbsTaskClusteringLegacy,), {"metadata": one.metadata, "load_data": type(one).load_data})
+    mtebs = plain()
+    mtebs.rows = one.rows
+    assert run_tasks(embedder, [one])["LocalBBCClustering"] == pytest.approx(
+        run_tasks(embedder, [mtebs])["LocalBBCClustering"], abs=1e-12)
+
+
 def test_embedder_memoises_and_normalises():
     calls = []
 
@@ -285,6 +315,46 @@ def test_cli_eval_refuses_to_overwrite(tmp_path, capsys):
     out.write_text("{}")
     assert cli_main(["eval", "--model", "tiny-llama", "--output", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "{}"
+
+
+def test_update_remeasures_one_task_keeps_the_rest_and_refuses_another_model(tmp_path, tiny_checkpoint, eval_dir, capsys):
+    """`--update --tasks`: a file measured before clustering averaged k-means draws (its score one
+    draw, marked in the report) gets the clustering score again; the other tasks and parts stay."""
+    out = tmp_path / "r.json"
+    args = ["eval", "--model", str(tiny_checkpoint), "--suite", "smoke", "--skip", "mmlu,reconstruction,perplexity_ood",
+            "--heldout", HELDOUT, "--dtype", "float32", "--output", str(out)]
+    assert cli_main(args) == 0
+    fresh = json.loads(out.read_text())
+    old = json.loads(out.read_text())
+    old["rows"][0]["tasks"]["LocalBBCClustering"] = 0.123
+    old["rows"][0]["tasks"]["LocalLee50STS"] = 0.456  # not remeasured: must stay
+    del old["provenance"]["suite"]["sizes"]["kmeans_draws"], old["provenance"]["weights"]  # as files made before
+    old["perplexity"] = 99.0
+    out.write_text(json.dumps(old))
+    assert "¹" in markdown_table(table_rows(load_results([out])))
+
+    assert cli_main(args + ["--update", "--tasks", "LocalBBCClustering", "--skip", "mmlu,reconstruction,perplexity,perplexity_ood"]) == 0
+    new = json.loads(out.read_text())
+    tasks = new["rows"][0]["tasks"]
+    assert tasks["LocalBBCClustering"] == pytest.approx(fresh["rows"][0]["tasks"]["LocalBBCClustering"], abs=1e-12)
+    assert tasks["LocalLee50STS"] == 0.456 and new["perplexity"] == 99.0
+    assert new["rows"][0]["embedding_avg"] == pytest.approx(sum(tasks.values()) / len(tasks))
+    (update,) = new["provenance"]["updates"]
+    assert update["tasks"] == ["LocalBBCClustering"] and update["parts"] == [] and update["suite"]["sizes"]["kmeans_draws"] == 2
+    assert new["provenance"]["weights"] and "¹" not in markdown_table(table_rows(load_results([out])))
+
+    before = out.read_text()
+    for bad, named in ((["--model", "tiny-llama"], "model"), (["--suite", "quick"], "suite"),
+                       (["--tasks", "LocalBBCRetrievl"], "LocalBBCRetrievl")):
+        assert cli_main(args + ["--update"] + bad) == 2
+        assert named in capsys.readouterr().err and out.read_text() == before
+    changed = json.loads(before)
+    changed["provenance"]["weights"] = "another model's"
+    out.write_text(json.dumps(changed))
+    assert cli_main(args + ["--update", "--tasks", "LocalBBCClustering"]) == 2
+    assert "weights fingerprint" in capsys.readouterr().err and json.loads(out.read_text()) == changed
+    assert cli_main(args[:-1] + [str(tmp_path / "none.json"), "--update"]) == 2
+    assert "no such result file" in capsys.readouterr().err
 
 
 def test_an_interrupted_evaluation_resumes_from_its_partial_file(tmp_path, tiny_checkpoint, monkeypatch):

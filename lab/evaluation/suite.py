@@ -49,7 +49,8 @@ class Suite:
 SUITES = {
     # seconds, for CI and the notebooks' QUICK mode: every part runs, the numbers mean nothing
     "smoke": Suite("smoke", TaskSizes(classification_train=40, classification_test=40, clustering=60,
-                                      retrieval_queries=30, pairs=40, samples_per_label=4, n_experiments=1),
+                                      retrieval_queries=30, pairs=40, samples_per_label=4, n_experiments=1,
+                                      kmeans_draws=2),
                    max_length=64, mmlu_limit=4, mmlu_fewshot=1, perplexity_rows=8, news_rows=4,
                    reconstruction_lengths=(4, 8), reconstruction_per_length=2),
     "quick": Suite("quick", QUICK, max_length=192, mmlu_limit=100),
@@ -146,7 +147,7 @@ def run_suite(model: str, poolings: list[str] | None = None, suite: str | Suite 
             result[part], timings[part] = progress.run(part, compute)
     timings["total"] = time.perf_counter() - t0
     result["timings_s"] = timings
-    result["provenance"] = provenance({"suite": dataclasses.asdict(suite),
+    result["provenance"] = provenance({"suite": dataclasses.asdict(suite), "weights": weights_fingerprint(model),
                                        "gem_config": dataclasses.asdict(gem.gem_config) if gem is not None and gem.gem_config else None,
                                        "dtype": str(gem.dtype) if gem is not None else "float32"})
     return result
@@ -227,6 +228,62 @@ def _load_partial(path, key: str) -> dict:
         log.warning("ignoring %s: it was made with other settings", path)
         return {}
     return {"parts": data.get("parts", {})}
+
+
+LANGUAGE_PARTS = ("mmlu", "perplexity", "perplexity_ood", "reconstruction", "reconstruction_news")
+
+
+def updated_result(old: dict, new: dict) -> dict:
+    """`old` (a result file's dict) with what `new` measured of the same model in the same suite: each
+    of `new`'s task scores replaces the old one in the same pooling's row (the row's average taken again
+    over all its tasks), each language part `new` has replaces the old one, and the update is recorded
+    in `provenance["updates"]` (commit, machine, what was measured, timings). The rest stays as measured.
+
+    For a change that touches some tasks or parts (a scoring fix, a rebuilt data file): rerun those
+    only (`lab eval --update --tasks ... --skip ...`). Refuses (ValueError) a different model, weights,
+    suite, seed or dtype, a pooling or task the file does not have.
+    """
+    check_update(old, new["model"], new["suite"], new["seed"], {t for r in new["rows"] for t in r["tasks"]})
+    po, pn = old.get("provenance", {}), new["provenance"]
+    if po.get("dtype") != pn.get("dtype"):
+        _mismatch("dtype", po.get("dtype"), pn.get("dtype"))
+    if po.get("weights") and po["weights"] != pn["weights"]:
+        _mismatch("weights fingerprint (the model was retrained or re-exported)", po["weights"], pn["weights"])
+    out = json.loads(json.dumps(old))
+    rows = {r["pooling"]: r for r in out["rows"]}
+    for row in new["rows"]:
+        if row["pooling"] not in rows:
+            _mismatch("poolings", sorted(rows), row["pooling"])
+        target = rows[row["pooling"]]
+        target["tasks"].update(row["tasks"])  # check_update: the row has each of them
+        target["embedding_avg"] = sum(target["tasks"].values()) / len(target["tasks"])
+    measured = [p for p in LANGUAGE_PARTS if new.get(p) is not None]
+    out.update({p: new[p] for p in measured})
+    out.setdefault("provenance", {}).setdefault("updates", []).append({
+        "tasks": sorted({t for r in new["rows"] for t in r["tasks"]}), "poolings": [r["pooling"] for r in new["rows"]],
+        "parts": measured, "timings_s": new["timings_s"], "date": time.strftime("%Y-%m-%d"),
+        **{k: pn.get(k) for k in ("commit", "dirty", "processor", "machine", "packages", "suite", "weights")}})
+    if pn.get("weights"):
+        out["provenance"]["weights"] = pn["weights"]
+    return out
+
+
+def check_update(old: dict, model: str, suite: str, seed: int, tasks) -> None:
+    """Refuse (ValueError), before anything is measured, an update of `old` by another model, suite or
+    seed, or with tasks the file's rows have no score for."""
+    for key, value in (("model", model), ("suite", suite), ("seed", seed)):
+        if old.get(key) != value:
+            _mismatch(key, old.get(key), value)
+    for row in old.get("rows", []):
+        missing = sorted(set(tasks) - set(row["tasks"]))
+        if missing:
+            raise ValueError(f"--update: the file has no score for {missing} (pooling {row['pooling']}); an update "
+                             f"replaces scores, it does not add tasks to an average (write a new file instead)")
+
+
+def _mismatch(what, a, b):
+    raise ValueError(f"--update: the file's {what} is {a!r}, this run's {b!r}; an update must measure the same "
+                     f"model the same way (or write a new file: --force replaces it)")
 
 
 def save_result(result: dict, path: str | Path, force: bool = False) -> Path:
