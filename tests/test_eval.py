@@ -328,7 +328,9 @@ def test_update_remeasures_one_task_keeps_the_rest_and_refuses_another_model(tmp
     old = json.loads(out.read_text())
     old["rows"][0]["tasks"]["LocalBBCClustering"] = 0.123
     old["rows"][0]["tasks"]["LocalLee50STS"] = 0.456  # not remeasured: must stay
+    assert old["rows"][0]["kmeans_draws"] == {"LocalBBCClustering": 2}
     del old["provenance"]["suite"]["sizes"]["kmeans_draws"], old["provenance"]["weights"]  # as files made before
+    del old["rows"][0]["kmeans_draws"]
     old["perplexity"] = 99.0
     out.write_text(json.dumps(old))
     assert "¹" in markdown_table(table_rows(load_results([out])))
@@ -342,6 +344,10 @@ def test_update_remeasures_one_task_keeps_the_rest_and_refuses_another_model(tmp
     (update,) = new["provenance"]["updates"]
     assert update["tasks"] == ["LocalBBCClustering"] and update["parts"] == [] and update["suite"]["sizes"]["kmeans_draws"] == 2
     assert new["provenance"]["weights"] and "¹" not in markdown_table(table_rows(load_results([out])))
+    assert new["rows"][0]["kmeans_draws"] == {"LocalBBCClustering": 2}
+    language_only = {**old, "rows": [], "provenance": {}}  # a later file of the same model: its rows come from `out`
+    (tmp_path / "mmlu.json").write_text(json.dumps(language_only))
+    assert "¹" not in markdown_table(table_rows(load_results([tmp_path / "mmlu.json", out])))
 
     before = out.read_text()
     for bad, named in ((["--model", "tiny-llama"], "model"), (["--suite", "quick"], "suite"),

@@ -30,6 +30,9 @@ def load_results(paths) -> list[dict]:
     by_key: dict[tuple, dict] = {}
     for p in paths:
         res = read_json(p)
+        for row in res.get("rows") or []:  # from this file's own provenance, before rows move in a merge
+            if row_kmeans_draws(row, res):
+                row["kmeans_draws"] = row_kmeans_draws(row, res)
         key = (res.get("model"), res.get("label"))
         if key not in by_key:
             by_key[key] = res
@@ -51,14 +54,21 @@ def save_json_and_markdown(stem: str | Path, data, markdown: str) -> None:
         f.write(markdown)
 
 
-def kmeans_draws_of(result: dict, task: str) -> int:
-    """How many k-means fits a result's score of clustering `task` averages: the draws of the last update
-    that measured it, else of the suite the file was measured with (1: before the suites averaged draws)."""
-    for update in reversed(result.get("provenance", {}).get("updates", [])):
-        if task in update["tasks"]:
-            return update["suite"]["sizes"].get("kmeans_draws", 1)
-    sizes = (result.get("provenance", {}).get("suite") or {}).get("sizes", {})
-    return sizes.get("kmeans_draws", 1)
+def row_kmeans_draws(row: dict, result: dict) -> dict[str, int]:
+    """{clustering task: k-means fits its score averages} of one row of `result`: the row's own record,
+    else (files written before rows kept one) the last update of `result` that measured the task, else
+    the suite the file was measured with; 1 for a file from before the suites averaged draws."""
+    if "kmeans_draws" in row:
+        return row["kmeans_draws"]
+    prov = result.get("provenance", {})
+
+    def draws(task):
+        for update in reversed(prov.get("updates", [])):
+            if task in update["tasks"]:
+                return update["suite"]["sizes"].get("kmeans_draws", 1)
+        return ((prov.get("suite") or {}).get("sizes") or {}).get("kmeans_draws", 1)
+
+    return {t: draws(t) for t in row["tasks"] if t in LOCAL_CLUSTERING_TASKS}
 
 
 def table_rows(results: list[dict]) -> list[dict]:
@@ -72,7 +82,7 @@ def table_rows(results: list[dict]) -> list[dict]:
                          "embedding_avg": r["embedding_avg"], "mmlu": mmlu.get("acc_macro"),
                          "mmlu_acc": mmlu.get("acc"), "perplexity": res.get("perplexity"),
                          "perplexity_ood": res.get("perplexity_ood"), "suite": res.get("suite"),
-                         "kmeans_draws": {t: kmeans_draws_of(res, t) for t in r["tasks"] if t in LOCAL_CLUSTERING_TASKS}})
+                         "kmeans_draws": row_kmeans_draws(r, res) if r["tasks"] else {}})
     return rows
 
 

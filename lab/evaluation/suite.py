@@ -26,7 +26,8 @@ from pathlib import Path
 from ..weights.dtypes import cpu_model
 from ..weights.loading import load, weights_fingerprint
 from ..storage import PROJECT_ROOT, write_json_atomic
-from .tasks import FULL, LOCAL_TASK_NAMES, QUICK, TASK_NAMES, WIDE, TaskSizes, build_tasks, run_tasks, task_rows
+from .report import row_kmeans_draws
+from .tasks import FULL, LOCAL_CLUSTERING_TASKS, LOCAL_TASK_NAMES, QUICK, TASK_NAMES, WIDE, TaskSizes, build_tasks, run_tasks, task_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ def _embedding_row(model: str, gem, pooling: str, suite: Suite, rows: dict, batc
            else gem_embedder(gem, pooling, batch_size=batch_size, max_length=suite.max_length))
     scores = run_tasks(emb, build_tasks(suite.sizes, rows, suite.tasks))
     return {"pooling": pooling, "tasks": scores, "embedding_avg": sum(scores.values()) / len(scores),
-            "texts_embedded": emb.texts_embedded}
+            "texts_embedded": emb.texts_embedded,
+            "kmeans_draws": {t: suite.sizes.kmeans_draws for t in scores if t in LOCAL_CLUSTERING_TASKS}}
 
 
 def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dict:
@@ -256,6 +258,7 @@ def updated_result(old: dict, new: dict) -> dict:
             _mismatch("poolings", sorted(rows), row["pooling"])
         target = rows[row["pooling"]]
         target["tasks"].update(row["tasks"])  # check_update: the row has each of them
+        target["kmeans_draws"] = {**row_kmeans_draws(target, old), **row.get("kmeans_draws", {})}
         target["embedding_avg"] = sum(target["tasks"].values()) / len(target["tasks"])
     measured = [p for p in LANGUAGE_PARTS if new.get(p) is not None]
     out.update({p: new[p] for p in measured})
