@@ -359,6 +359,10 @@ def test_update_remeasures_one_task_keeps_the_rest_and_refuses_another_model(tmp
     out.write_text(json.dumps(changed))
     assert cli_main(args + ["--update", "--tasks", "LocalBBCClustering"]) == 2
     assert "weights fingerprint" in capsys.readouterr().err and json.loads(out.read_text()) == changed
+    changed["provenance"].update(weights=json.loads(before)["provenance"]["weights"], dtype="torch.bfloat16")
+    out.write_text(json.dumps(changed))
+    assert cli_main(args + ["--update", "--tasks", "LocalBBCClustering"]) == 2
+    assert "--dtype" in capsys.readouterr().err and json.loads(out.read_text()) == changed
     assert cli_main(args[:-1] + [str(tmp_path / "none.json"), "--update"]) == 2
     assert "no such result file" in capsys.readouterr().err
 

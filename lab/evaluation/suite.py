@@ -248,7 +248,7 @@ def updated_result(old: dict, new: dict) -> dict:
     check_update(old, new["model"], new["suite"], new["seed"], {t for r in new["rows"] for t in r["tasks"]})
     po, pn = old.get("provenance", {}), new["provenance"]
     if po.get("dtype") != pn.get("dtype"):
-        _mismatch("dtype", po.get("dtype"), pn.get("dtype"))
+        _mismatch("dtype (--dtype float32 or bfloat16 chooses it)", po.get("dtype"), pn.get("dtype"))
     if po.get("weights") and po["weights"] != pn["weights"]:
         _mismatch("weights fingerprint (the model was retrained or re-exported)", po["weights"], pn["weights"])
     out = json.loads(json.dumps(old))
