@@ -113,7 +113,7 @@ def _blobs(texts):
         int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(8) for t in texts])
 
 
-def test_clustering_scores_the_mean_of_kmeans_draws_and_one_draw_is_mtebs_own():
+def test_clustering_scores_the_mean_of_kmeans_draws_and_one_draw_is_mtebs_own(eval_dir):
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
 
     from lab.evaluation.tasks import kmeans_v_measures
@@ -127,6 +127,11 @@ def test_clustering_scores_the_mean_of_kmeans_draws_and_one_draw_is_mtebs_own():
     (task,) = build_tasks(sizes, rows, ("LocalBBCClustering",))
     assert task.kmeans_seeds == tuple(range(7))
     assert run_tasks(embedder, [task])["LocalBBCClustering"] == pytest.approx(np.mean(draws), abs=1e-12)
+
+    from lab.evaluation.tasks import LOCAL_CLUSTERING_TASKS, LOCAL_TASK_NAMES, _MeanOfDraws, task_rows
+
+    every = build_tasks(sizes, {**task_rows(sizes), **rows}, LOCAL_TASK_NAMES)
+    assert {t.metadata.name for t in every if isinstance(t, _MeanOfDraws)} == set(LOCAL_CLUSTERING_TASKS)
 
     (one,) = build_tasks(sizes, rows, ("LocalBBCClustering",))
     one.kmeans_seeds = (42,)

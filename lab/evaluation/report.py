@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..storage import atomic_file, read_json, write_json_atomic
-from .tasks import LOCAL_CLUSTERING_TASKS, LOCAL_TASK_NAMES, SHORT_NAMES
+from .tasks import LOCAL_CLUSTERING_TASKS, LOCAL_TASK_NAMES, QUICK, SHORT_NAMES
 
 
 def load_results(paths) -> list[dict]:
@@ -30,9 +30,6 @@ def load_results(paths) -> list[dict]:
     by_key: dict[tuple, dict] = {}
     for p in paths:
         res = read_json(p)
-        for row in res.get("rows") or []:  # from this file's own provenance, before rows move in a merge
-            if row_kmeans_draws(row, res):
-                row["kmeans_draws"] = row_kmeans_draws(row, res)
         key = (res.get("model"), res.get("label"))
         if key not in by_key:
             by_key[key] = res
@@ -54,21 +51,10 @@ def save_json_and_markdown(stem: str | Path, data, markdown: str) -> None:
         f.write(markdown)
 
 
-def row_kmeans_draws(row: dict, result: dict) -> dict[str, int]:
-    """{clustering task: k-means fits its score averages} of one row of `result`: the row's own record,
-    else (files written before rows kept one) the last update of `result` that measured the task, else
-    the suite the file was measured with; 1 for a file from before the suites averaged draws."""
-    if "kmeans_draws" in row:
-        return row["kmeans_draws"]
-    prov = result.get("provenance", {})
-
-    def draws(task):
-        for update in reversed(prov.get("updates", [])):
-            if task in update["tasks"]:
-                return update["suite"]["sizes"].get("kmeans_draws", 1)
-        return ((prov.get("suite") or {}).get("sizes") or {}).get("kmeans_draws", 1)
-
-    return {t: draws(t) for t in row["tasks"] if t in LOCAL_CLUSTERING_TASKS}
+def row_kmeans_draws(row: dict) -> dict[str, int]:
+    """{clustering task: k-means fits its score averages} of one result row: the row's own record; a row
+    without one was measured before the suites averaged draws, one draw each."""
+    return row.get("kmeans_draws") or {t: 1 for t in row["tasks"] if t in LOCAL_CLUSTERING_TASKS}
 
 
 def table_rows(results: list[dict]) -> list[dict]:
@@ -82,7 +68,7 @@ def table_rows(results: list[dict]) -> list[dict]:
                          "embedding_avg": r["embedding_avg"], "mmlu": mmlu.get("acc_macro"),
                          "mmlu_acc": mmlu.get("acc"), "perplexity": res.get("perplexity"),
                          "perplexity_ood": res.get("perplexity_ood"), "suite": res.get("suite"),
-                         "kmeans_draws": row_kmeans_draws(r, res) if r["tasks"] else {}})
+                         "kmeans_draws": row_kmeans_draws(r)})
     return rows
 
 
@@ -115,8 +101,8 @@ def markdown_table(rows: list[dict], language: bool = True) -> str:
             cells += [_fmt(r["mmlu"]), *("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("perplexity", "perplexity_ood"))]
         lines.append("| " + " | ".join(cells) + " |")
     if one_draw:
-        lines += ["", "¹ one k-means draw (mteb's seed 42), measured before the clustering scores were the mean of "
-                  "30 draws; one draw moves a headline clustering score by about ±4.5 points."]
+        lines += ["", f"¹ one k-means draw (mteb's seed 42), measured before the clustering scores were the mean of "
+                  f"{QUICK.kmeans_draws} draws; one draw moves a headline clustering score by about ±4.5 points."]
     return "\n".join(lines) + "\n"
 
 

@@ -258,7 +258,7 @@ def updated_result(old: dict, new: dict) -> dict:
             _mismatch("poolings", sorted(rows), row["pooling"])
         target = rows[row["pooling"]]
         target["tasks"].update(row["tasks"])  # check_update: the row has each of them
-        target["kmeans_draws"] = {**row_kmeans_draws(target, old), **row.get("kmeans_draws", {})}
+        target["kmeans_draws"] = {**row_kmeans_draws(target), **row.get("kmeans_draws", {})}
         target["embedding_avg"] = sum(target["tasks"].values()) / len(target["tasks"])
     measured = [p for p in LANGUAGE_PARTS if new.get(p) is not None]
     out.update({p: new[p] for p in measured})

@@ -90,7 +90,7 @@ class _MeanOfDraws:
     v-measure of one k-means fit per seed in `kmeans_seeds` (main score `v_measure`; `v_measures`
     keeps each draw, `v_measure_std` their spread). With `kmeans_seeds = (42,)` it is mteb's own score."""
 
-    kmeans_seeds: tuple = tuple(range(30))
+    kmeans_seeds: tuple = tuple(range(TaskSizes.kmeans_draws))  # build_tasks sets the suite's
 
     def _evaluate_subset(self, model, data_split, *, encode_kwargs, hf_split, hf_subset, timer,
                          num_proc=None, **kwargs):
