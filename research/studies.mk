@@ -23,9 +23,10 @@ reconstruction-tradeoff: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.tradeoff
 
-# The stop issue's film-review measurement: stage 2 and the shipped stage 3 reconstructing 40 movie-review
-# sentences per length -> research/reconstruction/results/stop/film-reviews.md. 17-20 min a model on 2 cores
-# (measured beside another evaluation).
+# The stop issue's film-review measurement: stage 2, the shipped stage 3 and the stage-4 candidate
+# (research/reconstruction/candidates/) reconstructing 40 movie-review sentences per length ->
+# research/reconstruction/results/stop/film-reviews.md. 17-20 min a model on 2 cores beside another evaluation,
+# 10 min alone; rows are reused while a model's weights are unchanged.
 film-reviews: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.film_reviews

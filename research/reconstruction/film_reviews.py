@@ -1,4 +1,4 @@
-"""The stop issue's own measurement, rerun: reconstruction of film-review snippets, before and after stage 3.
+"""The stop issue's own measurement, rerun: reconstruction of film-review snippets by stage 2, stage 3 and the stage-4 candidate.
 
     python -m research.reconstruction.film_reviews      # fp32; 17-20 min a model on a 2-core CPU beside another evaluation
 
@@ -26,7 +26,8 @@ from .budget import RESULTS
 log = logging.getLogger(__name__)
 
 MODELS = {"stage 2 (gem-smollm2-135m-anchored, before)": "gem-smollm2-135m-anchored",
-          "stage 3 (gem-smollm2-135m, shipped, after)": "gem-smollm2-135m"}
+          "stage 3 (gem-smollm2-135m, shipped, after)": "gem-smollm2-135m",
+          "stage 4 candidate (stop, then 40 contrastive steps)": "research/reconstruction/candidates/stop-contrast-40"}
 LENGTHS = (8, 16, 32)
 PER_LENGTH = 40
 EXAMPLES = 8
