@@ -23,17 +23,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lab.gem import GemConfig
+from lab.gem.readout import HEAD_FILE
 from lab.storage import atomic_dir, folder_problem
-from lab.weights.checkpoints import resolve_run
+from lab.weights.checkpoints import ADAPTER_DIR, TOKENS_FILE, WEIGHTS_FILE, resolve_run
 from lab.weights.loading import local_path
 
 log = logging.getLogger(__name__)
 
-ADAPTER = "adapter"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's names inside ADAPTER_DIR
 ADAPTER_CONFIG = "adapter_config.json"
-BLENDED = ("gem_tokens.safetensors", "readout_head.safetensors")
-KEPT = ("gem_config.json", "train_config.json")
+BLENDED = (TOKENS_FILE, HEAD_FILE)  # averaged where the checkpoints have them
+KEPT = (GemConfig.FILENAME, "train_config.json")  # copied from the end stage
 
 
 def blended_lora(start: dict, end: dict, t: float) -> dict:
@@ -69,18 +70,20 @@ def write_blend(start: str, end: str, t: float, out: Path) -> Path:
         problem = folder_problem(path, content=True)
         if problem:
             raise ValueError(problem)
-    for name in KEPT[:1]:
-        if json.loads((a / name).read_text()) != json.loads((b / name).read_text()):
-            raise ValueError(f"{name} differs between {a} and {b}: not two stages of one model")
-    config = json.loads((b / ADAPTER / ADAPTER_CONFIG).read_text())
-    if json.loads((a / ADAPTER / ADAPTER_CONFIG).read_text())["r"] != config["r"]:
+        if (path / WEIGHTS_FILE).is_file() or not (path / ADAPTER_DIR / ADAPTER_CONFIG).is_file():
+            raise ValueError(f"{path} is not a LoRA checkpoint (a full fine-tune or a merged export): only two "
+                             f"LoRA stages of one model can be blended")
+    if GemConfig.load(a) != GemConfig.load(b):
+        raise ValueError(f"{GemConfig.FILENAME} differs between {a} and {b}: not two stages of one model")
+    config = json.loads((b / ADAPTER_DIR / ADAPTER_CONFIG).read_text())
+    if json.loads((a / ADAPTER_DIR / ADAPTER_CONFIG).read_text())["r"] != config["r"]:
         raise ValueError("the adapters' ranks differ")
     with atomic_dir(out, metadata={"kind": "blend", "start": str(a), "end": str(b), "t": t}) as tmp:
-        (tmp / ADAPTER).mkdir()
-        save_file(blended_lora(load_file(a / ADAPTER / ADAPTER_WEIGHTS), load_file(b / ADAPTER / ADAPTER_WEIGHTS), t),
-                  tmp / ADAPTER / ADAPTER_WEIGHTS)
-        (tmp / ADAPTER / ADAPTER_CONFIG).write_text(json.dumps(blended_config(config), indent=2))
-        for name in BLENDED:
+        (tmp / ADAPTER_DIR).mkdir()
+        save_file(blended_lora(load_file(a / ADAPTER_DIR / ADAPTER_WEIGHTS), load_file(b / ADAPTER_DIR / ADAPTER_WEIGHTS), t),
+                  tmp / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        (tmp / ADAPTER_DIR / ADAPTER_CONFIG).write_text(json.dumps(blended_config(config), indent=2))
+        for name in (n for n in BLENDED if (b / n).is_file()):
             x, y = load_file(a / name), load_file(b / name)
             save_file({k: ((1 - t) * x[k].float() + t * y[k].float()).to(x[k].dtype) for k in x}, tmp / name)
         for name in KEPT:

@@ -52,10 +52,14 @@ def test_blend_ends_are_the_stages_and_the_middle_is_the_weight_average(stages, 
     assert not torch.allclose(wa["head.linear.weight"], wb["head.linear.weight"]), "the two stages must differ"
 
 
-def test_blend_refuses_two_different_models(stages, tmp_path):
+def test_blend_refuses_two_different_models_and_a_checkpoint_without_lora(stages, tmp_path):
     other = shipped_like_gem(max_length=32)  # another max_length: another gem_config.json
     other.model = get_peft_model(other.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
     c = save_checkpoint(other, tmp_path / "c")
     with pytest.raises(ValueError, match="not two stages of one model"):
         write_blend(str(stages[0]), str(c), 0.5, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+    plain = save_checkpoint(shipped_like_gem(max_length=64), tmp_path / "plain")  # no adapter
+    with pytest.raises(ValueError, match="not a LoRA checkpoint"):
+        write_blend(str(stages[0]), str(plain), 0.5, tmp_path / "y")
+    assert not (tmp_path / "y").exists()
