@@ -33,3 +33,14 @@ def rows_per_weights(target: Path, settings: dict, models: dict[str, str], measu
     result["rows"] = {label: result["rows"][label] for label in models}
     write_json_atomic(target, result)
     return result
+
+
+def study_main(doc: str, argv: list[str] | None, measure_and_report: Callable[[], str]) -> int:
+    """A per-model study's command line (no options; `doc`'s first paragraph as its help): log at INFO,
+    measure what changed, print the report."""
+    import argparse
+
+    argparse.ArgumentParser(description=doc.split("\n\n")[0]).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    print(measure_and_report())
+    return 0

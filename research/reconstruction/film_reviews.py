@@ -25,9 +25,9 @@ from .budget import RESULTS
 
 log = logging.getLogger(__name__)
 
-MODELS = {"stage 2 (gem-smollm2-135m-anchored, before)": "gem-smollm2-135m-anchored",
-          "stage 3 (gem-smollm2-135m, shipped, after)": "gem-smollm2-135m",
-          "stage 4 candidate (stop, then 40 contrastive steps)": "research/reconstruction/candidates/stop-contrast-40"}
+MODELS = {"stage 2 (gem-smollm2-135m-anchored, before the stop)": "gem-smollm2-135m-anchored",
+          "stage 3 (gem-smollm2-135m-stop, the stop)": "gem-smollm2-135m-stop",
+          "stage 4 (gem-smollm2-135m, shipped: the stop, then 40 contrastive steps)": "gem-smollm2-135m"}
 LENGTHS = (8, 16, 32)
 PER_LENGTH = 40
 EXAMPLES = 8

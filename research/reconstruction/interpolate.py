@@ -8,7 +8,7 @@ update of rank 2r: `B = [(1 - t) B0, t B1]`, `A = [A0; A1]`, with alpha doubled 
 exact, loads like any checkpoint and is at most twice the adapter's size. The tokens' rows and the
 head are blended directly.
 
-    python -m research.reconstruction.interpolate gem-smollm2-135m-anchored gem-smollm2-135m --t 0.5 \
+    python -m research.reconstruction.interpolate gem-smollm2-135m-anchored gem-smollm2-135m-stop --t 0.5 \
         --out runs/blend-0.5
 """
 

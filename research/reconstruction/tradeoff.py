@@ -33,7 +33,7 @@ from .budget import EXPERIMENTS, RESULTS, final_suite, out_for, reconstruction_c
 log = logging.getLogger(__name__)
 
 STAGE1 = "gem-smollm2-135m-gpu"  # the GPU recipe's model, where every run here starts
-SHIPPED_RUN = "anchored-reconstruction-w2"  # its checkpoint-300 ships as gem-smollm2-135m
+SHIPPED_RUN = "anchored-reconstruction-w2"  # its checkpoint-300 ships as gem-smollm2-135m-anchored (stage 2)
 RUNS = ("keep-reconstruction", "reconstruction-from-shipped", "anchored-reconstruction",
         "anchored-reconstruction-w2", "anchored-reconstruction-w2-more")
 OUT = RESULTS / "reconstruction_tradeoff"
@@ -148,7 +148,7 @@ def tradeoff_report(result: dict) -> str:
             "ablations' suite (`results/ablations.md`: the quick suite's tasks with texts cut to 64 tokens, so it "
             "differs from results/report.md's, made at 192); perplexity on held-out Wikipedia (the training "
             "domain) and BBC News (out of domain). Each run's checkpoints: `research/reconstruction/results/<run>.md`. "
-            f"`{SHIPPED_RUN}` at its last checkpoint is the shipped model, `gem-smollm2-135m` (stage 2: "
+            f"`{SHIPPED_RUN}` at its last checkpoint is the shipped model's stage 2, `gem-smollm2-135m-anchored` ("
             "`configs/gem-smollm2-135m-anchored.yaml`).\n\n"
             + tradeoff_table(result))
 

@@ -17,7 +17,6 @@ weights are unchanged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from lab.evaluation.tasks import kmeans_v_measures as v_measures
 from lab.storage import atomic_file
-from ..rows import rows_per_weights
+from ..rows import rows_per_weights, study_main
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,11 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "clustering_seeds"
 MODELS = {"stage 1 (gem-smollm2-135m-gpu)": "gem-smollm2-135m-gpu",
           "stage 2 (gem-smollm2-135m-anchored)": "gem-smollm2-135m-anchored",
-          "stage 3 (gem-smollm2-135m, shipped)": "gem-smollm2-135m",
+          "stage 3 (gem-smollm2-135m-stop)": "gem-smollm2-135m-stop",
           "all-MiniLM-L6-v2": "minilm"}
 WIDE_RESULTS = {"stage 1 (gem-smollm2-135m-gpu)": HERE / "results" / "gem-gpu.json",  # `make wide-stages`
                 "stage 2 (gem-smollm2-135m-anchored)": HERE / "results" / "gem-anchored.json",
-                "stage 3 (gem-smollm2-135m, shipped)": HERE / "results" / "gem.json",
+                "stage 3 (gem-smollm2-135m-stop)": HERE / "results" / "gem-stop.json",
                 "all-MiniLM-L6-v2": HERE / "results" / "minilm.json"}
 TASKS = ("LocalBBCClustering", "LocalMMLUTopicClustering")
 SEEDS = tuple(range(30))
@@ -132,11 +131,7 @@ def wide_averages(result: dict, files=None) -> dict[str, tuple[float, float, dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    print(report(measure()))
-    return 0
+    return study_main(__doc__, argv, lambda: report(measure()))
 
 
 if __name__ == "__main__":
