@@ -208,7 +208,8 @@ def test_shipped_models_were_trained_with_their_committed_configs(name):
     from lab.training.config_files import config_from_args, flat_items, load_saved_config
 
     folder = registry.shipped_gem_path(name)
-    assert folder_problem(folder) is None, folder_problem(folder)
+    problem = folder_problem(folder, content=True)  # every file's SHA-256: an edited card not resealed fails here
+    assert problem is None, f"{problem} (after editing a card: python -c \"from lab.storage import reseal; reseal('{folder}')\")"
     assert name in registry.SHIPPED_RECIPES and RECIPE_CONFIGS[name].split("/")[-1] in registry.SHIPPED_RECIPES[name]
     as_run = flat_items(load_saved_config(json.loads((folder / "train_config.json").read_text())))
     committed = flat_items(config_from_args(str(PROJECT_ROOT / RECIPE_CONFIGS[name]), []))
