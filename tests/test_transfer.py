@@ -1,5 +1,6 @@
 """Transfer tasks outside the suite (gensim's WordSim-353, SimLex-999, Pang & Lee polarity)."""
 
+import zlib
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,24 @@ def test_a_label_reading_embedder_is_perfect_and_a_random_one_is_not():
     noise = Embedder("noise", "x", lambda ts: rng.normal(size=(len(ts), 8)))
     assert sentiment_accuracy(oracle, texts, labels) == 1.0
     assert sentiment_accuracy(noise, texts, labels) < 0.7
+
+
+def test_sentiment_is_the_mean_over_the_splits_of_one_embedding():
+    texts, labels = transfer_data()["Pang-Lee sentiment"]
+    truth = dict(zip(texts, labels))
+    calls = []
+
+    def weak(ts):  # a little of the label in noise, fixed per text: the split decides more
+        calls.append(len(ts))
+        return np.array([[0.4 * truth[t], *np.random.default_rng(zlib.crc32(t.encode())).normal(size=6)] for t in ts])
+
+    emb = Embedder("weak", "x", weak)
+    one = [sentiment_accuracy(emb, texts, labels, seeds=[s]) for s in range(4)]
+    assert len(set(one)) > 1, "the split moves the score"
+    calls.clear()
+    fresh = Embedder("weak, again", "x", weak)
+    assert sentiment_accuracy(fresh, texts, labels, seeds=range(4)) == pytest.approx(np.mean(one), abs=1e-12)
+    assert calls == [200], "the texts are embedded once, whatever the number of splits"
 
 
 def test_word_similarity_is_the_rank_correlation_with_the_human_scores():
