@@ -65,17 +65,39 @@ SENTIMENT_SPLITS = tuple(range(50))  # split seeds: one split of 200 sentences m
 # (sd; research/wide/sentiment_splits.md), as one k-means draw moves a clustering score
 
 
+def sentiment_right(x: np.ndarray, labels, folds: int = 5, seeds=SENTIMENT_SPLITS) -> np.ndarray:
+    """(len(seeds), n) bool: whether each text's out-of-fold prediction is right, per split seed (a logistic
+    regression on the embeddings `x` (n, d), stratified `folds`-fold)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    y = np.asarray(labels)
+    return np.asarray([cross_val_predict(LogisticRegression(max_iter=2000), x, y,
+                                         cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)) == y
+                       for seed in seeds])
+
+
 def sentiment_accuracy(embedder: Embedder, texts: list[str], labels: list[int], folds: int = 5,
                        seeds=SENTIMENT_SPLITS) -> float:
     """Accuracy of a logistic regression on the embeddings, stratified `folds`-fold, averaged over the
-    splits of `seeds` (the texts are embedded once)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    splits of `seeds` (the texts are embedded once; every text is predicted once per split)."""
+    return float(sentiment_right(embedder.embed(texts), labels, folds, seeds).mean())
 
-    x, y = embedder.embed(texts), np.asarray(labels)
-    return float(np.mean([np.mean(cross_val_score(LogisticRegression(max_iter=2000), x, y,
-                                                  cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)))
-                          for seed in seeds]))
+
+def transfer_embedder(name: str, pooling: str | None, dtype: str = "float32", loaded: dict | None = None) -> Embedder:
+    """The table's embedder of one row: the encoder for an encoder name ('minilm'; `pooling` unused), else
+    the LLM `name` (kept in `loaded`, so each is loaded once) with `pooling` (None: GEM's readout for a GEM
+    checkpoint)."""
+    from ..weights.encoders import ENCODERS
+    from ..weights.loading import load
+    from .embedders import gem_embedder, sentence_transformer_embedder
+
+    if name in ENCODERS:
+        return sentence_transformer_embedder(name)
+    loaded = {} if loaded is None else loaded
+    if name not in loaded:
+        loaded[name] = load(name, dtype=dtype)
+    return gem_embedder(loaded[name], pooling or None)
 
 
 def transfer_scores(embedder: Embedder) -> dict[str, float]:
@@ -98,9 +120,7 @@ def transfer_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from ..weights.encoders import ENCODERS
-    from ..weights.loading import load
     from .report import save_json_and_markdown
-    from .embedders import gem_embedder, sentence_transformer_embedder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-stop:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
@@ -112,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, loaded = [], {}
     for spec in args.models.split(","):
         name, _, pooling = spec.partition(":")
-        if name in ENCODERS:
-            embedder = sentence_transformer_embedder(name)
-        else:
-            gem = loaded.setdefault(name, load(name, dtype=args.dtype))
-            embedder = gem_embedder(gem, pooling or None)
-        scores = transfer_scores(embedder)
+        scores = transfer_scores(transfer_embedder(name, pooling, args.dtype, loaded))
         log.info("%s %s: %s", name, pooling, scores)
         print(name, pooling, {k: round(100 * v, 1) for k, v in scores.items()}, flush=True)
         rows.append((name, pooling, scores))

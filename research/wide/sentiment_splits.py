@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.evaluation.transfer import SENTIMENT_SPLITS
+from lab.evaluation.transfer import SENTIMENT_SPLITS, sentiment_right
 from lab.storage import atomic_file
 from ..rows import rows_per_weights, study_main
 
@@ -42,34 +42,22 @@ TABLE_SEED = 0  # the one split the transfer table used before it averaged (unti
 
 
 def embedder_for(model: str):
-    """The transfer table's embedder: the encoder for 'minilm', echo pooling for the base model, else GEM's readout."""
-    from lab.evaluation.embedders import gem_embedder, sentence_transformer_embedder
+    """The transfer table's embedder of `model`: the encoder for 'minilm', echo pooling for the base model
+    (its best), else GEM's readout."""
+    from lab.evaluation.transfer import transfer_embedder
     from lab.weights.encoders import ENCODERS
-    from lab.weights.loading import load
 
     if model in ENCODERS:
-        return sentence_transformer_embedder(model)
-    gem = load(model, dtype="float32")
-    return gem_embedder(gem, "gem" if gem.gem_config is not None else "echo")
-
-
-def right_per_split(x: np.ndarray, labels: np.ndarray, seeds=SEEDS, folds: int = 5) -> np.ndarray:
-    """(len(seeds), n) bool: whether each sentence's out-of-fold prediction is right, per split seed
-    (the transfer table's classifier and stratified folds)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    out = []
-    for seed in seeds:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        out.append(cross_val_predict(LogisticRegression(max_iter=2000), x, labels, cv=cv) == labels)
-    return np.asarray(out)
+        return transfer_embedder(model, None)
+    loaded: dict = {}
+    readout = transfer_embedder(model, None, loaded=loaded)
+    return readout if loaded[model].is_gem else transfer_embedder(model, "echo", loaded=loaded)
 
 
 def model_row(model: str, texts: list[str], labels: list[int], seeds=SEEDS, embedder=embedder_for) -> dict:
     """{"table_split", "mean", "sd", "min", "max", "per_sentence"} of one model: accuracies over the
     split seeds, and each sentence's share of seeds on which it was classified right."""
-    right = right_per_split(np.asarray(embedder(model).embed(list(texts))), np.asarray(labels), seeds)
+    right = sentiment_right(np.asarray(embedder(model).embed(list(texts))), labels, seeds=seeds)
     acc = right.mean(1)
     return {"table_split": float(acc[list(seeds).index(TABLE_SEED)]) if TABLE_SEED in seeds else None,
             "mean": float(acc.mean()), "sd": float(acc.std(ddof=1)), "min": float(acc.min()), "max": float(acc.max()),
