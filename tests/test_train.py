@@ -189,6 +189,35 @@ def test_init_from_starts_where_the_checkpoint_ended_and_refuses_a_mismatch(tmp_
         train(tiny_cfg(tmp_path / "e", init_from=str(tmp_path)))
 
 
+def test_init_from_with_a_larger_rank_grows_the_adapter_to_the_same_function(tmp_path):
+    """A rank-4 checkpoint (alpha 8) started at rank 8 and alpha 32 (another scale): the grown adapter computes
+    what the checkpoint did (embedding and next-token logits), its new directions can train, and a smaller
+    rank is refused."""
+    import torch
+
+    from lab.storage import load_safetensors
+    from lab.weights.checkpoints import ADAPTER_DIR
+
+    first = tiny_cfg(tmp_path / "a")
+    final = train(first)
+    grown_cfg = tiny_cfg(tmp_path / "b", init_from=str(final), lora_r=8, lora_alpha=32, steps=1, ntp_steps=1,
+                         lr_ntp=1e-12, warmup_steps=1)
+    grown_final = train(grown_cfg)
+    grown = lab.load(str(grown_final), dtype="float32")
+    before = lab.load(str(final), dtype="float32")
+    np.testing.assert_allclose(grown.encode(["a text", "another one"]), before.encode(["a text", "another one"]), atol=1e-5)
+    ids = before.tokenizer("a text to continue", return_tensors="pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(grown.model(**ids).logits.numpy(), before.model(**ids).logits.numpy(), atol=1e-4)
+    state = load_safetensors(grown_final / ADAPTER_DIR / "adapter_model.safetensors")
+    a = next(v for k, v in state.items() if "lora_A" in k)
+    b = next(v for k, v in state.items() if "lora_B" in k)
+    assert a.shape[0] == 8 and b.shape[1] == 8
+    assert a[4:].abs().sum() > 0, "the new rows of A keep their fresh initialisation, so B's new columns get a gradient"
+    with pytest.raises(ValueError, match="lora.r: checkpoint 4, config 2 .*raise the rank, not lower it"):
+        train(tiny_cfg(tmp_path / "c", init_from=str(final), lora_r=2, lora_alpha=4))
+
+
 def test_a_short_run_of_the_tiny_recipe_gives_the_losses_recorded_before_the_nested_config(tmp_path):
     """The nested config and the objective's terms changed no number: these losses were recorded at
     commit 2596671 (flat config, objective with built-in extensions) for the same run. The tolerance

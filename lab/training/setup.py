@@ -121,17 +121,59 @@ def load_weights_into(gem: GemModel, ckpt: Path) -> None:
 
     load_token_rows(gem.model, gem.special_ids, ckpt)
     if (ckpt / ADAPTER_DIR).is_dir():
-        set_peft_model_state_dict(gem.model, load_safetensors(ckpt / ADAPTER_DIR / "adapter_model.safetensors"))
+        saved = load_safetensors(ckpt / ADAPTER_DIR / "adapter_model.safetensors")
+        set_peft_model_state_dict(gem.model, grown_adapter_state(gem.model, saved, saved_lora_scale(ckpt)))
     if (ckpt / WEIGHTS_FILE).is_file():
         unwrap(gem.model).load_state_dict(load_safetensors(ckpt / WEIGHTS_FILE), strict=False)
     if gem.readout_head is not None:
         gem.readout_head.load(ckpt)
 
 
+def saved_lora_scale(ckpt: Path) -> float:
+    """alpha / r of a checkpoint's LoRA adapter (alpha / sqrt(r) under rsLoRA): what its B @ A is multiplied by."""
+    import json
+
+    lora = json.loads((ckpt / ADAPTER_DIR / "adapter_config.json").read_text())
+    return lora["lora_alpha"] / (lora["r"] ** 0.5 if lora.get("use_rslora") else lora["r"])
+
+
+def grown_adapter_state(model, saved: dict[str, torch.Tensor], saved_scale: float) -> dict[str, torch.Tensor]:
+    """`saved` (a LoRA state dict of rank r) fitted to `model`'s adapter of rank R >= r, computing the same
+    function: each A (r, in) fills the first r rows of the model's A (R, in), the rest keeping their fresh
+    initialisation; each B (out, r) fills the first r columns of a zero B (out, R), rescaled by
+    saved_scale / the model's scale. So B' @ A' * scale' = B @ A * scale exactly, and the R - r new
+    directions start at zero and can train (growing an adapter's rank from a trained checkpoint).
+    Same rank: `saved` unchanged."""
+    from peft import get_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    current = get_peft_model_state_dict(model)
+    scale = next((m.scaling["default"] for m in model.modules() if isinstance(m, LoraLayer)), saved_scale)
+    grown = {}
+    for key, value in saved.items():
+        target = current.get(key)
+        if target is None or target.shape == value.shape:
+            grown[key] = value
+            continue
+        if "lora_A" in key and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
+            a = target.detach().clone().to(value.dtype)
+            a[: value.shape[0]] = value
+            grown[key] = a
+        elif "lora_B" in key and value.shape[0] == target.shape[0] and value.shape[1] < target.shape[1]:
+            b = torch.zeros(target.shape, dtype=torch.float32)
+            b[:, : value.shape[1]] = value.float() * (saved_scale / scale)
+            grown[key] = b.to(value.dtype)
+        else:
+            raise ValueError(f"adapter weight {key}: checkpoint shape {tuple(value.shape)} does not fit the model's "
+                             f"{tuple(target.shape)}; an adapter can only grow in rank (lora.r >= the checkpoint's)")
+    return grown
+
+
 def init_checkpoint(cfg: TrainConfig) -> Path:
     """The GEM checkpoint folder `cfg.run.init_from` names (a folder, a run, or a shipped name), checked to
     fit the model this config builds: same base model, k, sink token and readout head, and (for an
-    adapter) the same LoRA rank and targets."""
+    adapter) the same LoRA targets and a rank at least the checkpoint's (a larger one grows the adapter:
+    `grown_adapter_state`)."""
     import json
 
     from ..gem import GemConfig
@@ -152,8 +194,8 @@ def init_checkpoint(cfg: TrainConfig) -> Path:
     adapter = path / ADAPTER_DIR / "adapter_config.json"
     if adapter.is_file():
         lora = json.loads(adapter.read_text())
-        if lora.get("r") != cfg.lora.r:
-            differ.append(f"lora.r: checkpoint {lora.get('r')}, config {cfg.lora.r}")
+        if lora.get("r", 0) > cfg.lora.r:  # a larger rank grows the adapter (grown_adapter_state)
+            differ.append(f"lora.r: checkpoint {lora.get('r')}, config {cfg.lora.r} (a run may raise the rank, not lower it)")
         targets = set(lora.get("target_modules") or [])
         if targets and tuple(cfg.lora.targets) != DEFAULT_LORA_TARGETS and targets != set(cfg.lora.targets):
             differ.append(f"lora.targets: checkpoint {sorted(targets)}, config {sorted(cfg.lora.targets)}")
