@@ -11,7 +11,8 @@ ablations: install data
 	$(BIN)/python -m research.ablations
 
 # Reconstruction vs training budget: research/reconstruction/configs/reconstruction-budget*.yaml, every
-# checkpoint tested on held-out text -> research/reconstruction/results/. ~15 + 60 + 65 min on 2 cores.
+# checkpoint tested on held-out text -> research/reconstruction/results/. ~15 + 60 + 65 min as first
+# measured (another 2-core CPU), then ~20 + 25 min (k = 5 again, and at rank 64) on a 2-core CPU with native bf16.
 reconstruction-curve: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.budget

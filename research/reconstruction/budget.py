@@ -5,7 +5,7 @@ evaluated on held-out text.
     make reconstruction-curve
 
 Each run (`CURVES`, in `research/reconstruction/configs/`: the first curve at LoRA 5e-4; the long one with the
-sink token, 1e-3 and 200 steps; the same with k = 5) trains GEM's reconstruction rows
+sink token, 1e-3 and 200 steps; the same with k = 5; that one again in bf16, and with a LoRA of rank 64) trains GEM's reconstruction rows
 (`text | S | text`) and nothing else, on texts short enough that the 8- and 16-token tests are
 inside what it trains on, saving a checkpoint every few steps (an interrupted run resumes). Each
 checkpoint gets the reconstruction test of the quick suite (`lab.evaluation.language`: exact match
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = HERE / "configs"
-CURVES = ("reconstruction-budget", "reconstruction-budget-long", "reconstruction-budget-k5")
+CURVES = ("reconstruction-budget", "reconstruction-budget-long", "reconstruction-budget-k5",
+          "reconstruction-budget-k5-bf16", "reconstruction-budget-k5-r64")
 CONFIG = EXPERIMENTS / f"{CURVES[0]}.yaml"
 RESULTS = HERE / "results"
 
@@ -199,7 +200,7 @@ def summary_table(results: dict[str, dict]) -> str:
         return ""
     lengths = [str(n) for n in next(iter(results.values()))["settings"]["lengths"]]
     n0 = lengths[0]
-    head = ["run", "k", "LoRA lr", "steps × rows", "train min", "best step",
+    head = ["run", "k", "LoRA r", "LoRA lr", "steps × rows", "train min", "best step",
             *[f"{kind} @{n}" for n in lengths for kind in ("exact", "token acc.")], "suffix→S attn",
             f"last step: token acc. @{n0}", "last step: emb. avg", "last step: ppl Wiki / news"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -212,7 +213,7 @@ def summary_table(results: dict[str, dict]) -> str:
         best = max(points, key=lambda s: (accuracy[s], -int(s)))
         last = max(points, key=int)
         rec, attn = points[best]["reconstruction"], (points[best].get("suffix_attention") or {}).get("special")
-        cells = [name, cfg.gem.k, f"{cfg.optim.lr_ntp:g}", f"{result['steps']} × {result['rows_per_step']}",
+        cells = [name, cfg.gem.k, cfg.lora.r, f"{cfg.optim.lr_ntp:g}", f"{result['steps']} × {result['rows_per_step']}",
                  f"{result['train_s'] / 60:.1f}" if result.get("train_s") else "–", best]
         for n in lengths:
             cells += [f"{100 * rec['exact'].get(n, 0):.0f}", f"{100 * rec['token_accuracy'].get(n, 0):.1f}"]
@@ -226,7 +227,9 @@ def summary_table(results: dict[str, dict]) -> str:
 
 def _base_line() -> str:
     """', where the untrained base model reads ...' from the ablations' base row, if measured."""
-    path = RESULTS / "ablations" / "base.json"
+    from research.ablations import RESULTS as ABLATIONS
+
+    path = ABLATIONS / "base.json"
     if not path.is_file():
         return ""
     base = json.loads(path.read_text())

@@ -67,8 +67,8 @@ def test_summary_names_each_runs_best_and_last_checkpoint(tmp_path):
     header, _, row = table.strip().splitlines()
     assert "token acc. @4" in header and "last step: token acc. @4" in header
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:2] == ["recon", "1"] and cells[3] == "4 × 4"
-    assert cells[5] == "2" and cells[7] == "75.0"  # best step and its token accuracy
+    assert cells[:3] == ["recon", "1", "4"] and cells[4] == "4 × 4"  # run, k, LoRA rank; steps × rows
+    assert cells[6] == "2" and cells[8] == "75.0"  # best step and its token accuracy
     assert cells[-3] == "25.0 (step 4)"
     final = result["final"]  # the real suite on the tiny model: its numbers, as the table shows them
     assert cells[-2] == f"{100 * final['embedding_avg']:.1f}"
