@@ -191,8 +191,8 @@ def test_init_from_starts_where_the_checkpoint_ended_and_refuses_a_mismatch(tmp_
 
 def test_init_from_with_a_larger_rank_grows_the_adapter_to_the_same_function(tmp_path):
     """A rank-4 checkpoint (alpha 8) started at rank 8 and alpha 32 (another scale): the grown adapter computes
-    what the checkpoint did (embedding and next-token logits), its new directions can train, and a smaller
-    rank is refused."""
+    what the checkpoint did (embedding and next-token logits), its new directions can train; the same rank
+    at another alpha keeps the function too; a smaller rank is refused."""
     import torch
 
     from lab.storage import load_safetensors
@@ -214,6 +214,9 @@ def test_init_from_with_a_larger_rank_grows_the_adapter_to_the_same_function(tmp
     b = next(v for k, v in state.items() if "lora_B" in k)
     assert a.shape[0] == 8 and b.shape[1] == 8
     assert a[4:].abs().sum() > 0, "the new rows of A keep their fresh initialisation, so B's new columns get a gradient"
+    rescaled = lab.load(str(train(tiny_cfg(tmp_path / "d", init_from=str(final), lora_alpha=16, steps=1, ntp_steps=1,
+                                           lr_ntp=1e-12, warmup_steps=1))), dtype="float32")
+    np.testing.assert_allclose(rescaled.encode(["a text"]), before.encode(["a text"]), atol=1e-5)  # same rank, alpha 8 -> 16
     with pytest.raises(ValueError, match="lora.r: checkpoint 4, config 2 .*raise the rank, not lower it"):
         train(tiny_cfg(tmp_path / "c", init_from=str(final), lora_r=2, lora_alpha=4))
 

@@ -143,7 +143,7 @@ def grown_adapter_state(model, saved: dict[str, torch.Tensor], saved_scale: floa
     initialisation; each B (out, r) fills the first r columns of a zero B (out, R), rescaled by
     saved_scale / the model's scale. So B' @ A' * scale' = B @ A * scale exactly, and the R - r new
     directions start at zero and can train (growing an adapter's rank from a trained checkpoint).
-    Same rank: `saved` unchanged."""
+    Same rank and scale: `saved` unchanged; same rank, another alpha: B rescaled, so the function stays."""
     from peft import get_peft_model_state_dict
     from peft.tuners.lora import LoraLayer
 
@@ -152,17 +152,16 @@ def grown_adapter_state(model, saved: dict[str, torch.Tensor], saved_scale: floa
     grown = {}
     for key, value in saved.items():
         target = current.get(key)
-        if target is None or target.shape == value.shape:
+        if target is None or (target.shape == value.shape and "lora_B" not in key):
             grown[key] = value
-            continue
-        if "lora_A" in key and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
+        elif "lora_A" in key and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
             a = target.detach().clone().to(value.dtype)
             a[: value.shape[0]] = value
             grown[key] = a
-        elif "lora_B" in key and value.shape[0] == target.shape[0] and value.shape[1] < target.shape[1]:
+        elif "lora_B" in key and value.shape[0] == target.shape[0] and value.shape[1] <= target.shape[1]:
             b = torch.zeros(target.shape, dtype=torch.float32)
             b[:, : value.shape[1]] = value.float() * (saved_scale / scale)
-            grown[key] = b.to(value.dtype)
+            grown[key] = b.to(value.dtype) if saved_scale != scale or value.shape != target.shape else value
         else:
             raise ValueError(f"adapter weight {key}: checkpoint shape {tuple(value.shape)} does not fit the model's "
                              f"{tuple(target.shape)}; an adapter can only grow in rank (lora.r >= the checkpoint's)")
