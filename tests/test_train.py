@@ -190,18 +190,24 @@ def test_init_from_starts_where_the_checkpoint_ended_and_refuses_a_mismatch(tmp_
 
 
 def test_init_from_with_a_larger_rank_grows_the_adapter_to_the_same_function(tmp_path):
-    """A rank-4 checkpoint (alpha 8) started at rank 8 and alpha 32 (another scale): the grown adapter computes
-    what the checkpoint did (embedding and next-token logits), its new directions can train; the same rank
-    at another alpha keeps the function too; a smaller rank is refused."""
+    """On a tiny model with the shipped k, sink token and readout head: a rank-4 checkpoint (alpha 8) started
+    at rank 8 and alpha 32 (another scale), with the anchor on as in the screens that grew the shipped model:
+    the grown adapter computes what the checkpoint did (embedding and next-token logits), its new directions
+    can train; the same rank at another alpha keeps the function too; a smaller rank is refused."""
     import torch
 
     from lab.storage import load_safetensors
     from lab.weights.checkpoints import ADAPTER_DIR
 
-    first = tiny_cfg(tmp_path / "a")
+    from .conftest import shipped_gem_config
+
+    shipped = shipped_gem_config()
+    like = dict(model="tiny-smollm2", k=shipped.k, sink_token=shipped.sink_token, readout_head=shipped.readout_head,
+                readout_dim=shipped.readout_dim)
+    first = tiny_cfg(tmp_path / "a", **like)
     final = train(first)
     grown_cfg = tiny_cfg(tmp_path / "b", init_from=str(final), lora_r=8, lora_alpha=32, steps=1, ntp_steps=1,
-                         lr_ntp=1e-12, warmup_steps=1)
+                         lr_ntp=1e-12, warmup_steps=1, anchor_weight=2.0, **like)
     grown_final = train(grown_cfg)
     grown = lab.load(str(grown_final), dtype="float32")
     before = lab.load(str(final), dtype="float32")
@@ -215,10 +221,10 @@ def test_init_from_with_a_larger_rank_grows_the_adapter_to_the_same_function(tmp
     assert a.shape[0] == 8 and b.shape[1] == 8
     assert a[4:].abs().sum() > 0, "the new rows of A keep their fresh initialisation, so B's new columns get a gradient"
     rescaled = lab.load(str(train(tiny_cfg(tmp_path / "d", init_from=str(final), lora_alpha=16, steps=1, ntp_steps=1,
-                                           lr_ntp=1e-12, warmup_steps=1))), dtype="float32")
+                                           lr_ntp=1e-12, warmup_steps=1, **like))), dtype="float32")
     np.testing.assert_allclose(rescaled.encode(["a text"]), before.encode(["a text"]), atol=1e-5)  # same rank, alpha 8 -> 16
     with pytest.raises(ValueError, match="lora.r: checkpoint 4, config 2 .*raise the rank, not lower it"):
-        train(tiny_cfg(tmp_path / "c", init_from=str(final), lora_r=2, lora_alpha=4))
+        train(tiny_cfg(tmp_path / "c", init_from=str(final), lora_r=2, lora_alpha=4, **like))
 
 
 def test_a_short_run_of_the_tiny_recipe_gives_the_losses_recorded_before_the_nested_config(tmp_path):

@@ -149,10 +149,11 @@ def grown_adapter_state(model, saved: dict[str, torch.Tensor], saved_scale: floa
 
     current = get_peft_model_state_dict(model)
     scale = next((m.scaling["default"] for m in model.modules() if isinstance(m, LoraLayer)), saved_scale)
+    ratio = saved_scale / scale
     grown = {}
     for key, value in saved.items():
         target = current.get(key)
-        if target is None or (target.shape == value.shape and "lora_B" not in key):
+        if target is None or (target.shape == value.shape and ("lora_B" not in key or ratio == 1)):
             grown[key] = value
         elif "lora_A" in key and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
             a = target.detach().clone().to(value.dtype)
@@ -160,8 +161,8 @@ def grown_adapter_state(model, saved: dict[str, torch.Tensor], saved_scale: floa
             grown[key] = a
         elif "lora_B" in key and value.shape[0] == target.shape[0] and value.shape[1] <= target.shape[1]:
             b = torch.zeros(target.shape, dtype=torch.float32)
-            b[:, : value.shape[1]] = value.float() * (saved_scale / scale)
-            grown[key] = b.to(value.dtype) if saved_scale != scale or value.shape != target.shape else value
+            b[:, : value.shape[1]] = value.float() * ratio
+            grown[key] = b.to(value.dtype)
         else:
             raise ValueError(f"adapter weight {key}: checkpoint shape {tuple(value.shape)} does not fit the model's "
                              f"{tuple(target.shape)}; an adapter can only grow in rank (lora.r >= the checkpoint's)")
