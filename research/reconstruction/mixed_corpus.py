@@ -34,7 +34,8 @@ import tempfile
 from pathlib import Path
 
 from lab.corpora.wiki import article_rows, normalise, shingles
-from lab.storage import PROJECT_ROOT, atomic_dir, package_dir
+from lab.corpora.eval_sets import require_package
+from lab.storage import PROJECT_ROOT, atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,7 @@ def brown_documents() -> list[tuple[str, str]]:
 
 def lee_background_documents() -> list[tuple[str, str]]:
     """(title, text) of gensim's 300 Lee background news documents."""
-    root = package_dir("gensim")
-    if root is None:
-        raise RuntimeError("the gensim package is not installed; run `make install`")
-    lines = (root / "test" / "test_data" / "lee_background.cor").read_text(encoding="utf-8").splitlines()
+    lines = (require_package("gensim") / "test" / "test_data" / "lee_background.cor").read_text(encoding="utf-8").splitlines()
     return [(f"lee-background/{i}", line) for i, line in enumerate(lines) if line.strip()]
 
 
