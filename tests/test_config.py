@@ -19,7 +19,7 @@ def test_the_committed_configs_are_the_recipes_and_the_studies():
     names = {p.relative_to(ROOT).as_posix() for p in COMMITTED}
     assert {"configs/tiny.yaml", "configs/gem-smollm2-135m.yaml", "configs/gem-smollm2-135m-gpu.yaml",
             "configs/gem-smollm2-135m-anchored.yaml", "configs/gem-smollm2-135m-stop.yaml",
-            "configs/gem-smollm2-135m-contrast.yaml"} <= names
+            "configs/gem-smollm2-135m-contrast.yaml", "configs/gem-smollm2-135m-mixed.yaml"} <= names
     assert len([n for n in names if n.startswith("research/")]) >= 25, "the studies' configs are collected too"
 
 

@@ -23,7 +23,7 @@ def test_default_model_greedy_completion(real_cache):
 def test_shipped_gem_model_embeds_generates_and_reconstructs(real_cache):
     """What the README and the model card say the shipped checkpoint does, on one example each
     (measured in fp32: " Paris." first; the paraphrase closest; all 7 tokens of the sentence back from S,
-    and the decode stopping there by itself: stage 3 taught it to end where the text does, stage 4 kept it)."""
+    and the decode stopping there by itself: stage 3 taught it to end where the text does, stages 4 and 5 kept it)."""
     import lab
 
     gem = lab.load("gem-smollm2-135m", dtype="float32")

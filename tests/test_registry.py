@@ -192,7 +192,8 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
 
 
 # the committed config each shipped checkpoint was trained with (its last stage)
-RECIPE_CONFIGS = {"gem-smollm2-135m": "configs/gem-smollm2-135m-contrast.yaml",
+RECIPE_CONFIGS = {"gem-smollm2-135m": "configs/gem-smollm2-135m-mixed.yaml",
+                  "gem-smollm2-135m-contrast": "configs/gem-smollm2-135m-contrast.yaml",
                   "gem-smollm2-135m-stop": "configs/gem-smollm2-135m-stop.yaml",
                   "gem-smollm2-135m-anchored": "configs/gem-smollm2-135m-anchored.yaml",
                   "gem-smollm2-135m-gpu": "configs/gem-smollm2-135m-gpu.yaml",

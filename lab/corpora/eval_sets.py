@@ -53,6 +53,32 @@ def require_package(module: str) -> Path:
 
 
 @lru_cache(maxsize=1)
+def transfer_data() -> dict:
+    """The transfer tasks' data from the gensim wheel (`lab.evaluation.transfer` scores them; the film
+    reviews are also kept out of every training corpus): {"WordSim-353": [(w1, w2, score)],
+    "SimLex-999": [...], "Pang-Lee sentiment": ([text], [0/1])}."""
+    root = require_package("gensim") / "test" / "test_data"
+
+    def pairs(name: str) -> list[tuple[str, str, float]]:
+        out = []
+        for line in open(root / name, encoding="utf-8"):
+            if line.startswith("#") or not line.strip():
+                continue
+            a, b, s = line.rstrip("\n").split("\t")[:3]
+            out.append((a, b, float(s)))
+        return out
+
+    texts, labels = [], []
+    for line in open(root / "pang_lee_polarity.cor", encoding="cp1252", errors="replace"):  # Windows-1252 text
+        label, _, text = line.strip().partition(" ")
+        if text:
+            texts.append(text)
+            labels.append(int(label == "__label__pos"))
+    return {"WordSim-353": pairs("wordsim353.tsv"), "SimLex-999": pairs("simlex999.txt"),
+            "Pang-Lee sentiment": (texts, labels)}
+
+
+@lru_cache(maxsize=1)
 def lee50() -> tuple[list[str], list[tuple[int, int, float]]]:
     """(50 documents, [(i, j, human score in [0, 1]) for the 1,225 pairs i < j])."""
     root = require_package("gensim") / "test" / "test_data"

@@ -6,7 +6,7 @@ Wikipedia tasks? Three sets from the gensim wheel, never used for training or fo
     Pang & Lee    200 movie-review sentences, pos / neg  5-fold logistic-regression accuracy,
                                                          the mean over 50 stratified splits
 
-    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM (its four stages), MiniLM
+    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM (its five stages), MiniLM
 
 Scores are x100 like the suite's. The sentences are short and the words single tokens or two, so
 all of it runs in about a minute per model and pooling on a 2-core CPU.
@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from functools import lru_cache
 
 import numpy as np
 
-from ..corpora.eval_sets import require_package
+from ..corpora.eval_sets import transfer_data
 from .embedders import Embedder
 
 log = logging.getLogger(__name__)
@@ -28,28 +27,6 @@ log = logging.getLogger(__name__)
 TRANSFER_TASKS = ("WordSim-353", "SimLex-999", "Pang-Lee sentiment")
 
 
-@lru_cache(maxsize=1)
-def transfer_data() -> dict:
-    """{"WordSim-353": [(w1, w2, score)], "SimLex-999": [...], "Pang-Lee sentiment": ([text], [0/1])}."""
-    root = require_package("gensim") / "test" / "test_data"
-
-    def pairs(name: str) -> list[tuple[str, str, float]]:
-        out = []
-        for line in open(root / name, encoding="utf-8"):
-            if line.startswith("#") or not line.strip():
-                continue
-            a, b, s = line.rstrip("\n").split("\t")[:3]
-            out.append((a, b, float(s)))
-        return out
-
-    texts, labels = [], []
-    for line in open(root / "pang_lee_polarity.cor", encoding="cp1252", errors="replace"):  # Windows-1252 text
-        label, _, text = line.strip().partition(" ")
-        if text:
-            texts.append(text)
-            labels.append(int(label == "__label__pos"))
-    return {"WordSim-353": pairs("wordsim353.tsv"), "SimLex-999": pairs("simlex999.txt"),
-            "Pang-Lee sentiment": (texts, labels)}
 
 
 def word_similarity(embedder: Embedder, pairs: list[tuple[str, str, float]]) -> float:
@@ -123,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import save_json_and_markdown
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-stop:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
+    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-contrast:gem,gem-smollm2-135m-stop:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
                    help="comma-separated MODEL:POOLING (an encoder name takes 'encoder')")
     p.add_argument("--out", default="results/transfer", help="writes OUT.json and OUT.md")
     p.add_argument("--dtype", default="float32",

@@ -1,4 +1,4 @@
-"""The stop issue's own measurement, rerun: reconstruction of film-review snippets by stage 2, stage 3 and the stage-4 candidate.
+"""The stop issue's own measurement, rerun: reconstruction of film-review snippets by stages 2 to 5 of the shipped model.
 
     python -m research.reconstruction.film_reviews      # fp32; 17-20 min a model on a 2-core CPU beside another evaluation
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 MODELS = {"stage 2 (gem-smollm2-135m-anchored, before the stop)": "gem-smollm2-135m-anchored",
           "stage 3 (gem-smollm2-135m-stop, the stop)": "gem-smollm2-135m-stop",
-          "stage 4 (gem-smollm2-135m, shipped: the stop, then 40 contrastive steps)": "gem-smollm2-135m"}
+          "stage 4 (gem-smollm2-135m-contrast: the stop, then 40 contrastive steps)": "gem-smollm2-135m-contrast",
+          "stage 5 (gem-smollm2-135m, shipped: rank 32, copies on a wider corpus)": "gem-smollm2-135m"}
 LENGTHS = (8, 16, 32)
 PER_LENGTH = 40
 EXAMPLES = 8

