@@ -127,6 +127,10 @@ def _cmd_eval(args) -> int:
         suite = dataclasses.replace(suite, reconstruction_per_length=args.reconstruction_per_length)
     if args.reconstruction_lengths:
         suite = dataclasses.replace(suite, reconstruction_lengths=_token_lengths(args.reconstruction_lengths))
+    if args.reconstruction_beams is not None:
+        if args.reconstruction_beams < 1:
+            raise ValueError(f"--reconstruction-beams {args.reconstruction_beams}: give 1 (greedy) or more beams")
+        suite = dataclasses.replace(suite, reconstruction_beams=args.reconstruction_beams)
     if args.update:
         from .evaluation.suite import check_update
 
@@ -314,6 +318,8 @@ def _add_eval(sub, default_model: str) -> None:
                    help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
     s.add_argument("--reconstruction-lengths", default=None,
                    help="comma list of text lengths in tokens to reconstruct (default: the suite's, 8,16,32,64)")
+    s.add_argument("--reconstruction-beams", type=int, default=None,
+                   help="decode reconstructions with this many beams (default 1: greedy, as reconstruct() does)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")

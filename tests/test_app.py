@@ -317,7 +317,7 @@ def test_eight_concurrent_clients(server):
     calls = [("/generate", ("once upon a time", 8)),
              ("/search", ("stocks", "paste", None, TEXTS, None, 3, "mean")),
              ("/attention", ("a short text", -1, 1, -1, 0)),
-             ("/reconstruct", ("hello there",))]
+             ("/reconstruct", ("hello there", 1))]
 
     def client_loop(i):
         client, n = Client(server, verbose=False), 0

@@ -105,10 +105,15 @@ def test_reconstruction_says_whether_it_stopped(session, monkeypatch):
     r = h.reconstruct(session, text)
     assert r["text"] == gem.reconstruct(text), "the tab shows what reconstruct() hands a user"
     ids = gem.text_ids(text)
-    monkeypatch.setattr(gem, "reconstruct_ids", lambda t, max_new_tokens=None: list(ids))
+    beam = h.reconstruct(session, text, num_beams=3)
+    assert beam["text"] == gem.reconstruct(text, num_beams=3) and "beam search, 3 beams" in beam["info"]
+    with pytest.raises(ValueError, match="beams=0"):
+        h.reconstruct(session, text, num_beams=0)
+    monkeypatch.setattr(gem, "reconstruct_ids", lambda t, max_new_tokens=None, num_beams=1: list(ids))
     assert "the text exactly" in h.reconstruct(session, text)["info"]
     assert "stopped** by itself right where the text ends" in h.reconstruct(session, text)["info"]
-    monkeypatch.setattr(gem, "reconstruct_ids", lambda t, max_new_tokens=None: list(ids) + [ids[0]] * RECONSTRUCT_SLACK)
+    monkeypatch.setattr(gem, "reconstruct_ids",
+                        lambda t, max_new_tokens=None, num_beams=1: list(ids) + [ids[0]] * RECONSTRUCT_SLACK)
     info = h.reconstruct(session, text)["info"]
     assert "the text exactly" not in info and "did not stop" in info and f"ran on {RECONSTRUCT_SLACK} tokens" in info
 

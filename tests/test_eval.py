@@ -228,14 +228,20 @@ def test_language_side_in_a_chosen_dtype_and_its_reconstruction_cells(tmp_path, 
     assert r["reconstruction"]["count"] == r["reconstruction_news"]["count"] == {4: 2, 8: 2}
 
 
-def test_cli_eval_sets_the_texts_per_reconstruction_length_and_the_lengths(tmp_path, tiny_checkpoint, capsys):
+def test_cli_eval_sets_the_texts_per_reconstruction_length_the_lengths_and_the_beams(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "r.json"
     assert cli_main(["eval", "--model", str(tiny_checkpoint), "--skip", "embedding,mmlu,perplexity,perplexity_ood",
                      "--reconstruction-per-length", "1", "--reconstruction-lengths", "4, 8", "--device", "cpu",
-                     "--dtype", "float32", "--heldout", HELDOUT, "--output", str(out)]) == 0
+                     "--dtype", "float32", "--heldout", HELDOUT, "--reconstruction-beams", "2", "--label", "x",
+                     "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["reconstruction"]["count"] == result["reconstruction_news"]["count"] == {"4": 1, "8": 1}
     assert result["provenance"]["dtype"] == "torch.float32" and result["provenance"]["suite"]["reconstruction_lengths"] == [4, 8]
+    assert result["reconstruction"]["num_beams"] == result["provenance"]["suite"]["reconstruction_beams"] == 2
+    assert "| x (beam 2) |" in reconstruction_table([result]), "a beam-search result says so in the report"
+    assert cli_main(["eval", "--model", str(tiny_checkpoint), "--reconstruction-beams", "0",
+                     "--output", str(tmp_path / "bad.json")]) == 2
+    assert "--reconstruction-beams 0" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
     for bad in ("8,sixteen", "0", ","):
         assert cli_main(["eval", "--model", str(tiny_checkpoint), "--reconstruction-lengths", bad,
                          "--output", str(tmp_path / "bad.json")]) == 2

@@ -80,7 +80,11 @@ def test_a_model_taught_the_end_marker_stops_where_the_text_ends(trained_to_stop
     heldout = tmp_path / "words.jsonl"
     heldout.write_text("".join(json.dumps({"text": w}) + "\n" for w in WORDS))
     r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4)
-    assert r["exact_with_stop"] == {5: 1.0} and r["stopped"] == {5: 1.0}
+    assert r["exact_with_stop"] == {5: 1.0} and r["stopped"] == {5: 1.0} and r["num_beams"] == 1
+    for w in WORDS:
+        assert gem.reconstruct(w, num_beams=3) == w, "beam search finds the copy and its stop too"
+    r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4, num_beams=3)
+    assert r["exact_with_stop"] == {5: 1.0} and r["num_beams"] == 3
 
 
 @pytest.mark.parametrize("shipped_like", [False, True], ids=["bos", "shipped-like"])

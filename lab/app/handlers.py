@@ -31,6 +31,7 @@ MAX_ATTENTION_TOKENS = 48  # the attention tab draws T x T grids per head
 MAX_NEW_TOKENS = 128
 MAX_QUESTION_TOKENS = 256  # the embed + generate tab's question
 MAX_RECONSTRUCT_TOKENS = 64  # the reconstruction tab reads (and decodes) at most this many tokens
+MAX_BEAMS = 8  # the reconstruction tab's beam-search width, at most
 
 
 def pickable_problem(name: str, allow_any_folder: bool = False) -> str | None:
@@ -338,16 +339,19 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
         yield texts["base"], texts["gem"], timing
 
 
-def reconstruct(session: Session, text: str) -> dict:
+def reconstruct(session: Session, text: str, num_beams: int = 1) -> dict:
     """Decode `text` back from its special tokens' KV cache alone (paper Appendix B): what
-    `GemModel.reconstruct` hands a user, which stops at EOS or, failing that, at the safeguard
-    (the text's length + RECONSTRUCT_SLACK tokens); the info says which."""
+    `GemModel.reconstruct(text, num_beams=...)` hands a user (greedy for 1 beam), which stops at EOS
+    or, failing that, at the safeguard (the text's length + RECONSTRUCT_SLACK tokens); the info says which."""
     _, gem = session.models()
     text = check_text(text)
+    if not 1 <= int(num_beams) <= MAX_BEAMS:
+        raise ValueError(f"beams={num_beams}: pick 1 (greedy) to {MAX_BEAMS}")
     warnings = text_warnings(gem, text, MAX_RECONSTRUCT_TOKENS)
     t = time.perf_counter()
     ids = gem.text_ids(text)[:MAX_RECONSTRUCT_TOKENS]
-    out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids) + RECONSTRUCT_SLACK)
+    out_ids = gem.reconstruct_ids(gem.tokenizer.decode(ids), max_new_tokens=len(ids) + RECONSTRUCT_SLACK,
+                                  num_beams=int(num_beams))
     hits = sum(a == b for a, b in zip(out_ids, ids))
     if len(out_ids) < len(ids) + RECONSTRUCT_SLACK:
         ending = "**stopped** by itself" + (" right where the text ends" if len(out_ids) == len(ids) else
@@ -356,8 +360,9 @@ def reconstruct(session: Session, text: str) -> dict:
         ending = (f"**did not stop**: it ran on {RECONSTRUCT_SLACK} tokens past the text's end, where the "
                   f"length cap cut it")
     verdict = "the text exactly" if out_ids == ids else f"{hits}/{len(ids)} of the text's tokens in place"
+    how = "greedy" if int(num_beams) == 1 else f"beam search, {int(num_beams)} beams"
     return {"text": gem.tokenizer.decode(out_ids, skip_special_tokens=True),
-            "info": f"Decoded {verdict}, and {ending} ({time.perf_counter() - t:.2f} s). The decoder saw only "
+            "info": f"Decoded ({how}) {verdict}, and {ending} ({time.perf_counter() - t:.2f} s). The decoder saw only "
                     f"the cache of the {gem.gem_config.k} special token{'s' if gem.gem_config.k > 1 else ''}.",
             "warnings": warnings}
 

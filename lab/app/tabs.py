@@ -165,8 +165,8 @@ def attention_tab(session: h.Session) -> list:
 
 def generation_tab(session: h.Session) -> list:
     @visible
-    def reconstruct(text):
-        r = h.reconstruct(session, text)
+    def reconstruct(text, beams):
+        r = h.reconstruct(session, text, beams)
         return r["text"], r["info"]
 
     def generate(prompt, n):
@@ -187,12 +187,14 @@ def generation_tab(session: h.Session) -> list:
     gen_btn.click(generate, [prompt, n_new], [out_base, out_gem, gen_timing], api_name="generate", **ONE_AT_A_TIME)
     gr.Markdown("### Reconstruction: decode a text from its special tokens alone")
     rec_text = gr.Textbox("Paris is the capital and largest city of France.", label="text (≤ 64 tokens)")
-    rec_btn = gr.Button("Reconstruct")
+    with gr.Row():
+        rec_beams = gr.Slider(1, h.MAX_BEAMS, value=1, step=1, label="beams (1: greedy)")
+        rec_btn = gr.Button("Reconstruct")
     gr.Examples([["Paris is the capital and largest city of France."], ["The cat sat on the mat."]],
                 [rec_text], label="presets")
     rec_out, rec_info = gr.Textbox(label="decoded from S"), gr.Markdown()
     gr.Markdown(CAPTIONS["reconstruct"])
-    rec_btn.click(reconstruct, rec_text, [rec_out, rec_info], api_name="reconstruct", **ONE_AT_A_TIME)
+    rec_btn.click(reconstruct, [rec_text, rec_beams], [rec_out, rec_info], api_name="reconstruct", **ONE_AT_A_TIME)
     return []
 
 

@@ -43,13 +43,16 @@ STOP_SLACK = RECONSTRUCT_SLACK  # tokens a reconstruction may run past the text 
 
 
 @torch.inference_mode()
-def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 64), per_length: int = 16) -> dict:
-    """{"exact", "token_accuracy", "exact_with_stop", "stopped", "count"}, each {n: value}, for a GEM model.
+def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 64), per_length: int = 16,
+                             num_beams: int = 1) -> dict:
+    """{"exact", "token_accuracy", "exact_with_stop", "stopped", "count"}, each {n: value}, and
+    "num_beams" (1: greedy), for a GEM model.
 
     exact: the first n decoded tokens are the text; token_accuracy: share of the n positions where
     the decoded token equals the input token; exact_with_stop: the decode is the text and then
     stops (EOS; what `reconstruct()` hands a user); stopped: share of decodes that stop within the
-    safeguard (n + `STOP_SLACK` tokens). One greedy decode of n + STOP_SLACK tokens gives all four.
+    safeguard (n + `STOP_SLACK` tokens). One decode of n + STOP_SLACK tokens (greedy, or beam search
+    with `num_beams` > 1, as `reconstruct(num_beams=...)`) gives all four.
     heldout: a JSON-lines file of {"text": ...} rows, or the texts themselves.
     """
     gem.require_gem_tokens("reconstruction")
@@ -61,7 +64,7 @@ def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 
         for ids in tqdm(seqs, desc=f"reconstruct {n} tokens", leave=False):
             text = gem.tokenizer.decode(ids)
             ids = gem.text_ids(text)  # what the model reads (a cut can re-tokenise differently)
-            full = gem.reconstruct_ids(text, max_new_tokens=len(ids) + STOP_SLACK)  # stops at EOS
+            full = gem.reconstruct_ids(text, max_new_tokens=len(ids) + STOP_SLACK, num_beams=num_beams)
             out = full[:len(ids)]  # greedy: the same as a decode of len(ids) tokens
             matched += sum(a == b for a, b in zip(out, ids))
             total += len(ids)
@@ -72,7 +75,7 @@ def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 
             exact[n], tok_acc[n], count[n] = hits / len(seqs), matched / max(total, 1), len(seqs)
             with_stop[n], stopped[n] = hits_stop / len(seqs), stops / len(seqs)
     return {"exact": exact, "token_accuracy": tok_acc, "exact_with_stop": with_stop, "stopped": stopped,
-            "count": count}
+            "count": count, "num_beams": num_beams}
 
 
 def suffix_attention(gem, heldout: str, n_texts: int = 12, min_tokens: int = 16) -> dict:

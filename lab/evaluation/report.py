@@ -111,8 +111,10 @@ def reconstruction_table(results: list[dict], key: str = "reconstruction") -> st
     every result that has `key` ("reconstruction": held-out Wikipedia; "reconstruction_news": BBC News).
 
     exact: the first n decoded tokens are the text; with a stop: the text and then EOS, what
-    `reconstruct()` hands a user ("–" for results from before it was measured)."""
-    have = [(r["label"], r[key]) for r in results if r.get(key)]
+    `reconstruct()` hands a user ("–" for results from before it was measured). A result decoded with
+    beam search says so after its label."""
+    have = [(r["label"] + (f" (beam {r[key]['num_beams']})" if r[key].get("num_beams", 1) > 1 else ""), r[key])
+            for r in results if r.get(key)]
     if not have:
         return ""
     lengths = sorted({int(n) for _, rec in have for n in rec["exact"]})

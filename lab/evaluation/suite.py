@@ -44,6 +44,7 @@ class Suite:
     news_max_tokens: int = 128
     reconstruction_lengths: tuple = (8, 16, 32, 64)
     reconstruction_per_length: int = 8
+    reconstruction_beams: int = 1  # 1: greedy, as reconstruct() decodes by default; > 1: beam search
     tasks: tuple = TASK_NAMES
 
 
@@ -187,10 +188,11 @@ def _language_parts(gem, suite: Suite, heldout: str, seed: int, data_dir) -> dic
         "perplexity_ood": lambda: text_perplexity(gem, news_texts(suite.news_rows, data_dir),
                                                   max_tokens=suite.news_max_tokens),
         "reconstruction": lambda: reconstruction_by_length(
-            gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length),
+            gem, heldout, suite.reconstruction_lengths, suite.reconstruction_per_length,
+            num_beams=suite.reconstruction_beams),
         "reconstruction_news": lambda: reconstruction_by_length(  # text of another domain than training's
             gem, news_texts(NEWS_RECONSTRUCTION_TEXTS, data_dir), suite.reconstruction_lengths,
-            suite.reconstruction_per_length),
+            suite.reconstruction_per_length, num_beams=suite.reconstruction_beams),
         "mmlu": lambda: mmlu(gem, num_fewshot=suite.mmlu_fewshot, limit=suite.mmlu_limit, seed=seed,
                              data_dir=data_dir),
     }

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
+from .beam import beam_search
 from .checks import check_encode_args, check_k, check_positive_int, check_texts
 from .config import AUTO_SINK, GemConfig, choose_sink_token, prefix_ids
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
@@ -323,40 +324,73 @@ class GemModel:
         return unwrap(self.model)(input_ids=ids, position_ids=pos, attention_mask=mask,
                                   cache=cache, use_cache=True).logits[0]
 
-    def reconstruct(self, text: str, max_new_tokens: int | None = None) -> str:
-        """Greedy-decode a text from the special tokens' KV cache alone (paper Appendix B): the
-        decoder sees no token of `text`, only the k cached S entries. Exact for short inputs on a
-        model trained with reconstruction rows. It stops at EOS (which a model trained with
-        `rows.reconstruction_end` emits where the text ends), else after the text's length + 8
-        tokens (at most 136: a safeguard)."""
-        return self.tokenizer.decode(self.reconstruct_ids(text, max_new_tokens), skip_special_tokens=True)
+    def reconstruct(self, text: str, max_new_tokens: int | None = None, num_beams: int = 1) -> str:
+        """Decode a text from the special tokens' KV cache alone (paper Appendix B): the decoder
+        sees no token of `text`, only the k cached S entries. Greedy by default; `num_beams` > 1
+        runs beam search (lab.gem.beam), which keeps several readings of S alive. It stops at EOS
+        (which a model trained with `rows.reconstruction_end` emits where the text ends), else after
+        the text's length + 8 tokens (at most 136: a safeguard)."""
+        ids = self.reconstruct_ids(text, max_new_tokens, num_beams=num_beams)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     @torch.inference_mode()
-    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None) -> list[int]:
-        """Token ids greedy-decoded from the S cache of `text` (see `reconstruct`); the last S
-        predicts the first token."""
+    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
+        """Token ids decoded from the S cache of `text` (see `reconstruct`); the last S predicts
+        the first token."""
         cache, pos, last_logits = self.special_cache(text)
         if max_new_tokens is None:  # a safeguard: a model trained with reconstruction_end stops at EOS
             read = min(len(self.text_ids(text)), self.max_length - len(self.bos) - len(self.special_ids))
             max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + RECONSTRUCT_SLACK
-        return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
+        if num_beams == 1:
+            return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
+        return self.beam_from_cache(cache, pos, last_logits[0], max_new_tokens, num_beams)
+
+    def _suppressed(self, logits: torch.Tensor) -> torch.Tensor:
+        """`logits` (..., V) with the GEM tokens banned (-inf): a decode never emits them."""
+        logits = logits.clone()
+        logits[..., torch.tensor(self.special_ids, device=logits.device)] = float("-inf")
+        return logits
 
     @torch.inference_mode()
     def greedy_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int) -> list[int]:
         """Greedy ids (GEM tokens suppressed, stopping at EOS) after `cache`, starting from the
         next-token `logits` (V,) of the token at position `pos` - 1; `cache` grows as it decodes."""
-        suppress = torch.tensor(self.special_ids, device=self.device)
         out: list[int] = []
         for step in range(max_new_tokens):
-            logits = logits.clone()
-            logits[suppress] = float("-inf")
-            tok = int(logits.argmax())
+            tok = int(self._suppressed(logits).argmax())
             if tok == self.tokenizer.eos_token_id:
                 break
             out.append(tok)
             if len(out) < max_new_tokens:
                 logits = self.continue_from_cache(cache, [tok], pos + step)[-1]
         return out
+
+    @torch.inference_mode()
+    def beam_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int,
+                        num_beams: int) -> list[int]:
+        """Beam-search ids (GEM tokens suppressed, a hypothesis ends at EOS) after a batch-1 `cache`,
+        from the next-token `logits` (V,) of the token at position `pos` - 1. The cache is
+        repeated to one row per live beam and reordered as beams extend (lab.gem.beam)."""
+        n_cached = cache.get_seq_length()
+        state = {"rows": 1, "step": 0}
+
+        def step(tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            if state["rows"] == 1:
+                cache.batch_repeat_interleave(len(parents))
+            else:
+                cache.reorder_cache(parents.to(self.device))
+            state["rows"] = len(parents)
+            b, t = len(tokens), state["step"]
+            ids = tokens[:, None].to(self.device)
+            positions = torch.full((b, 1), pos + t, device=self.device)
+            mask = torch.ones(b, n_cached + t + 1, dtype=torch.long, device=self.device)
+            out = unwrap(self.model)(input_ids=ids, position_ids=positions, attention_mask=mask,
+                                     cache=cache, use_cache=True).logits[:, -1]
+            state["step"] += 1
+            return torch.log_softmax(self._suppressed(out).float(), dim=-1)
+
+        first = torch.log_softmax(self._suppressed(logits).float(), dim=-1)
+        return beam_search(step, first, self.tokenizer.eos_token_id, num_beams, max_new_tokens)
 
     # -- attention view -------------------------------------------------------------------------
     def attention(self, text: str, split: int | None = None, k: int | None = None) -> AttentionView:

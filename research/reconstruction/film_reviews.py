@@ -43,16 +43,18 @@ def film_review_texts() -> list[str]:
 
 
 def model_row(model: str, texts: list[str], lengths=LENGTHS, per_length: int = PER_LENGTH,
-              examples: int = EXAMPLES) -> dict:
+              examples: int = EXAMPLES, num_beams: int = 1) -> dict:
     """{"reconstruction": reconstruction_by_length's dict, "examples": [{"text", "reconstruct"}]} of one
-    model, in fp32 (the numbers compare across CPUs)."""
+    model, in fp32 (the numbers compare across CPUs); greedy, or beam search with `num_beams` > 1."""
     from lab.evaluation.language import _texts_of_length, reconstruction_by_length
     from lab.weights.loading import load
 
     gem = load(model, dtype="float32")
-    rec = json.loads(json.dumps(reconstruction_by_length(gem, texts, lengths, per_length)))  # int keys -> str, as saved
+    rec = reconstruction_by_length(gem, texts, lengths, per_length, num_beams=num_beams)
+    rec = json.loads(json.dumps(rec))  # int keys -> str, as saved
     shown = [gem.tokenizer.decode(ids) for ids in _texts_of_length(gem, texts, lengths[0], examples)]
-    return {"reconstruction": rec, "examples": [{"text": t, "reconstruct": gem.reconstruct(t)} for t in shown]}
+    return {"reconstruction": rec,
+            "examples": [{"text": t, "reconstruct": gem.reconstruct(t, num_beams=num_beams)} for t in shown]}
 
 
 def measure(models=MODELS, out=OUT, lengths=LENGTHS, per_length: int = PER_LENGTH, row=model_row) -> dict:
@@ -73,10 +75,11 @@ def report(result: dict) -> str:
     the share that stops), then each model's decodes of the first 8-token snippets."""
     s = result["settings"]
     lengths = [str(n) for n in s["lengths"]]
-    lines = [f"## Reconstruction of film-review snippets ({s['per_length']} per length, greedy from S alone, {s['dtype']})",
+    lines = [f"## Reconstruction of film-review snippets ({s['per_length']} per length, from S alone, {s['dtype']})",
              "", "Pang & Lee movie-review sentences (gensim wheel; never trained on), cut to n tokens. "
              "Each cell: exact first n / **exact with a stop** / token accuracy, in %; stops: decodes that end "
-             "(EOS) within n + 8 tokens. `python -m research.reconstruction.film_reviews`.", "",
+             "(EOS) within n + 8 tokens. Greedy, unless a row says beam search (`reconstruct(num_beams=...)`). "
+             "`python -m research.reconstruction.film_reviews`.", "",
              "| model | " + " | ".join(f"{n} tok" for n in lengths) + " | stops at " + " / ".join(lengths) + " |",
              "|---|" + "---:|" * (len(lengths) + 1)]
     for label, row in result["rows"].items():
@@ -86,6 +89,8 @@ def report(result: dict) -> str:
         stops = " / ".join(f"{100 * rec['stopped'][n]:.0f}" for n in lengths)
         counts = sorted({rec["count"][n] for n in lengths})
         note = "" if counts == [s["per_length"]] else f" ({'/'.join(str(rec['count'][n]) for n in lengths)} texts)"
+        beams = rec.get("num_beams", 1)
+        note += f" (beam search, {beams} beams)" if beams > 1 else ""
         lines.append(f"| {label}{note} | " + " | ".join(cells) + f" | {stops} |")
     for label, row in result["rows"].items():
         lines += ["", f"**{label}**, `reconstruct()` with no cap given, the first {len(row['examples'])} "
