@@ -123,14 +123,10 @@ def _cmd_eval(args) -> int:
         suite = dataclasses.replace(suite, tasks=_suite_tasks(args.tasks, suite.tasks))
     if args.mmlu_limit is not None:
         suite = dataclasses.replace(suite, mmlu_limit=args.mmlu_limit or None)
-    if args.reconstruction_per_length is not None:
-        suite = dataclasses.replace(suite, reconstruction_per_length=args.reconstruction_per_length)
-    if args.reconstruction_lengths:
-        suite = dataclasses.replace(suite, reconstruction_lengths=_token_lengths(args.reconstruction_lengths))
-    if args.reconstruction_beams is not None:
-        if args.reconstruction_beams < 1:
-            raise ValueError(f"--reconstruction-beams {args.reconstruction_beams}: give 1 (greedy) or more beams")
-        suite = dataclasses.replace(suite, reconstruction_beams=args.reconstruction_beams)
+    lengths = _token_lengths(args.reconstruction_lengths) if args.reconstruction_lengths else None
+    given = {"reconstruction_per_length": args.reconstruction_per_length, "reconstruction_lengths": lengths,
+             "reconstruction_beams": args.reconstruction_beams}
+    suite = dataclasses.replace(suite, **{k: v for k, v in given.items() if v is not None})
     if args.update:
         from .evaluation.suite import check_update
 
@@ -314,12 +310,10 @@ def _add_eval(sub, default_model: str) -> None:
                    "and named lists (gem-paper-15, local), comma-separated; mteb's tasks need their data from the hub")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mmlu-limit", type=int, default=None, help="MMLU questions (default: the suite's; 0 = all)")
-    s.add_argument("--reconstruction-per-length", type=int, default=None,
-                   help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
+    s.add_argument("--reconstruction-per-length", type=int, default=None, help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
     s.add_argument("--reconstruction-lengths", default=None,
                    help="comma list of text lengths in tokens to reconstruct (default: the suite's, 8,16,32,64)")
-    s.add_argument("--reconstruction-beams", type=int, default=None,
-                   help="decode reconstructions with this many beams (default 1: greedy, as reconstruct() does)")
+    s.add_argument("--reconstruction-beams", type=int, choices=range(1, 17), metavar="N", help="beam search, N beams (default 1: greedy)")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-import lab.gem.model
-from lab.gem.beam import beam_search
+import lab.gem.beam
+from lab.gem.beam import beam_from_cache, beam_search, suppressed
 
 from .conftest import shipped_like_gem, tiny_gem
 
@@ -87,9 +87,9 @@ def _alone(gem, text):
 
     def logprobs(ids):
         if not ids:
-            return torch.log_softmax(gem._suppressed(logits[0]).float(), -1)
+            return torch.log_softmax(suppressed(logits[0], gem.special_ids).float(), -1)
         c, p, _ = gem.special_cache(text)
-        return torch.log_softmax(gem._suppressed(gem.continue_from_cache(c, ids, p)[-1]).float(), -1)
+        return torch.log_softmax(suppressed(gem.continue_from_cache(c, ids, p)[-1], gem.special_ids).float(), -1)
 
     def step(tokens, parents):
         live[:] = [live[p] + [t] for p, t in zip(parents.tolist(), tokens.tolist())]
@@ -120,8 +120,8 @@ def test_batched_beams_equal_each_hypothesis_decoded_alone(make, monkeypatch):
             batched.append(out)
             return out
         return beam_search(wrapped, first_lp, *args, **kwargs)
-    monkeypatch.setattr(lab.gem.model, "beam_search", spy)
-    ids = gem.beam_from_cache(cache, pos, logits[0], 6, num_beams=3)
+    monkeypatch.setattr(lab.gem.beam, "beam_search", spy)
+    ids = beam_from_cache(gem, cache, pos, logits[0], 6, num_beams=3)
     assert ids == beam_search(recording, first, gem.tokenizer.eos_token_id, 3, 6)
     assert len(batched) == len(seen) > 1
     for a, b in zip(batched, seen):

@@ -1,6 +1,7 @@
 """Beam search for decoding from a KV cache (reconstruction from the S cache).
 
     ids = beam_search(step, first_logprobs, eos_id, num_beams=4, max_new_tokens=24)
+    ids = beam_from_cache(gem, cache, pos, logits, max_new_tokens=24, num_beams=4)   # GemModel.reconstruct's
 
 `step(tokens, parents)` feeds one token per live beam after reordering the caller's cache to
 `parents` (which beam each new one extends) and returns the next log-probabilities (B, V). The search
@@ -14,8 +15,42 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from transformers import DynamicCache
+
+from .forward import unwrap
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def suppressed(logits: torch.Tensor, banned: list[int]) -> torch.Tensor:
+    """`logits` (..., V) with the `banned` ids (the GEM tokens) at -inf: a decode never emits them."""
+    logits = logits.clone()
+    logits[..., torch.tensor(banned, device=logits.device)] = float("-inf")
+    return logits
+
+
+@torch.inference_mode()
+def beam_from_cache(gem, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int,
+                    num_beams: int) -> list[int]:
+    """Beam-search ids (GEM tokens banned; a hypothesis ends at EOS) after `gem`'s batch-1 `cache`,
+    from the next-token `logits` (V,) of the token at position `pos` - 1. The cache is repeated to
+    one row per live beam, then reordered as beams extend, and grows as it decodes."""
+    n_cached, model, t = cache.get_seq_length(), unwrap(gem.model), [0]
+
+    def step(tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        if t[0] == 0:
+            cache.batch_repeat_interleave(len(parents))
+        else:
+            cache.reorder_cache(parents.to(gem.device))
+        b = len(tokens)
+        out = model(input_ids=tokens[:, None].to(gem.device), position_ids=torch.full((b, 1), pos + t[0], device=gem.device),
+                    attention_mask=torch.ones(b, n_cached + t[0] + 1, dtype=torch.long, device=gem.device),
+                    cache=cache, use_cache=True).logits[:, -1]
+        t[0] += 1
+        return torch.log_softmax(suppressed(out, gem.special_ids).float(), dim=-1)
+
+    first = torch.log_softmax(suppressed(logits, gem.special_ids).float(), dim=-1)
+    return beam_search(step, first, gem.tokenizer.eos_token_id, num_beams, max_new_tokens)
 
 
 def _normalised(score: float, length: int, length_penalty: float) -> float:

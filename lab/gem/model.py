@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, TextIteratorStreamer
 
 from .attention import AttentionView, attention_view
-from .beam import beam_search
+from .beam import beam_from_cache, suppressed
 from .checks import check_encode_args, check_k, check_positive_int, check_texts
 from .config import AUTO_SINK, GemConfig, choose_sink_token, prefix_ids
 from .forward import gem_inputs, hidden_states, model_dtype, unwrap
@@ -343,13 +343,7 @@ class GemModel:
             max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + RECONSTRUCT_SLACK
         if num_beams == 1:
             return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
-        return self.beam_from_cache(cache, pos, last_logits[0], max_new_tokens, num_beams)
-
-    def _suppressed(self, logits: torch.Tensor) -> torch.Tensor:
-        """`logits` (..., V) with the GEM tokens banned (-inf): a decode never emits them."""
-        logits = logits.clone()
-        logits[..., torch.tensor(self.special_ids, device=logits.device)] = float("-inf")
-        return logits
+        return beam_from_cache(self, cache, pos, last_logits[0], max_new_tokens, num_beams)
 
     @torch.inference_mode()
     def greedy_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int) -> list[int]:
@@ -357,40 +351,13 @@ class GemModel:
         next-token `logits` (V,) of the token at position `pos` - 1; `cache` grows as it decodes."""
         out: list[int] = []
         for step in range(max_new_tokens):
-            tok = int(self._suppressed(logits).argmax())
+            tok = int(suppressed(logits, self.special_ids).argmax())
             if tok == self.tokenizer.eos_token_id:
                 break
             out.append(tok)
             if len(out) < max_new_tokens:
                 logits = self.continue_from_cache(cache, [tok], pos + step)[-1]
         return out
-
-    @torch.inference_mode()
-    def beam_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int,
-                        num_beams: int) -> list[int]:
-        """Beam-search ids (GEM tokens suppressed, a hypothesis ends at EOS) after a batch-1 `cache`,
-        from the next-token `logits` (V,) of the token at position `pos` - 1. The cache is
-        repeated to one row per live beam and reordered as beams extend (lab.gem.beam)."""
-        n_cached = cache.get_seq_length()
-        state = {"rows": 1, "step": 0}
-
-        def step(tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
-            if state["rows"] == 1:
-                cache.batch_repeat_interleave(len(parents))
-            else:
-                cache.reorder_cache(parents.to(self.device))
-            state["rows"] = len(parents)
-            b, t = len(tokens), state["step"]
-            ids = tokens[:, None].to(self.device)
-            positions = torch.full((b, 1), pos + t, device=self.device)
-            mask = torch.ones(b, n_cached + t + 1, dtype=torch.long, device=self.device)
-            out = unwrap(self.model)(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                     cache=cache, use_cache=True).logits[:, -1]
-            state["step"] += 1
-            return torch.log_softmax(self._suppressed(out).float(), dim=-1)
-
-        first = torch.log_softmax(self._suppressed(logits).float(), dim=-1)
-        return beam_search(step, first, self.tokenizer.eos_token_id, num_beams, max_new_tokens)
 
     # -- attention view -------------------------------------------------------------------------
     def attention(self, text: str, split: int | None = None, k: int | None = None) -> AttentionView:
