@@ -38,3 +38,5 @@ def test_shipped_gem_model_embeds_generates_and_reconstructs(real_cache):
     back = gem.reconstruct_ids(text)  # no cap given: only the safeguard (the text's length + 8)
     assert sum(a == b for a, b in zip(back, ids)) >= len(ids) - 2, gem.tokenizer.decode(back)
     assert len(back) <= len(ids) + 1, f"ran on past the text: {gem.tokenizer.decode(back)!r}"
+    beams = gem.reconstruct_ids(text, num_beams=4)  # the README's beam-search line: the text, then the stop
+    assert sum(a == b for a, b in zip(beams, ids)) >= len(ids) - 2 and len(beams) <= len(ids) + 1, gem.tokenizer.decode(beams)

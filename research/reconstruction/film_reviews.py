@@ -90,7 +90,7 @@ def report(result: dict) -> str:
         counts = sorted({rec["count"][n] for n in lengths})
         note = "" if counts == [s["per_length"]] else f" ({'/'.join(str(rec['count'][n]) for n in lengths)} texts)"
         beams = rec.get("num_beams", 1)
-        note += f" (beam search, {beams} beams)" if beams > 1 else ""
+        note += f" ({beams} beams)" if beams > 1 else ""
         lines.append(f"| {label}{note} | " + " | ".join(cells) + f" | {stops} |")
     for label, row in result["rows"].items():
         lines += ["", f"**{label}**, `reconstruct()` with no cap given, the first {len(row['examples'])} "
