@@ -65,7 +65,7 @@ def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 
             text = gem.tokenizer.decode(ids)
             ids = gem.text_ids(text)  # what the model reads (a cut can re-tokenise differently)
             full = gem.reconstruct_ids(text, max_new_tokens=len(ids) + STOP_SLACK, num_beams=num_beams)
-            out = full[:len(ids)]  # greedy: the same as a decode of len(ids) tokens
+            out = full[:len(ids)]  # the first n tokens of what reconstruct() hands a user (greedy: = a decode of n)
             matched += sum(a == b for a, b in zip(out, ids))
             total += len(ids)
             hits += out == ids
