@@ -8,7 +8,7 @@
     data build [--mixed] build the training corpus and the evaluation data (--mixed: and the last stage's; npm)
     eval                 evaluate a model: embedding tasks (mteb), MMLU (lm-eval), perplexity, reconstruction
     report               merge eval result files into a Markdown table and plotly figures
-    export CKPT --to merged|st|release OUT   plain HF folder, sentence-transformers folder, or shippable checkpoint
+    export CKPT --to merged|st|release OUT [--rank N]   plain HF, sentence-transformers, or shippable folder
     start MODEL          check your own model for GEM and write its recipe (configs/gem-NAME.yaml)
     serve --model NAME   an OpenAI-compatible server: /v1/embeddings, /v1/completions, /v1/chat/completions
     train                train GEM (configs/*.yaml, --group.key=value overrides, --resume)
@@ -178,16 +178,16 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from .weights.checkpoints import resolve_run
     from .weights.export import export_merged, export_release, export_sentence_transformers
 
     fn = {"merged": export_merged, "st": export_sentence_transformers, "release": export_release}[args.to]
-    from .weights.checkpoints import resolve_run
-
-    args.checkpoint = str(resolve_run(args.checkpoint))
-    if args.card and args.to != "release":
-        raise SystemExit("--card goes with --to release (merged and st folders carry no model card)")
     extra = {"card": Path(args.card).read_text(encoding="utf-8")} if args.card else {}
-    print(f"exported: {fn(args.checkpoint, args.out, force=args.force, **extra)}")
+    extra.update({"rank": args.rank} if args.rank is not None else {})
+    if extra and args.to != "release":
+        raise SystemExit(f"{' and '.join('--' + k for k in extra)} go with --to release (a merged or st folder "
+                         "carries no model card and its weights at full rank)")
+    print(f"exported: {fn(str(resolve_run(args.checkpoint)), args.out, force=args.force, **extra)}")
     return 0
 
 
@@ -244,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("models", help="list registry models, installed and cached")
-    s.set_defaults(func=_cmd_models)
+    sub.add_parser("models", help="list registry models, installed and cached").set_defaults(func=_cmd_models)
 
     s = sub.add_parser("check", help="is this machine ready for the notebooks and the app? (< 1 min)")
     s.add_argument("--port", type=int, default=7860, help="the port the app will use")
@@ -313,7 +312,7 @@ def _add_eval(sub, default_model: str) -> None:
     s.add_argument("--reconstruction-per-length", type=int, default=None, help="held-out texts per reconstruction length (default: the suite's, 8 in quick)")
     s.add_argument("--reconstruction-lengths", default=None,
                    help="comma list of text lengths in tokens to reconstruct (default: the suite's, 8,16,32,64)")
-    s.add_argument("--reconstruction-beams", type=int, choices=range(1, 17), metavar="N", help="beam search, N beams (default 1: greedy)")
+    s.add_argument("--reconstruction-beams", type=int, choices=range(1, 17), metavar="N", help="1: greedy, N > 1: beam search (default: the model's own, as reconstruct())")
     s.add_argument("--heldout", default="data/build/wiki/heldout.jsonl")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when there is a GPU)")
     s.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on a GPU, the CPU's fast dtype)")
@@ -340,6 +339,7 @@ def _add_report_export_train(sub) -> None:
     s.add_argument("out")
     s.add_argument("--card", default=None, help="release: the model card (README.md) to ship with it, read before "
                                                 "OUT is replaced, so OUT/README.md itself may be given")
+    s.add_argument("--rank", type=int, default=None, help="release: store the LoRA at this smaller rank (its best approximation)")
     s.add_argument("--force", action="store_true", help="replace OUT even if the lab did not write it")
     s.set_defaults(func=_cmd_export)
 

@@ -25,7 +25,8 @@ reconstruction-tradeoff: install data
 	$(BIN)/python -m research.reconstruction.tradeoff
 
 # The stop issue's film-review measurement: stage 2 (before the stop), stage 3 (the stop), stage 4 (the
-# stop, then 40 contrastive steps) and the shipped stage 5 (rank 32, copies on a wider corpus)
+# stop, then 40 contrastive steps), stage 5 (rank 32, copies on a wider corpus) and the shipped stage 6
+# (rank 64 stored at 36, read back with 8 beams)
 # reconstructing 40 movie-review sentences per length -> research/reconstruction/results/stop/film-reviews.md.
 # 17-20 min a model on 2 cores beside another evaluation, 10 min alone; rows are reused while a model's
 # weights are unchanged.
@@ -33,12 +34,13 @@ film-reviews: install data
 	$(BIN)/python -m lab convert smollm2-135m
 	$(BIN)/python -m research.reconstruction.film_reviews
 
-# The shipped model's five stages, the base model's best pooling (echo) and all-MiniLM-L6-v2 on the wide
+# The shipped model's six stages, the base model's best pooling (echo) and all-MiniLM-L6-v2 on the wide
 # suite (its embedding half, fp32) -> research/wide/results/report.md. 14-20 min a GEM model on 2 cores
 # (echo reads each text twice); delete a model's file to redo it.
 WIDE := research/wide/results
 WIDE_EVAL = $(BIN)/python -m lab eval --suite wide --dtype float32 --skip mmlu,perplexity,perplexity_ood,reconstruction
-WIDE_FILES := $(WIDE)/base.json $(WIDE)/gem-gpu.json $(WIDE)/gem-anchored.json $(WIDE)/gem-stop.json $(WIDE)/gem-contrast.json $(WIDE)/gem.json $(WIDE)/minilm.json
+WIDE_FILES := $(WIDE)/base.json $(WIDE)/gem-gpu.json $(WIDE)/gem-anchored.json $(WIDE)/gem-stop.json $(WIDE)/gem-contrast.json \
+	$(WIDE)/gem-mixed.json $(WIDE)/gem.json $(WIDE)/minilm.json
 wide-stages: $(WIDE_FILES)
 	$(BIN)/python -m lab report $(WIDE_FILES) --out $(WIDE)/report
 $(WIDE)/gem-gpu.json: | install data
@@ -49,8 +51,10 @@ $(WIDE)/gem-stop.json: | install data
 	$(WIDE_EVAL) --model gem-smollm2-135m-stop --label "stage 3 (gem-smollm2-135m-stop)" --output $@
 $(WIDE)/gem-contrast.json: | install data
 	$(WIDE_EVAL) --model gem-smollm2-135m-contrast --label "stage 4 (gem-smollm2-135m-contrast)" --output $@
+$(WIDE)/gem-mixed.json: | install data
+	$(WIDE_EVAL) --model gem-smollm2-135m-mixed --label "stage 5 (gem-smollm2-135m-mixed)" --output $@
 $(WIDE)/gem.json: | install data
-	$(WIDE_EVAL) --model gem-smollm2-135m --label "GEM-SmolLM2-135M (stage 5, shipped)" --output $@
+	$(WIDE_EVAL) --model gem-smollm2-135m --label "GEM-SmolLM2-135M (stage 6, shipped)" --output $@
 $(WIDE)/base.json: | install data
 	$(WIDE_EVAL) --model smollm2-135m --pooling echo --label SmolLM2-135M --output $@
 $(WIDE)/minilm.json: | install data

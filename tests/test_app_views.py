@@ -104,6 +104,11 @@ def test_reconstruction_says_whether_it_stopped(session, monkeypatch):
     text = "Paris is the capital of France."
     r = h.reconstruct(session, text)
     assert r["text"] == gem.reconstruct(text), "the tab shows what reconstruct() hands a user"
+    own = gem.gem_config.reconstruct_beams  # the shipped model's, which the shipped-like one copies
+    assert h.default_beams(session) == own, "the beams slider starts at the model's own width"
+    assert h.default_beams(h.Session(gem_name=session.gem_name)) == own, "read from the folder, before loading"
+    assert h.default_beams(h.Session(gem_name="tiny-smollm2")) == 1, "a base model has no GEM config: greedy"
+    assert ("greedy" if own == 1 else f"beam search, {own} beams") in r["info"]
     ids = gem.text_ids(text)
     beam = h.reconstruct(session, text, num_beams=3)
     assert beam["text"] == gem.reconstruct(text, num_beams=3) and "beam search, 3 beams" in beam["info"]

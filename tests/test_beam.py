@@ -2,16 +2,20 @@
 finds when nothing is pruned, beats greedy where greedy's first choice leads nowhere, and on a model
 its batched, reordered S cache gives the same log-probabilities as decoding each hypothesis alone."""
 
+import dataclasses
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
 import lab.gem.beam
+import lab.gem.model
+from lab.gem import GemConfig
 from lab.gem.beam import beam_from_cache, beam_search, suppressed
 
-from .conftest import shipped_like_gem, tiny_gem
+from .conftest import shipped_gem_config, shipped_like_gem, tiny_gem
 
 EOS = 0
 
@@ -78,6 +82,31 @@ def test_bad_beam_counts_are_refused():
     with pytest.raises(ValueError, match="num_beams=0"):
         beam_search(_stepper(lp), lp([]), EOS, num_beams=0, max_new_tokens=4)
     assert beam_search(_stepper(lp), lp([]), EOS, num_beams=2, max_new_tokens=0) == []
+    with pytest.raises(ValueError, match="reconstruct_beams must be >= 1"):
+        GemConfig(reconstruct_beams=0)
+
+
+def test_reconstruct_decodes_as_the_model_says_unless_told(monkeypatch, tmp_path):
+    """`reconstruct()` with no width uses the model's own (`GemConfig.reconstruct_beams`, saved with it:
+    the shipped model's 8, which the shipped-like model copies); a given width wins; a saved config
+    from before the setting existed loads as greedy."""
+    gem = shipped_like_gem(max_length=64)
+    assert gem.gem_config.reconstruct_beams == shipped_gem_config().reconstruct_beams
+    widths = []
+    real = lab.gem.model.beam_from_cache
+    monkeypatch.setattr(lab.gem.model, "beam_from_cache", lambda *a: widths.append(a[-1]) or real(*a))
+    text, own_width = "the cat sat on the mat", gem.gem_config.reconstruct_beams
+    own = gem.reconstruct_ids(text)
+    assert widths == ([own_width] if own_width > 1 else [])
+    assert own == gem.reconstruct_ids(text, num_beams=own_width)
+    gem.gem_config.reconstruct_beams = 3
+    widths.clear()
+    gem.reconstruct_ids(text)
+    gem.reconstruct_ids(text, num_beams=1)  # told: greedy, no beam search
+    assert widths == [3]
+    old = {k: v for k, v in dataclasses.asdict(gem.gem_config).items() if k != "reconstruct_beams"}
+    (tmp_path / GemConfig.FILENAME).write_text(json.dumps(old))
+    assert GemConfig.load(tmp_path).reconstruct_beams == 1
 
 
 def _alone(gem, text):

@@ -19,7 +19,8 @@ def test_the_committed_configs_are_the_recipes_and_the_studies():
     names = {p.relative_to(ROOT).as_posix() for p in COMMITTED}
     assert {"configs/tiny.yaml", "configs/gem-smollm2-135m.yaml", "configs/gem-smollm2-135m-gpu.yaml",
             "configs/gem-smollm2-135m-anchored.yaml", "configs/gem-smollm2-135m-stop.yaml",
-            "configs/gem-smollm2-135m-contrast.yaml", "configs/gem-smollm2-135m-mixed.yaml"} <= names
+            "configs/gem-smollm2-135m-contrast.yaml", "configs/gem-smollm2-135m-mixed.yaml",
+            "configs/gem-smollm2-135m-r64.yaml"} <= names
     assert len([n for n in names if n.startswith("research/")]) >= 25, "the studies' configs are collected too"
 
 
@@ -93,8 +94,9 @@ def test_saved_configs_round_trip_and_old_flat_ones_migrate():
         flat = json.loads((ROOT / "checkpoints" / folder / "train_config.json").read_text())
         assert "k" in flat and load_saved_config(flat).gem.k == flat["k"] == 5
     # every old setting has a new home; gem.readout (mean | concat), run.attention and checkpoint
-    # rotation are new
-    new = {"gem.readout", "run.attention", "run.keep_last", "run.best_metric", "rows.reconstruction_end"}
+    # rotation, the reconstruction end and decoding width are new
+    new = {"gem.readout", "run.attention", "run.keep_last", "run.best_metric", "rows.reconstruction_end",
+           "gem.reconstruct_beams"}
     assert set(FLAT_KEYS.values()) - {None} == set(all_keys()) - new
     with pytest.raises(ValueError, match="did you mean `optim.steps`"):
         migrate_flat({"stesp": 3})

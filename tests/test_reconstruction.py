@@ -85,6 +85,11 @@ def test_a_model_taught_the_end_marker_stops_where_the_text_ends(trained_to_stop
         assert gem.reconstruct(w, num_beams=3) == w, "beam search finds the copy and its stop too"
     r = reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4, num_beams=3)
     assert r["exact_with_stop"] == {5: 1.0} and r["num_beams"] == 3
+    gem.gem_config.reconstruct_beams = 2  # a model that reads S with 2 beams by default is measured so
+    try:
+        assert reconstruction_by_length(gem, str(heldout), lengths=(5,), per_length=4)["num_beams"] == 2
+    finally:
+        gem.gem_config.reconstruct_beams = 1
 
 
 @pytest.mark.parametrize("shipped_like", [False, True], ids=["bos", "shipped-like"])

@@ -192,7 +192,8 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
 
 
 # the committed config each shipped checkpoint was trained with (its last stage)
-RECIPE_CONFIGS = {"gem-smollm2-135m": "configs/gem-smollm2-135m-mixed.yaml",
+RECIPE_CONFIGS = {"gem-smollm2-135m": "configs/gem-smollm2-135m-r64.yaml",
+                  "gem-smollm2-135m-mixed": "configs/gem-smollm2-135m-mixed.yaml",
                   "gem-smollm2-135m-contrast": "configs/gem-smollm2-135m-contrast.yaml",
                   "gem-smollm2-135m-stop": "configs/gem-smollm2-135m-stop.yaml",
                   "gem-smollm2-135m-anchored": "configs/gem-smollm2-135m-anchored.yaml",
@@ -215,5 +216,12 @@ def test_shipped_models_were_trained_with_their_committed_configs(name):
     as_run = flat_items(load_saved_config(json.loads((folder / "train_config.json").read_text())))
     committed = flat_items(config_from_args(str(PROJECT_ROOT / RECIPE_CONFIGS[name]), []))
     differ = {key: (value, as_run[key]) for key, value in committed.items()
-              if key not in ("run.output_dir", "run.init_from") and value != as_run[key]}
+              if key not in ("run.output_dir", "run.init_from", *DECODING) and value != as_run[key]}
     assert not differ, f"{RECIPE_CONFIGS[name]} differs from {folder}/train_config.json (committed, as run): {differ}"
+    decodes = json.loads((folder / "gem_config.json").read_text())
+    assert {key: decodes.get(key.split(".")[1], 1) for key in DECODING} == {key: committed[key] for key in DECODING}
+
+
+# settings read when decoding, never in training: checked against the checkpoint's gem_config.json (what it
+# decodes with), which a release may set after the run (gem-smollm2-135m: reconstruct_beams 8, chosen by measuring)
+DECODING = ("gem.reconstruct_beams",)

@@ -10,19 +10,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..corpora.textsets import TextSet, bundled_sets, load_bundled, parse_pasted, parse_upload
-from ..gem import GemModel
+from ..gem import GemConfig, GemModel
 from ..gem.model import RECONSTRUCT_SLACK
 from ..gem.tokens import gem_token_strings, text_ids
-from ..weights.conversion import list_models
 from ..weights.loading import load
 from ..weights.registry import DEFAULT_GEM, DEFAULT_MODEL, SHIPPED_GEM
 from ..viz import figures
 from ..viz.maps import embedding_map, top_k
+from .picker import model_choices, pickable_problem  # noqa: F401 (the app's picker: h.model_choices)
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +33,6 @@ MAX_NEW_TOKENS = 128
 MAX_QUESTION_TOKENS = 256  # the embed + generate tab's question
 MAX_RECONSTRUCT_TOKENS = 64  # the reconstruction tab reads (and decodes) at most this many tokens
 MAX_BEAMS = 8  # the reconstruction tab's beam-search width, at most
-
-
-def pickable_problem(name: str, allow_any_folder: bool = False) -> str | None:
-    """Why the app's model picker must not load `name`, or None. Allowed: registry names, shipped
-    GEM names, folders under the project's checkpoints/ or the working directory (any readable
-    folder with `allow_any_folder`: `app.py --allow-any-folder`), and hub ids only when online."""
-    import os
-    from pathlib import Path
-
-    from ..storage import PROJECT_ROOT
-    from ..weights.registry import REGISTRY
-
-    if name in REGISTRY or name in SHIPPED_GEM:
-        return None
-    path = Path(name).expanduser()
-    if path.exists():
-        where = path.resolve()
-        roots = [Path.cwd().resolve(), (PROJECT_ROOT / "checkpoints").resolve()]
-        if allow_any_folder or any(where == r or r in where.parents for r in roots):
-            return None
-        return (f"{name} is outside the working directory and the project's checkpoints/; the picker loads "
-                f"only folders there (start the app with --allow-any-folder to allow any folder)")
-    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            return (f"{name} is not a registry name or a folder here, and the app is offline, so it cannot "
-                    f"download it; start the app with --online, or pick one of: {', '.join(REGISTRY)}")
-        return None
-    return (f"unknown model {name!r}: pick a registry name ({', '.join(REGISTRY)}), a shipped GEM model "
-            f"({', '.join(SHIPPED_GEM)}) or a checkpoint folder such as runs/NAME/last")
 
 
 @dataclass
@@ -103,15 +75,6 @@ class Session:
         with self.lock:
             self.base, self.gem, self.base_name, self.gem_name = new_base, new_gem, base_name, gem_name
         return f"base: **{base_name}** · GEM: **{gem_name}** (loaded in {time.perf_counter() - t:.1f} s)"
-
-
-def model_choices(runs_dir: str = "runs") -> tuple[list[str], list[str]]:
-    """(base model choices: registry names; GEM choices: shipped names and local training runs)."""
-    from pathlib import Path
-
-    base = [m["name"] for m in list_models() if m["installed"]]
-    runs = sorted(str(p.parent) for p in Path(runs_dir).glob("*/last")) if Path(runs_dir).is_dir() else []
-    return base, list(SHIPPED_GEM) + runs
 
 
 # -- input checks -----------------------------------------------------------------------------------
@@ -339,12 +302,25 @@ def generate_side_by_side(session: Session, prompt: str, max_new_tokens: int = 4
         yield texts["base"], texts["gem"], timing
 
 
-def reconstruct(session: Session, text: str, num_beams: int = 1) -> dict:
+def default_beams(session: Session) -> int:
+    """The GEM model's own reconstruction width (`GemConfig.reconstruct_beams`: 8 for the shipped
+    model, 1 greedy for most), read from its folder when it is not loaded yet; at most MAX_BEAMS."""
+    if session.gem is not None:
+        return min(session.gem.gem_config.reconstruct_beams, MAX_BEAMS)
+    folder = SHIPPED_GEM.get(session.gem_name, Path(session.gem_name))
+    if not (folder / GemConfig.FILENAME).is_file():
+        return 1
+    return min(GemConfig.load(folder).reconstruct_beams, MAX_BEAMS)
+
+
+def reconstruct(session: Session, text: str, num_beams: int | None = None) -> dict:
     """Decode `text` back from its special tokens' KV cache alone (paper Appendix B): what
-    `GemModel.reconstruct(text, num_beams=...)` hands a user (greedy for 1 beam), which stops at EOS
-    or, failing that, at the safeguard (the text's length + RECONSTRUCT_SLACK tokens); the info says which."""
+    `GemModel.reconstruct(text, num_beams=...)` hands a user (greedy for 1 beam; None: the model's
+    own setting), which stops at EOS or, failing that, at the safeguard (the text's length +
+    RECONSTRUCT_SLACK tokens); the info says which."""
     _, gem = session.models()
     text = check_text(text)
+    num_beams = gem.gem_config.reconstruct_beams if num_beams is None else num_beams
     if not 1 <= int(num_beams) <= MAX_BEAMS:
         raise ValueError(f"beams={num_beams}: pick 1 (greedy) to {MAX_BEAMS}")
     warnings = text_warnings(gem, text, MAX_RECONSTRUCT_TOKENS)

@@ -188,7 +188,8 @@ def generation_tab(session: h.Session) -> list:
     gr.Markdown("### Reconstruction: decode a text from its special tokens alone")
     rec_text = gr.Textbox("Paris is the capital and largest city of France.", label="text (≤ 64 tokens)")
     with gr.Row():
-        rec_beams = gr.Slider(1, h.MAX_BEAMS, value=1, step=1, label="beams (1: greedy)")
+        rec_beams = gr.Slider(1, h.MAX_BEAMS, value=h.default_beams(session), step=1,
+                              label="beams (1: greedy; it starts at the GEM model's own setting)")
         rec_btn = gr.Button("Reconstruct")
     gr.Examples([["Paris is the capital and largest city of France."], ["The cat sat on the mat."]],
                 [rec_text], label="presets")

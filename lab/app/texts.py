@@ -67,7 +67,8 @@ CAPTIONS = {
     "reconstruct": "Decoded from the special tokens' cache alone: the decoder never sees the text, only S. "
                    "Short texts often come back word for word, longer ones as their gist. The line below says "
                    "whether the decoder stopped where the text ends or ran on until the length cap. More beams "
-                   "keep several readings of S alive and return the likeliest whole text.",
+                   "keep several readings of S alive and return the likeliest whole text; the shipped model "
+                   "reads S with 8 by default, as its card measures it.",
     "buys": "What training buys: the same five tasks, scored for the base model with each way of pooling it, "
             "for GEM, and for the small encoder GEM's readout was pulled towards.",
     "costs": "What it costs: the language model, on the same exam questions and texts before and after, "

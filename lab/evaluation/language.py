@@ -44,9 +44,10 @@ STOP_SLACK = RECONSTRUCT_SLACK  # tokens a reconstruction may run past the text 
 
 @torch.inference_mode()
 def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 64), per_length: int = 16,
-                             num_beams: int = 1) -> dict:
+                             num_beams: int | None = None) -> dict:
     """{"exact", "token_accuracy", "exact_with_stop", "stopped", "count"}, each {n: value}, and
-    "num_beams" (1: greedy), for a GEM model.
+    "num_beams" (1: greedy), for a GEM model; num_beams None: the model's own setting, as
+    `reconstruct()` decodes when not told (`GemConfig.reconstruct_beams`).
 
     exact: the first n decoded tokens are the text; token_accuracy: share of the n positions where
     the decoded token equals the input token; exact_with_stop: the decode is the text and then
@@ -56,6 +57,7 @@ def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 
     heldout: a JSON-lines file of {"text": ...} rows, or the texts themselves.
     """
     gem.require_gem_tokens("reconstruction")
+    num_beams = num_beams or gem.gem_config.reconstruct_beams
     texts = [r["text"] for r in read_jsonl(heldout)] if isinstance(heldout, (str, Path)) else list(heldout)
     exact, tok_acc, count, with_stop, stopped = {}, {}, {}, {}, {}
     for n in lengths:

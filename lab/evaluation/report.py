@@ -222,7 +222,7 @@ def write_report(results: list[dict], out: str | Path) -> Path:
         recon = reconstruction_table(results, key)
         if recon:
             text += (f"\n## Reconstruction by input length, {source} (%: exact match of the first n tokens / "
-                     "exact with a stop / token accuracy; greedy, from the GEM tokens' cache alone)\n\n" + recon)
+                     "exact with a stop / token accuracy; greedy unless a row says beam N; from the GEM tokens' cache alone)\n\n" + recon)
     with atomic_file(out.with_suffix(".md"), "w") as f:
         f.write(text)
     for suffix, fig in (("_tasks.html", task_bars(rows)), ("_tradeoff.html", tradeoff_scatter(rows))):

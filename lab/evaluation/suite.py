@@ -44,7 +44,7 @@ class Suite:
     news_max_tokens: int = 128
     reconstruction_lengths: tuple = (8, 16, 32, 64)
     reconstruction_per_length: int = 8
-    reconstruction_beams: int = 1  # 1: greedy, as reconstruct() decodes by default; > 1: beam search
+    reconstruction_beams: int | None = None  # None: as reconstruct() decodes the model by default; 1 greedy; > 1 beams
     tasks: tuple = TASK_NAMES
 
 

@@ -6,7 +6,7 @@ Wikipedia tasks? Three sets from the gensim wheel, never used for training or fo
     Pang & Lee    200 movie-review sentences, pos / neg  5-fold logistic-regression accuracy,
                                                          the mean over 50 stratified splits
 
-    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM (its five stages), MiniLM
+    python -m lab.evaluation.transfer [--out results/transfer]     # base (mean, echo), GEM (its six stages), MiniLM
 
 Scores are x100 like the suite's. The sentences are short and the words single tokens or two, so
 all of it runs in about a minute per model and pooling on a 2-core CPU.
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import save_json_and_markdown
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-contrast:gem,gem-smollm2-135m-stop:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
+    p.add_argument("--models", default="smollm2-135m:mean,smollm2-135m:echo,gem-smollm2-135m:gem,gem-smollm2-135m-mixed:gem,gem-smollm2-135m-contrast:gem,gem-smollm2-135m-stop:gem,gem-smollm2-135m-anchored:gem,gem-smollm2-135m-gpu:gem,minilm:encoder",
                    help="comma-separated MODEL:POOLING (an encoder name takes 'encoder')")
     p.add_argument("--out", default="results/transfer", help="writes OUT.json and OUT.md")
     p.add_argument("--dtype", default="float32",

@@ -78,6 +78,8 @@ class GemConfig:
     readout_dim: the head's output width; 0 = the pooled width (a residual map). E.g. a teacher's
         width (384 for all-MiniLM-L6-v2), when the embedding is distilled into the teacher's space.
     max_length: texts longer than this many tokens are truncated (with one warning per call).
+    reconstruct_beams: how `GemModel.reconstruct` decodes when not told: 1 greedy, > 1 beam search
+        with that many beams. A model's card reports its reconstruction under this setting.
     base_model: registry name, folder or hub id of the backbone.
     trained: False for freshly added (untrained) tokens; `pooling="gem"` needs True.
     """
@@ -89,12 +91,13 @@ class GemConfig:
     readout_head: bool = False
     readout_dim: int = 0
     max_length: int = 512
+    reconstruct_beams: int = 1
     base_model: str = "smollm2-135m"
     trained: bool = False
 
     def __post_init__(self):
         kinds = {"k": int, "readout": str, "suffix_sees_bos": bool, "readout_head": bool, "readout_dim": int,
-                 "max_length": int, "base_model": str, "trained": bool}
+                 "max_length": int, "reconstruct_beams": int, "base_model": str, "trained": bool}
         for name, kind in kinds.items():
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -108,6 +111,8 @@ class GemConfig:
             raise ValueError(f"GemConfig.readout must be one of {READOUTS}, got {self.readout!r}")
         if self.readout_dim < 0 or (self.readout_dim and not self.readout_head):
             raise ValueError(f"GemConfig.readout_dim must be 0, or > 0 with readout_head=True; got {self.readout_dim}")
+        if self.reconstruct_beams < 1:
+            raise ValueError(f"GemConfig.reconstruct_beams must be >= 1 (1: greedy), got {self.reconstruct_beams}")
         if self.max_length < 8:
             raise ValueError(f"GemConfig.max_length must be >= 8, got {self.max_length}")
 

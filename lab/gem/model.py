@@ -324,26 +324,27 @@ class GemModel:
         return unwrap(self.model)(input_ids=ids, position_ids=pos, attention_mask=mask,
                                   cache=cache, use_cache=True).logits[0]
 
-    def reconstruct(self, text: str, max_new_tokens: int | None = None, num_beams: int = 1) -> str:
+    def reconstruct(self, text: str, max_new_tokens: int | None = None, num_beams: int | None = None) -> str:
         """Decode a text from the special tokens' KV cache alone (paper Appendix B): the decoder
-        sees no token of `text`, only the k cached S entries. Greedy by default; `num_beams` > 1
-        runs beam search (lab.gem.beam), which keeps several readings of S alive. It stops at EOS
+        sees no token of `text`, only the k cached S entries. `num_beams`: 1 greedy, > 1 beam search
+        (lab.gem.beam), None the model's own setting (`GemConfig.reconstruct_beams`). It stops at EOS
         (which a model trained with `rows.reconstruction_end` emits where the text ends), else after
         the text's length + 8 tokens (at most 136: a safeguard)."""
         ids = self.reconstruct_ids(text, max_new_tokens, num_beams=num_beams)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     @torch.inference_mode()
-    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
+    def reconstruct_ids(self, text: str, max_new_tokens: int | None = None, num_beams: int | None = None) -> list[int]:
         """Token ids decoded from the S cache of `text` (see `reconstruct`); the last S predicts
         the first token."""
         cache, pos, last_logits = self.special_cache(text)
         if max_new_tokens is None:  # a safeguard: a model trained with reconstruction_end stops at EOS
             read = min(len(self.text_ids(text)), self.max_length - len(self.bos) - len(self.special_ids))
             max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + RECONSTRUCT_SLACK
-        if num_beams == 1:
+        beams = num_beams or self.gem_config.reconstruct_beams
+        if beams == 1:
             return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
-        return beam_from_cache(self, cache, pos, last_logits[0], max_new_tokens, num_beams)
+        return beam_from_cache(self, cache, pos, last_logits[0], max_new_tokens, beams)
 
     @torch.inference_mode()
     def greedy_from_cache(self, cache: DynamicCache, pos: int, logits: torch.Tensor, max_new_tokens: int) -> list[int]:

@@ -2,11 +2,13 @@
 
     python -m lab export CHECKPOINT --to merged OUT   # a plain HF folder: AutoModelForCausalLM
     python -m lab export CHECKPOINT --to st OUT       # a sentence-transformers folder
-    python -m lab export CHECKPOINT --to release OUT [--card README.md]  # the small GEM checkpoint, no optimizer state
+    python -m lab export CHECKPOINT --to release OUT [--card README.md] [--rank N]  # the small GEM checkpoint
 
 release: what ships in `checkpoints/`: the checkpoint's own files (config, token rows, LoRA
 adapter, train config) without `training_state/`, plus the run's `metrics.jsonl` and a model card;
-it loads with `lab.load(OUT)` exactly like the checkpoint.
+it loads with `lab.load(OUT)` exactly like the checkpoint. With `rank`, its LoRA is stored at that
+smaller rank (the best approximation of each update, `lab.weights.shrink`; the manifest records the
+rank it was trained at).
 
 merged: the adapter is merged into the weights and saved with the tokenizer (GEM tokens included)
 and gem_config.json, so `AutoModelForCausalLM.from_pretrained(OUT)` generates as usual and
@@ -132,17 +134,24 @@ def export_sentence_transformers(checkpoint: str | Path, out: str | Path, force:
 RELEASE_SKIP = {"training_state", "MANIFEST.json"}
 
 
-def export_release(checkpoint: str | Path, out: str | Path, card: str = "", force: bool = False) -> Path:
+def export_release(checkpoint: str | Path, out: str | Path, card: str = "", force: bool = False,
+                   rank: int | None = None) -> Path:
     """Copy a training checkpoint without its optimizer state, with the run's metrics log
-    (atomically; a folder the lab did not write only with force)."""
+    (atomically; a folder the lab did not write only with force); `rank`: its LoRA stored at that
+    smaller rank (`lab.weights.shrink`)."""
     import shutil
+
+    from .shrink import shrink_adapter_in_place
 
     checkpoint, out = Path(checkpoint).resolve(), export_target(checkpoint, out)
     problem = folder_problem(checkpoint, content=True)
     if problem:
         raise RuntimeError(f"cannot export {checkpoint}: {problem}")
+    if rank is not None and not (checkpoint / "adapter").is_dir():
+        raise ValueError(f"--rank {rank}: {checkpoint} has no LoRA adapter to store at a smaller rank")
     metrics = checkpoint.parent / "metrics.jsonl"
-    with atomic_dir(out, metadata={"exported_from": checkpoint.name, "kind": "release"}, replace_foreign=force) as tmp:
+    metadata = {"exported_from": checkpoint.name, "kind": "release"}
+    with atomic_dir(out, metadata=metadata, replace_foreign=force) as tmp:
         for item in checkpoint.iterdir():
             if item.name in RELEASE_SKIP:
                 continue
@@ -151,4 +160,6 @@ def export_release(checkpoint: str | Path, out: str | Path, card: str = "", forc
             shutil.copy2(metrics, tmp / "metrics.jsonl")
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")
+        if rank is not None:
+            metadata["shrunk_from_rank"] = shrink_adapter_in_place(tmp / "adapter", rank)
     return out

@@ -28,6 +28,7 @@ DEFAULT_MODEL = "smollm2-135m"
 # GEM checkpoints that ship with the lab (committed to the repo), and the commands that remake each
 SHIPPED_GEM = {
     "gem-smollm2-135m": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m",
+    "gem-smollm2-135m-mixed": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-mixed",
     "gem-smollm2-135m-contrast": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-contrast",
     "gem-smollm2-135m-stop": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-stop",
     "gem-smollm2-135m-anchored": PROJECT_ROOT / "checkpoints" / "gem-smollm2-135m-anchored",
@@ -35,21 +36,28 @@ SHIPPED_GEM = {
     "gem-gemma3-270m": PROJECT_ROOT / "checkpoints" / "gem-gemma3-270m",  # the second family (make models-extra)
 }
 # where each shipped model's training started (its stage before) and what it was trained on (its card)
-SHIPPED_FROM = {"gem-smollm2-135m": "gem-smollm2-135m-contrast", "gem-smollm2-135m-contrast": "gem-smollm2-135m-stop",
+SHIPPED_FROM = {"gem-smollm2-135m": "gem-smollm2-135m-mixed", "gem-smollm2-135m-mixed": "gem-smollm2-135m-contrast",
+                "gem-smollm2-135m-contrast": "gem-smollm2-135m-stop",
                 "gem-smollm2-135m-stop": "gem-smollm2-135m-anchored", "gem-smollm2-135m-anchored": "gem-smollm2-135m-gpu"}
 SHIPPED_TRAINED_ON = {"gem-smollm2-135m": "a 2-core CPU with native bf16 (AMD EPYC)",
+                      "gem-smollm2-135m-mixed": "a 2-core CPU with native bf16 (AMD EPYC)",
                       "gem-smollm2-135m-contrast": "a 2-core CPU with native bf16 (AMD EPYC)",
                       "gem-smollm2-135m-stop": "a 2-core CPU with native bf16 (AMD EPYC)",
                       "gem-smollm2-135m-anchored": "a 2-core CPU with native bf16",
                       "gem-smollm2-135m-gpu": "one NVIDIA H200",
                       "gem-gemma3-270m": "a 2-core AVX2-only CPU (AMD EPYC), fp32, shared with other work"}
 SHIPPED_RECIPES = {
-    # five stages: the GPU recipe; 300 anchored reconstruction steps from it on a CPU; 150 steps that
+    # six stages: the GPU recipe; 300 anchored reconstruction steps from it on a CPU; 150 steps that
     # teach reconstruction to stop, from stage 2; 40 contrastive steps that give the embedding back, from
-    # stage 3; the adapter grown to rank 32 and 300 anchored copy steps on a wider corpus, from stage 4
-    "gem-smollm2-135m": ("the stages of gem-smollm2-135m-contrast, then python -m lab data build --mixed, "
-                         "python -m lab train --config configs/gem-smollm2-135m-mixed.yaml and python -m lab export "
-                         "runs/gem-smollm2-135m-mixed/checkpoint-300 --to release checkpoints/gem-smollm2-135m"),
+    # stage 3; the adapter grown to rank 32 and 300 anchored copy steps on a wider corpus, from stage 4;
+    # grown to rank 64 and 300 more such steps, from stage 5, stored at rank 36
+    "gem-smollm2-135m": ("the stages of gem-smollm2-135m-mixed, then python -m lab train --config "
+                         "configs/gem-smollm2-135m-r64.yaml and python -m lab export "
+                         "runs/gem-smollm2-135m-r64/checkpoint-300 --to release --rank 36 checkpoints/gem-smollm2-135m"),
+    "gem-smollm2-135m-mixed": ("the stages of gem-smollm2-135m-contrast, then python -m lab data build --mixed, "
+                               "python -m lab train --config configs/gem-smollm2-135m-mixed.yaml and python -m lab "
+                               "export runs/gem-smollm2-135m-mixed/checkpoint-300 --to release "
+                               "checkpoints/gem-smollm2-135m-mixed"),
     "gem-smollm2-135m-contrast": ("the stages of gem-smollm2-135m-stop, then python -m lab train --config "
                                   "configs/gem-smollm2-135m-contrast.yaml and python -m lab export "
                                   "runs/gem-smollm2-135m-contrast/checkpoint-40 --to release "

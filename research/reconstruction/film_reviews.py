@@ -1,4 +1,4 @@
-"""The stop issue's own measurement, rerun: reconstruction of film-review snippets by stages 2 to 5 of the shipped model.
+"""The stop issue's own measurement, rerun: reconstruction of film-review snippets by stages 2 to 6 of the shipped model.
 
     python -m research.reconstruction.film_reviews      # fp32; 17-20 min a model on a 2-core CPU beside another evaluation
 
@@ -6,7 +6,8 @@ Issue #32 measured the shipped model (then stage 2) on 40 film-review snippets c
 that is neither Wikipedia (the training text) nor news (the lab's second reconstruction source). This
 reruns that measurement on the Pang & Lee movie-review sentences of the gensim wheel (the transfer
 tasks' data, never used for training or for choosing a recipe): for each model of `MODELS`, the first
-`PER_LENGTH` sentences long enough, cut to 8, 16 and 32 tokens, decoded greedily from S alone with
+`PER_LENGTH` sentences long enough, cut to 8, 16 and 32 tokens, decoded from S alone as each model's
+`reconstruct()` decodes (greedy; stage 6: 8 beams, its `reconstruct_beams`) with
 `lab.evaluation.language.reconstruction_by_length` (exact first n, exact with a stop, token accuracy,
 stops), plus what `reconstruct()` hands a user for the first `EXAMPLES` 8-token snippets.
 Writes `research/reconstruction/results/stop/film-reviews.json` and `.md`; a model's row is reused
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 MODELS = {"stage 2 (gem-smollm2-135m-anchored, before the stop)": "gem-smollm2-135m-anchored",
           "stage 3 (gem-smollm2-135m-stop, the stop)": "gem-smollm2-135m-stop",
           "stage 4 (gem-smollm2-135m-contrast: the stop, then 40 contrastive steps)": "gem-smollm2-135m-contrast",
-          "stage 5 (gem-smollm2-135m, shipped: rank 32, copies on a wider corpus)": "gem-smollm2-135m"}
+          "stage 5 (gem-smollm2-135m-mixed: rank 32, copies on a wider corpus)": "gem-smollm2-135m-mixed",
+          "stage 6 (gem-smollm2-135m, shipped: rank 64 stored at 36)": "gem-smollm2-135m"}
 LENGTHS = (8, 16, 32)
 PER_LENGTH = 40
 EXAMPLES = 8
@@ -43,9 +45,10 @@ def film_review_texts() -> list[str]:
 
 
 def model_row(model: str, texts: list[str], lengths=LENGTHS, per_length: int = PER_LENGTH,
-              examples: int = EXAMPLES, num_beams: int = 1) -> dict:
+              examples: int = EXAMPLES, num_beams: int | None = None) -> dict:
     """{"reconstruction": reconstruction_by_length's dict, "examples": [{"text", "reconstruct"}]} of one
-    model, in fp32 (the numbers compare across CPUs); greedy, or beam search with `num_beams` > 1."""
+    model, in fp32 (the numbers compare across CPUs); greedy (1), beam search (> 1), or None: as the
+    model's `reconstruct()` decodes by default."""
     from lab.evaluation.language import _texts_of_length, reconstruction_by_length
     from lab.weights.loading import load
 

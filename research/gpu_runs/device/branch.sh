@@ -4,7 +4,7 @@
 # must be small. The branch `device` (from HEAD, replaced if it exists) drops every checkpoint but the
 # ones named, and the executed notebooks; it prints what a call would carry besides `.device/cN`.
 # usage: bash research/gpu_runs/device/branch.sh [CHECKPOINT_NAME ...]
-#   stage.sh 1, 2 and 3: none;  stage.sh long: gem-smollm2-135m (where it starts, and its anchor)
+#   stage.sh 1, 2 and 3: none;  stage.sh long: gem-smollm2-135m-contrast (where it starts, and its anchor)
 # Afterwards `git switch -` (back to your branch; its files come back) and `git branch -D device`.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
