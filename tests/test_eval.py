@@ -12,6 +12,7 @@ from lab.cli import main as cli_main
 from lab.corpora.eval_sets import build_eval_data, evaluation_texts, read_eval
 from lab.corpora.wiki import build_corpus, shingles
 from lab.evaluation.embedders import Embedder
+from lab.gem import GemConfig
 from lab.evaluation.report import (load_results, markdown_table, reconstruction_table, table_rows, task_bars,
                                    tradeoff_scatter, write_report)
 from lab.evaluation.suite import Suite, run_suite, save_result
@@ -223,7 +224,9 @@ def test_language_side_in_a_chosen_dtype_and_its_reconstruction_cells(tmp_path, 
     for key in ("reconstruction", "reconstruction_news"):
         exact, stop, tok = (r[key][k] for k in ("exact", "exact_with_stop", "token_accuracy"))
         row = reconstruction_table([r], key).splitlines()[2]
-        assert row == "| x | " + " | ".join(f"{100 * exact[n]:.0f} / {100 * stop[n]:.0f} / {100 * tok[n]:.1f}"
+        beams = r[key]["num_beams"]  # the model's own width (the shipped-like model's: the shipped 8)
+        assert beams == GemConfig.load(tiny_checkpoint).reconstruct_beams
+        assert row == f"| x{f' (beam {beams})' if beams > 1 else ''} | " + " | ".join(f"{100 * exact[n]:.0f} / {100 * stop[n]:.0f} / {100 * tok[n]:.1f}"
                                             for n in (4, 8)) + " |"
     assert r["reconstruction"]["count"] == r["reconstruction_news"]["count"] == {4: 2, 8: 2}
 
