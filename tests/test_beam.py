@@ -104,6 +104,8 @@ def test_reconstruct_decodes_as_the_model_says_unless_told(monkeypatch, tmp_path
     gem.reconstruct_ids(text)
     gem.reconstruct_ids(text, num_beams=1)  # told: greedy, no beam search
     assert widths == [3]
+    with pytest.raises(ValueError, match="num_beams=0"):  # a bad width is refused, not read as "the default"
+        gem.reconstruct_ids(text, num_beams=0)
     old = {k: v for k, v in dataclasses.asdict(gem.gem_config).items() if k != "reconstruct_beams"}
     (tmp_path / GemConfig.FILENAME).write_text(json.dumps(old))
     assert GemConfig.load(tmp_path).reconstruct_beams == 1

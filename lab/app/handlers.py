@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from ..corpora.textsets import TextSet, bundled_sets, load_bundled, parse_pasted
 from ..gem import GemConfig, GemModel
 from ..gem.model import RECONSTRUCT_SLACK
 from ..gem.tokens import gem_token_strings, text_ids
-from ..weights.loading import load
+from ..weights.loading import load, local_path
 from ..weights.registry import DEFAULT_GEM, DEFAULT_MODEL, SHIPPED_GEM
 from ..viz import figures
 from ..viz.maps import embedding_map, top_k
@@ -307,7 +306,10 @@ def default_beams(session: Session) -> int:
     model, 1 greedy for most), read from its folder when it is not loaded yet; at most MAX_BEAMS."""
     if session.gem is not None:
         return min(session.gem.gem_config.reconstruct_beams, MAX_BEAMS)
-    folder = SHIPPED_GEM.get(session.gem_name, Path(session.gem_name))
+    try:
+        folder = local_path(session.gem_name)  # a shipped name's folder, a run's newest checkpoint
+    except FileNotFoundError:  # a shipped checkpoint missing: loading it will say how to get it back
+        return 1
     if not (folder / GemConfig.FILENAME).is_file():
         return 1
     return min(GemConfig.load(folder).reconstruct_beams, MAX_BEAMS)

@@ -57,7 +57,7 @@ def reconstruction_by_length(gem, heldout: str | list[str], lengths=(8, 16, 32, 
     heldout: a JSON-lines file of {"text": ...} rows, or the texts themselves.
     """
     gem.require_gem_tokens("reconstruction")
-    num_beams = num_beams or gem.gem_config.reconstruct_beams
+    num_beams = gem.gem_config.reconstruct_beams if num_beams is None else num_beams
     texts = [r["text"] for r in read_jsonl(heldout)] if isinstance(heldout, (str, Path)) else list(heldout)
     exact, tok_acc, count, with_stop, stopped = {}, {}, {}, {}, {}
     for n in lengths:

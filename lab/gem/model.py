@@ -341,7 +341,7 @@ class GemModel:
         if max_new_tokens is None:  # a safeguard: a model trained with reconstruction_end stops at EOS
             read = min(len(self.text_ids(text)), self.max_length - len(self.bos) - len(self.special_ids))
             max_new_tokens = min(read, RECONSTRUCT_MAX_TOKENS) + RECONSTRUCT_SLACK
-        beams = num_beams or self.gem_config.reconstruct_beams
+        beams = self.gem_config.reconstruct_beams if num_beams is None else num_beams  # 0 is refused, not the default
         if beams == 1:
             return self.greedy_from_cache(cache, pos, last_logits[0], max_new_tokens)
         return beam_from_cache(self, cache, pos, last_logits[0], max_new_tokens, beams)
