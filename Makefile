@@ -123,7 +123,7 @@ eval-mmlu: install data
 	$(BIN)/python -m lab report results/mmlu-base.json results/mmlu-gem.json results/mmlu-gem-mixed.json results/mmlu-gem-contrast.json results/mmlu-gem-stop.json results/mmlu-gem-anchored.json results/mmlu-gem-gpu.json --out results/mmlu
 
 # Reconstruction on 32 held-out texts per length (the quick suite's 8 are too few to compare models), decoded
-# as the model's reconstruct() decodes (the shipped model: 8 beams): ~35 min on 2 cores (greedy: ~10).
+# as the model's reconstruct() decodes (the shipped model: 8 beams): ~22 min on 2 cores (greedy: ~10).
 eval-reconstruction: install data
 	$(EVAL) --model gem-smollm2-135m --skip embedding,mmlu,perplexity,perplexity_ood --reconstruction-per-length 32 --label "GEM-SmolLM2-135M, 32 texts per length" --output results/reconstruction-gem.json --force
 
